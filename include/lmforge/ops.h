@@ -1,0 +1,75 @@
+// Differentiable functional ops. Each one checks shapes and dtypes, dispatches on the device and
+// records its backward (src/ops/<op>.cpp); the per-device kernels live in src/backend/<device>/.
+// Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
+// Ops compute in f32; inputs of other float dtypes are rejected with a clear error.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "lmforge/autograd.h"
+#include "lmforge/core/tensor.h"
+
+namespace lmf {
+
+// --- elementwise, broadcasting over leading dimensions ---------------------------------------
+// `b` has the same shape as `a`, or a shape equal to a suffix of `a`'s shape (a bias (C) added to
+// (B, T, C)), or is a one-element tensor.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, float factor);
+
+// --- matrix products (Eigen on the CPU) ------------------------------------------------------
+/// a (..., M, K) · b (..., K, N) -> (..., M, N), with optional transposes of the last two dims
+/// (trans_a: a is (..., K, M); trans_b: b is (..., N, K)). Batch dims must match, or b is 2-D and
+/// shared across the batch.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+/// x (..., IN) · w (OUT, IN)ᵀ + b (OUT); b may be undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// --- model ops --------------------------------------------------------------------------------
+/// weight (V, C), ids (...) of i32 or u16 -> (..., C). An id outside [0, V) is an lmf::Error.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+/// Normalises the last dim: (x - mean) / sqrt(var + eps) * w + b; w and b (C), b may be undefined.
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
+/// GELU, tanh approximation (GPT-2's gelu_new).
+Tensor gelu(const Tensor& x);
+/// Softmax over the last dim.
+Tensor softmax(const Tensor& x);
+/// Causal scaled dot-product attention, scale 1/sqrt(HS): q, k, v (B, NH, T, HS) -> (B, NH, T, HS).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v);
+/// Mean cross-entropy of logits (N, V) (or (B, T, V)) against targets (N) (or (B, T)) of i32;
+/// targets equal to ignore_index are skipped. Returns a scalar; NaN-free when all are ignored (0).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
+/// Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p).
+/// Identity when !training or p == 0. Draws come from `gen` (counter-based, thread-count independent).
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen);
+
+// --- reductions -------------------------------------------------------------------------------
+/// Sum of every element -> scalar (shape ()).
+Tensor sum(const Tensor& x);
+/// Mean of every element -> scalar.
+Tensor mean(const Tensor& x);
+/// Sum over dimension `dim` (negative counts from the end); keepdim keeps it with size 1.
+Tensor sum(const Tensor& x, int dim, bool keepdim = false);
+Tensor mean(const Tensor& x, int dim, bool keepdim = false);
+
+// --- in place, never recorded (optimizers, gradient accumulation) -----------------------------
+/// dst += alpha * src (same shape; dst must be contiguous f32).
+Tensor& add_(Tensor& dst, const Tensor& src, float alpha = 1.f);
+/// dst *= factor.
+Tensor& scale_(Tensor& dst, float factor);
+
+// --- views and layout -------------------------------------------------------------------------
+/// Same elements, new shape; one dimension may be -1. Copies only when x is not contiguous.
+Tensor reshape(const Tensor& x, Shape shape);
+/// Like reshape, but x must be contiguous (never copies).
+Tensor view(const Tensor& x, Shape shape);
+Tensor transpose(const Tensor& x, int dim0, int dim1);
+Tensor permute(const Tensor& x, const std::vector<int>& dims);
+/// Elements [start, end) of dimension `dim` (a view).
+Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end);
+/// A contiguous copy when x is not contiguous (differentiable).
+Tensor contiguous(const Tensor& x);
+
+}  // namespace lmf
