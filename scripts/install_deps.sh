@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lmforge needs to build, test and run, skipping those already
+# present (so a warm machine pays nothing). Used by scripts/test.sh and scripts/quickstart.sh.
+set -euo pipefail
+
+packages=(build-essential cmake ninja-build pkg-config git
+          libeigen3-dev libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev libfmt-dev
+          libopenmpi-dev openmpi-bin
+          python3 python3-torch python3-numpy
+          fortunes gnuplot-nox nodejs npm)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from elsewhere than Debian (the npm on PATH is enough).
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+read -r -a missing <<<"${missing[*]}"
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "lmforge: installing Debian packages: ${missing[*]}"
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

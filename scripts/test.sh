@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the test suite: installs missing Debian packages, configures,
+# builds with all cores and runs ctest. Extra arguments go to ctest (e.g. -L cpu, -R gpt).
+# BUILD_DIR (default build) and LMF_CMAKE_ARGS (extra cmake flags) may be set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh
+build_dir=${BUILD_DIR:-build}
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${LMF_CMAKE_ARGS:-}
+cmake --build "$build_dir" -j"$(nproc)"
+ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" "$@"
