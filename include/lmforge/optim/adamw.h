@@ -1,0 +1,69 @@
+// AdamW with torch.optim.AdamW semantics over a model's parameter slab. The moments m and v are
+// slabs laid out exactly like the parameter slab, so one update loop (or one kernel) covers every
+// parameter. Weight decay applies only to tensors of two or more dims (matrices and embeddings).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "lmforge/core/tensor.h"
+#include "lmforge/nn/module.h"
+
+namespace lmf::optim {
+
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.01f;  ///< applied to parameters with dim() >= 2 only
+  /// Throws lmf::Error naming the first out-of-range field.
+  void validate() const;
+};
+
+/// Per step, for each parameter p with gradient g that requires grad (t = step count after +1):
+///   p -= lr · wd · p                      (decoupled decay, before the Adam update; wd 0 for < 2-D)
+///   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
+///   p -= lr · (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + eps)
+/// Frozen parameters (requires_grad false) are skipped entirely, like parameters without a
+/// gradient in PyTorch. Groups are decided at construction from each parameter's dims.
+class AdamW {
+ public:
+  /// The model must have flattened parameters (nn::Module::flatten_parameters); moments start at
+  /// zero on the slab's device.
+  AdamW(const nn::Module& model, AdamWConfig config);
+
+  /// One update with the current lr. Throws if the model re-flattened its parameters since.
+  void step();
+  float lr() const { return config_.lr; }
+  void set_lr(float lr) { config_.lr = lr; }
+  const AdamWConfig& config() const { return config_; }
+  /// Number of step() calls so far (PyTorch's state['step']).
+  int64_t step_count() const { return step_; }
+
+  /// Checkpointable state: moments by parameter name (views of the moment slabs) and the step.
+  struct State {
+    int64_t step = 0;
+    nn::StateDict exp_avg;     ///< m, one entry per parameter, same names and shapes
+    nn::StateDict exp_avg_sq;  ///< v
+  };
+  State state() const;
+  /// Copies moments into the slabs; every parameter must be present with its shape (errors name
+  /// the first missing, unexpected or mis-shaped entry).
+  void load_state(const State& state);
+
+  const Tensor& exp_avg_slab() const { return m_; }     ///< (N) f32, same layout as the params
+  const Tensor& exp_avg_sq_slab() const { return v_; }  ///< (N) f32
+  /// Whether the parameter at slab entry i is weight-decayed.
+  bool decays(std::size_t entry) const { return decay_.at(entry); }
+
+ private:
+  std::shared_ptr<nn::ParameterSlab> slab_;
+  AdamWConfig config_;
+  std::vector<bool> decay_;  // per slab entry
+  Tensor m_;
+  Tensor v_;
+  int64_t step_ = 0;
+};
+
+}  // namespace lmf::optim

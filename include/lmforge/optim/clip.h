@@ -1,0 +1,21 @@
+// Global-norm gradient clipping with torch.nn.utils.clip_grad_norm_ semantics. The slab overload
+// is one reduction over the gradient slab, the form the trainer uses every step.
+#pragma once
+#include <vector>
+
+#include "lmforge/core/tensor.h"
+#include "lmforge/nn/module.h"
+
+namespace lmf::optim {
+
+/// L2 norm over every element of every gradient (accumulated in double).
+double grad_norm(const nn::ParameterSlab& slab);
+double grad_norm(const std::vector<Tensor>& params);
+
+/// Computes the total L2 norm of all gradients; when max_norm / (total + 1e-6) < 1 scales every
+/// gradient by that factor. Returns the total norm before clipping (NaN/Inf pass through
+/// unclipped so that the caller can detect them). Parameters without a gradient are skipped.
+double clip_grad_norm(const nn::ParameterSlab& slab, double max_norm);
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+}  // namespace lmf::optim
