@@ -1,0 +1,156 @@
+// GPT-2 forward pass built from the functional ops; the backward comes from autograd. Shapes use
+// B batch, T time, C channels, NH heads, HS head size, V vocabulary.
+#include "lmforge/nn/gpt.h"
+
+#include <cmath>
+
+#include "lmforge/ops.h"
+
+namespace lmf::nn {
+
+void GPTConfig::validate() const {
+  LMF_CHECK(n_layer > 0, "model.n_layer must be positive, got ", n_layer);
+  LMF_CHECK(n_head > 0, "model.n_head must be positive, got ", n_head);
+  LMF_CHECK(n_embd > 0, "model.n_embd must be positive, got ", n_embd);
+  LMF_CHECK(n_embd % n_head == 0, "model.n_embd (", n_embd, ") must be divisible by model.n_head (",
+            n_head, ")");
+  LMF_CHECK(block_size > 0, "model.block_size must be positive, got ", block_size);
+  LMF_CHECK(vocab_size > 0, "model.vocab_size must be positive, got ", vocab_size);
+  LMF_CHECK(dropout >= 0.f && dropout < 1.f, "model.dropout must be in [0, 1), got ", dropout);
+}
+
+namespace {
+// GPT-2 scales the residual projections so the residual stream's variance does not grow with depth.
+float residual_std(const GPTConfig& config) {
+  return 0.02f / std::sqrt(2.f * static_cast<float>(config.n_layer));
+}
+}  // namespace
+
+CausalSelfAttention::CausalSelfAttention(const GPTConfig& config, Generator& init_gen,
+                                         Generator& dropout_gen)
+    : n_head_(config.n_head),
+      n_embd_(config.n_embd),
+      dropout_(config.dropout),
+      dropout_gen_(&dropout_gen),
+      c_attn_(config.n_embd, 3 * config.n_embd, config.bias, init_gen),
+      c_proj_(config.n_embd, config.n_embd, config.bias, init_gen, residual_std(config)) {
+  register_module("c_attn", c_attn_);
+  register_module("c_proj", c_proj_);
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x) const {
+  const int64_t B = x.size(0), T = x.size(1), C = n_embd_, NH = n_head_, HS = C / NH;
+  Tensor qkv = c_attn_.forward(x);                      // (B, T, 3C)
+  qkv = reshape(qkv, {B, T, 3, NH, HS});                // (B, T, 3, NH, HS)
+  // One copy puts q, k and v each contiguous in (B, NH, T, HS) order.
+  qkv = contiguous(permute(qkv, {2, 0, 3, 1, 4}));      // (3, B, NH, T, HS)
+  Tensor q = view(slice(qkv, 0, 0, 1), {B, NH, T, HS});  // (B, NH, T, HS)
+  Tensor k = view(slice(qkv, 0, 1, 2), {B, NH, T, HS});
+  Tensor v = view(slice(qkv, 0, 2, 3), {B, NH, T, HS});
+  Tensor y = attention(q, k, v);                        // (B, NH, T, HS)
+  y = reshape(transpose(y, 1, 2), {B, T, C});           // (B, T, C)
+  y = c_proj_.forward(y);
+  return dropout(y, dropout_, is_training(), *dropout_gen_);
+}
+
+MLP::MLP(const GPTConfig& config, Generator& init_gen, Generator& dropout_gen)
+    : dropout_(config.dropout),
+      dropout_gen_(&dropout_gen),
+      c_fc_(config.n_embd, 4 * config.n_embd, config.bias, init_gen),
+      c_proj_(4 * config.n_embd, config.n_embd, config.bias, init_gen, residual_std(config)) {
+  register_module("c_fc", c_fc_);
+  register_module("c_proj", c_proj_);
+}
+
+Tensor MLP::forward(const Tensor& x) const {
+  Tensor h = gelu(c_fc_.forward(x));  // (B, T, 4C)
+  h = c_proj_.forward(h);             // (B, T, C)
+  return dropout(h, dropout_, is_training(), *dropout_gen_);
+}
+
+Block::Block(const GPTConfig& config, Generator& init_gen, Generator& dropout_gen)
+    : ln_1_(config.n_embd, config.bias),
+      attn_(config, init_gen, dropout_gen),
+      ln_2_(config.n_embd, config.bias),
+      mlp_(config, init_gen, dropout_gen) {
+  register_module("ln_1", ln_1_);
+  register_module("attn", attn_);
+  register_module("ln_2", ln_2_);
+  register_module("mlp", mlp_);
+}
+
+Tensor Block::forward(const Tensor& x) const {
+  Tensor h = add(x, attn_.forward(ln_1_.forward(x)));  // (B, T, C)
+  return add(h, mlp_.forward(ln_2_.forward(h)));
+}
+
+namespace {
+const GPTConfig& validated(const GPTConfig& config) {
+  config.validate();
+  return config;
+}
+// Dropout masks use their own stream so that changing dropout never changes the initial weights.
+constexpr uint64_t kDropoutStream = 0x9E3779B97F4A7C15ull;
+}  // namespace
+
+GPT::GPT(const GPTConfig& config, uint64_t seed)
+    : config_(validated(config)),
+      init_gen_(std::make_unique<Generator>(seed)),
+      dropout_gen_(std::make_unique<Generator>(seed ^ kDropoutStream)),
+      wte_(config.vocab_size, config.n_embd, *init_gen_),
+      wpe_(config.block_size, config.n_embd, *init_gen_),
+      ln_f_(config.n_embd, config.bias) {
+  for (int64_t i = 0; i < config.n_layer; ++i)
+    h_.push_back(std::make_unique<Block>(config, *init_gen_, *dropout_gen_));
+  register_module("wte", wte_);
+  register_module("wpe", wpe_);
+  for (std::size_t i = 0; i < h_.size(); ++i) register_module("h." + std::to_string(i), *h_[i]);
+  register_module("ln_f", ln_f_);
+  init_gen_.reset();
+  flatten_parameters(Device::cpu());
+}
+
+Tensor GPT::hidden_states(const Tensor& ids) const {
+  LMF_CHECK(ids.dim() == 2, "GPT input ids must be (B, T), got ", shape_str(ids.shape()));
+  LMF_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::u16,
+            "GPT input ids must be i32 or u16, got ", dtype_name(ids.dtype()));
+  const int64_t T = ids.size(1);
+  LMF_CHECK(T >= 1 && T <= config_.block_size, "sequence length ", T,
+            " is outside [1, block_size = ", config_.block_size, "]");
+  if (ids.device().is_cpu()) {
+    // Checked here (not only in the embedding op) to name the position and the vocabulary size.
+    const Tensor c = ids.contiguous_copy();
+    const int64_t n = c.numel(), V = config_.vocab_size;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = c.dtype() == DType::i32 ? c.data<int32_t>()[i] : c.data<uint16_t>()[i];
+      LMF_CHECK(id >= 0 && id < V, "token id ", id, " at (", i / T, ", ", i % T,
+                ") is outside the vocabulary [0, ", V, ")");
+    }
+  }
+  Tensor x = add(wte_.forward(ids), slice(wpe_.weight(), 0, 0, T));  // (B, T, C)
+  x = dropout(x, config_.dropout, is_training(), *dropout_gen_);
+  for (const auto& block : h_) x = block->forward(x);
+  return ln_f_.forward(x);  // (B, T, C)
+}
+
+Tensor GPT::forward(const Tensor& ids) const {
+  // The head is tied to the token embedding: logits = x · wteᵀ.
+  return linear(hidden_states(ids), wte_.weight());  // (B, T, V)
+}
+
+GPT::Output GPT::forward(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+  LMF_CHECK(targets.defined() && targets.shape() == ids.shape(), "targets of shape ",
+            targets.defined() ? shape_str(targets.shape()) : std::string("(undefined)"),
+            " for ids of shape ", shape_str(ids.shape()));
+  Output out;
+  out.logits = forward(ids);
+  out.loss = cross_entropy(out.logits, targets, ignore_index);
+  return out;
+}
+
+int64_t GPT::num_parameters(bool include_embeddings) const {
+  int64_t n = Module::num_parameters();
+  return include_embeddings ? n : n - wpe_.weight().numel();
+}
+
+}  // namespace lmf::nn

@@ -1,0 +1,127 @@
+// AdamW over the parameter slab. The slab is cut once, at construction, into runs of adjacent
+// parameters sharing a weight decay; a step then walks those runs with one OpenMP loop each,
+// skipping frozen parameters, so the update is a handful of long vectorisable loops.
+#include "lmforge/optim/adamw.h"
+
+#include <cmath>
+#include <unordered_map>
+
+#include "lmforge/autograd.h"
+
+namespace lmf::optim {
+
+void AdamWConfig::validate() const {
+  LMF_CHECK(lr >= 0.f && std::isfinite(lr), "optimizer.lr must be finite and >= 0, got ", lr);
+  LMF_CHECK(beta1 >= 0.f && beta1 < 1.f, "optimizer.beta1 must be in [0, 1), got ", beta1);
+  LMF_CHECK(beta2 >= 0.f && beta2 < 1.f, "optimizer.beta2 must be in [0, 1), got ", beta2);
+  LMF_CHECK(eps > 0.f, "optimizer.eps must be positive, got ", eps);
+  LMF_CHECK(weight_decay >= 0.f, "optimizer.weight_decay must be >= 0, got ", weight_decay);
+}
+
+AdamW::AdamW(const nn::Module& model, AdamWConfig config)
+    : slab_(model.slab()), config_(config) {
+  config_.validate();
+  for (const nn::SlabEntry& e : slab_->entries) decay_.push_back(e.param.dim() >= 2);
+  m_ = Tensor::zeros({slab_->numel()}, DType::f32, slab_->device());
+  v_ = Tensor::zeros({slab_->numel()}, DType::f32, slab_->device());
+}
+
+namespace {
+
+struct Run {
+  int64_t begin, end;
+  float weight_decay;
+};
+
+// Updates elements [begin, end) of the slabs; `decay_factor` is 1 - lr·wd.
+void adamw_cpu(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end,
+               float decay_factor, float lr, float beta1, float beta2, float eps,
+               float bias_correction1, float bias_correction2_sqrt) {
+  const float step_size = lr / bias_correction1;
+#pragma omp parallel for simd schedule(static) if (end - begin > 32768)
+  for (int64_t i = begin; i < end; ++i) {
+    const float grad = g[i];
+    const float mi = beta1 * m[i] + (1.f - beta1) * grad;
+    const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = std::sqrt(vi) / bias_correction2_sqrt + eps;
+    p[i] = p[i] * decay_factor - step_size * mi / denom;
+  }
+}
+
+}  // namespace
+
+void AdamW::step() {
+  LMF_CHECK(!slab_->retired,
+            "AdamW: the model's parameters were moved (flatten_parameters/to) after the optimizer "
+            "was built; build the optimizer again");
+  LMF_CHECK(slab_->device().is_cpu(), "AdamW: parameters on ", slab_->device().str(),
+            " need the device update, which this build does not provide");
+  ++step_;
+  const double t = static_cast<double>(step_);
+  const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config_.beta1), t));
+  const float bias_correction2_sqrt =
+      static_cast<float>(std::sqrt(1.0 - std::pow(double(config_.beta2), t)));
+  // Adjacent trainable parameters with the same decay form one run (one loop).
+  std::vector<Run> runs;
+  for (std::size_t i = 0; i < slab_->entries.size(); ++i) {
+    const nn::SlabEntry& e = slab_->entries[i];
+    if (!e.param.requires_grad()) continue;
+    const float wd = decay_[i] ? config_.weight_decay : 0.f;
+    if (!runs.empty() && runs.back().weight_decay == wd && runs.back().end == e.offset) {
+      runs.back().end = e.offset + e.numel;
+    } else {
+      runs.push_back({e.offset, e.offset + e.numel, wd});
+    }
+  }
+  float* p = slab_->params.data<float>();
+  const float* g = slab_->grads.data<float>();
+  float* m = m_.data<float>();
+  float* v = v_.data<float>();
+  for (const Run& r : runs) {
+    adamw_cpu(p, g, m, v, r.begin, r.end, 1.f - config_.lr * r.weight_decay, config_.lr,
+              config_.beta1, config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+  }
+}
+
+AdamW::State AdamW::state() const {
+  State s;
+  s.step = step_;
+  for (const nn::SlabEntry& e : slab_->entries) {
+    s.exp_avg.emplace_back(e.name, Tensor::view_of(m_.storage(), e.param.shape(), DType::f32, e.offset));
+    s.exp_avg_sq.emplace_back(e.name,
+                              Tensor::view_of(v_.storage(), e.param.shape(), DType::f32, e.offset));
+  }
+  return s;
+}
+
+void AdamW::load_state(const State& state) {
+  LMF_CHECK(state.step >= 0, "optimizer state: negative step ", state.step);
+  auto check = [&](const nn::StateDict& given, const char* what) {
+    LMF_CHECK(given.size() == slab_->entries.size(), "optimizer state: ", what, " has ",
+              given.size(), " tensors, the model has ", slab_->entries.size(), " parameters");
+    std::unordered_map<std::string, const Tensor*> by_name;
+    for (const auto& [name, t] : given) by_name[name] = &t;
+    for (const nn::SlabEntry& e : slab_->entries) {
+      auto it = by_name.find(e.name);
+      LMF_CHECK(it != by_name.end(), "optimizer state: ", what, " has no entry for '", e.name, "'");
+      LMF_CHECK(it->second->defined() && it->second->shape() == e.param.shape(),
+                "optimizer state: ", what, " '", e.name, "' has shape ",
+                it->second->defined() ? shape_str(it->second->shape()) : std::string("undefined"),
+                ", the parameter has ", shape_str(e.param.shape()));
+    }
+    return by_name;
+  };
+  const auto m_by_name = check(state.exp_avg, "exp_avg");
+  const auto v_by_name = check(state.exp_avg_sq, "exp_avg_sq");
+  NoGradGuard no_grad;
+  for (const nn::SlabEntry& e : slab_->entries) {
+    Tensor::view_of(m_.storage(), e.param.shape(), DType::f32, e.offset).copy_(*m_by_name.at(e.name));
+    Tensor::view_of(v_.storage(), e.param.shape(), DType::f32, e.offset)
+        .copy_(*v_by_name.at(e.name));
+  }
+  step_ = state.step;
+}
+
+}  // namespace lmf::optim

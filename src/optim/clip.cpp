@@ -1,0 +1,70 @@
+// Global-norm clipping. On the CPU the norm is one OpenMP reduction in double over the gradient
+// slab (its zero padding adds nothing); other devices go through the ops so no extra kernel is needed.
+#include "lmforge/optim/clip.h"
+
+#include <cmath>
+
+#include "lmforge/autograd.h"
+#include "lmforge/ops.h"
+
+namespace lmf::optim {
+namespace {
+
+double sum_squares(const Tensor& g) {
+  if (g.device().is_cpu() && g.is_contiguous() && g.dtype() == DType::f32) {
+    const float* p = g.data<float>();
+    const int64_t n = g.numel();
+    double total = 0.0;
+#pragma omp parallel for simd reduction(+ : total) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) total += double(p[i]) * double(p[i]);
+    return total;
+  }
+  NoGradGuard no_grad;
+  return double(sum(mul(g, g)).item());
+}
+
+// torch: clip_coef = max_norm / (total + 1e-6), applied when below 1.
+void scale_all(const std::vector<Tensor>& grads, double total, double max_norm) {
+  const double coef = max_norm / (total + 1e-6);
+  if (!(coef < 1.0)) return;  // also leaves NaN/Inf norms for the caller to see
+  NoGradGuard no_grad;
+  for (Tensor g : grads) scale_(g, static_cast<float>(coef));
+}
+
+std::vector<Tensor> grads_of(const std::vector<Tensor>& params) {
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (g.defined()) grads.push_back(g);
+  }
+  return grads;
+}
+
+}  // namespace
+
+double grad_norm(const nn::ParameterSlab& slab) { return std::sqrt(sum_squares(slab.grads)); }
+
+double grad_norm(const std::vector<Tensor>& params) {
+  double total = 0.0;
+  for (const Tensor& g : grads_of(params)) total += sum_squares(g);
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const nn::ParameterSlab& slab, double max_norm) {
+  LMF_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
+  const double total = grad_norm(slab);
+  scale_all({slab.grads}, total, max_norm);
+  return total;
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  LMF_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
+  const std::vector<Tensor> grads = grads_of(params);
+  double total = 0.0;
+  for (const Tensor& g : grads) total += sum_squares(g);
+  total = std::sqrt(total);
+  scale_all(grads, total, max_norm);
+  return total;
+}
+
+}  // namespace lmf::optim
