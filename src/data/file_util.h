@@ -1,0 +1,34 @@
+// Small file helpers shared by the data pipeline: whole-file reads with errors that name the file,
+// and atomic writes (temporary name + rename) so a crash never leaves a half-written output.
+#pragma once
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace lmf::data {
+
+/// The whole file; throws lmf::Error naming the file when it cannot be opened or read.
+std::string read_file(const std::string& path);
+/// Writes `bytes` to `path` through `path.tmp` and a rename.
+void write_file_atomic(const std::string& path, std::string_view bytes);
+/// strerror(errno) of the last failed call, for messages.
+std::string last_error();
+
+/// An owned FILE* that closes itself.
+class File {
+ public:
+  File(const std::string& path, const char* mode);
+  ~File();
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  std::FILE* get() const { return file_; }
+  const std::string& path() const { return path_; }
+  /// Closes and reports a failed flush (a full disk) as an error naming the file.
+  void close();
+
+ private:
+  std::FILE* file_ = nullptr;
+  std::string path_;
+};
+
+}  // namespace lmf::data
