@@ -1,0 +1,394 @@
+// YAML -> Config. One table lists every key with the member it sets and the check it must pass,
+// so parsing, command-line overrides, "did you mean" suggestions and to_yaml() all follow from the
+// same list and cannot drift apart.
+#include "lmforge/train/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "lmforge/core/device.h"
+#include "lmforge/core/error.h"
+
+namespace lmf::train {
+namespace {
+
+// --- scalar conversion with messages that say what was expected -----------------------------
+
+std::string scalar_text(const YAML::Node& node) {
+  if (node.IsScalar()) return "'" + node.Scalar() + "'";
+  if (node.IsSequence()) return "a list";
+  if (node.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+template <class T>
+T convert(const YAML::Node& node, const char* expected) {
+  if (!node.IsScalar()) throw Error(str("expected ", expected, ", got ", scalar_text(node)));
+  T value;
+  if (!YAML::convert<T>::decode(node, value))
+    throw Error(str("expected ", expected, ", got ", scalar_text(node)));
+  return value;
+}
+
+void read(const YAML::Node& n, int64_t& v) { v = convert<int64_t>(n, "an integer"); }
+void read(const YAML::Node& n, uint64_t& v) { v = convert<uint64_t>(n, "a non-negative integer"); }
+void read(const YAML::Node& n, int& v) { v = convert<int>(n, "an integer"); }
+void read(const YAML::Node& n, float& v) { v = convert<float>(n, "a number"); }
+void read(const YAML::Node& n, double& v) { v = convert<double>(n, "a number"); }
+void read(const YAML::Node& n, bool& v) { v = convert<bool>(n, "true or false"); }
+void read(const YAML::Node& n, std::string& v) {
+  if (n.IsNull()) {
+    v.clear();
+    return;
+  }
+  v = convert<std::string>(n, "a string");
+}
+void read(const YAML::Node& n, std::vector<std::string>& v) {
+  if (!n.IsSequence()) throw Error(str("expected a list of strings, got ", scalar_text(n)));
+  v.clear();
+  for (const auto& item : n) v.push_back(convert<std::string>(item, "a string"));
+}
+void read(const YAML::Node& n, std::array<float, 2>& v) {
+  if (!n.IsSequence() || n.size() != 2)
+    throw Error(str("expected a list of two numbers, got ", scalar_text(n)));
+  v = {convert<float>(n[0], "a number"), convert<float>(n[1], "a number")};
+}
+
+template <class T>
+YAML::Node write(const T& value) {
+  YAML::Node node;
+  node = value;
+  return node;
+}
+YAML::Node write(const std::array<float, 2>& value) {
+  YAML::Node node(YAML::NodeType::Sequence);
+  node.push_back(value[0]);
+  node.push_back(value[1]);
+  return node;
+}
+YAML::Node write(const std::vector<std::string>& value) {
+  YAML::Node node(YAML::NodeType::Sequence);
+  for (const auto& s : value) node.push_back(s);
+  return node;
+}
+
+// --- the key table -------------------------------------------------------------------------
+
+struct Field {
+  std::string key;
+  std::function<void(Config&, const YAML::Node&)> set;  // throws Error("expected ...")
+  std::function<YAML::Node(const Config&)> get;
+};
+
+// A check returns an empty string when the value is fine, else what it must be.
+template <class T>
+using Check = std::function<std::string(const T&)>;
+
+template <class T, class Access>
+Field field(std::string key, Access access, Check<T> check = nullptr) {
+  return Field{
+      std::move(key),
+      [access, check](Config& c, const YAML::Node& n) {
+        T value{};
+        read(n, value);
+        if (check) {
+          const std::string problem = check(value);
+          if (!problem.empty()) throw Error(problem);
+        }
+        access(c) = value;
+      },
+      [access](const Config& c) { return write(access(const_cast<Config&>(c))); }};
+}
+
+template <class T>
+Check<T> at_least(T low) {
+  return [low](const T& v) { return v >= low ? "" : str("must be >= ", low, ", got ", v); };
+}
+Check<float> in_range(float low, float high) {  // [low, high)
+  return [low, high](const float& v) {
+    return v >= low && v < high ? "" : str("must be in [", low, ", ", high, "), got ", v);
+  };
+}
+Check<std::string> one_of(std::vector<std::string> options) {
+  return [options](const std::string& v) {
+    if (std::find(options.begin(), options.end(), v) != options.end()) return std::string();
+    std::string list;
+    for (const auto& o : options) list += (list.empty() ? "" : ", ") + o;
+    return str("must be one of ", list, ", got '", v, "'");
+  };
+}
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> table = [] {
+    std::vector<Field> f;
+    // run
+    f.push_back(field<std::string>("run.name", [](Config& c) -> auto& { return c.run.name; }));
+    f.push_back(field<std::string>("run.out_dir", [](Config& c) -> auto& { return c.run.out_dir; },
+        [](const std::string& v) { return v.empty() ? "must not be empty" : ""; }));
+    f.push_back(field<uint64_t>("run.seed", [](Config& c) -> auto& { return c.run.seed; }));
+    f.push_back(field<std::string>("run.device", [](Config& c) -> auto& { return c.run.device; },
+        [](const std::string& v) {
+          if (v == "auto") return std::string();
+          try {
+            parse_device(v);
+            return std::string();
+          } catch (const Error&) {
+            return str("must be auto, cpu, cuda or cuda:N, got '", v, "'");
+          }
+        }));
+    f.push_back(field<std::string>("run.precision", [](Config& c) -> auto& { return c.run.precision; },
+        one_of({"fp32", "bf16"})));
+    f.push_back(field<int>("run.threads", [](Config& c) -> auto& { return c.run.threads; }, at_least(0)));
+    // data
+    f.push_back(field<std::string>("data.train", [](Config& c) -> auto& { return c.data.train; }));
+    f.push_back(field<std::string>("data.val", [](Config& c) -> auto& { return c.data.val; }));
+    f.push_back(field<std::string>("data.tokenizer", [](Config& c) -> auto& { return c.data.tokenizer; }));
+    f.push_back(field<std::string>("data.order", [](Config& c) -> auto& { return c.data.order; },
+        one_of({"random", "sequential"})));
+    // model
+    f.push_back(field<std::string>("model.init", [](Config& c) -> auto& { return c.model.init; },
+        [](const std::string& v) { return v.empty() ? "must be scratch or a directory" : ""; }));
+    f.push_back(field<int64_t>("model.n_layer", [](Config& c) -> auto& { return c.model.n_layer; }, at_least<int64_t>(1)));
+    f.push_back(field<int64_t>("model.n_head", [](Config& c) -> auto& { return c.model.n_head; }, at_least<int64_t>(1)));
+    f.push_back(field<int64_t>("model.n_embd", [](Config& c) -> auto& { return c.model.n_embd; }, at_least<int64_t>(1)));
+    f.push_back(field<int64_t>("model.block_size", [](Config& c) -> auto& { return c.model.block_size; }, at_least<int64_t>(1)));
+    f.push_back(field<int64_t>("model.vocab_size", [](Config& c) -> auto& { return c.model.vocab_size; }, at_least<int64_t>(0)));
+    f.push_back(field<float>("model.dropout", [](Config& c) -> auto& { return c.model.dropout; }, in_range(0.f, 1.f)));
+    f.push_back(field<bool>("model.bias", [](Config& c) -> auto& { return c.model.bias; }));
+    // training
+    f.push_back(field<int64_t>("training.batch_size", [](Config& c) -> auto& { return c.training.batch_size; }, at_least<int64_t>(1)));
+    f.push_back(field<int64_t>("training.grad_accum_steps", [](Config& c) -> auto& { return c.training.grad_accum_steps; }, at_least<int64_t>(1)));
+    f.push_back(field<int64_t>("training.max_steps", [](Config& c) -> auto& { return c.training.max_steps; }, at_least<int64_t>(0)));
+    f.push_back(field<int64_t>("training.max_tokens", [](Config& c) -> auto& { return c.training.max_tokens; }, at_least<int64_t>(0)));
+    f.push_back(field<double>("training.max_time", [](Config& c) -> auto& { return c.training.max_time; }, at_least(0.0)));
+    f.push_back(field<float>("training.lr", [](Config& c) -> auto& { return c.training.lr; },
+        [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
+    f.push_back(field<float>("training.min_lr", [](Config& c) -> auto& { return c.training.min_lr; }, at_least(0.f)));
+    f.push_back(field<int64_t>("training.warmup_steps", [](Config& c) -> auto& { return c.training.warmup_steps; }, at_least<int64_t>(0)));
+    f.push_back(field<std::string>("training.schedule", [](Config& c) -> auto& { return c.training.schedule; },
+        one_of({"constant", "cosine"})));
+    f.push_back(field<std::array<float, 2>>("training.betas", [](Config& c) -> auto& { return c.training.betas; },
+        [](const std::array<float, 2>& b) {
+          return b[0] >= 0 && b[0] < 1 && b[1] >= 0 && b[1] < 1 ? "" : "must both be in [0, 1)";
+        }));
+    f.push_back(field<float>("training.eps", [](Config& c) -> auto& { return c.training.eps; },
+        [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
+    f.push_back(field<float>("training.weight_decay", [](Config& c) -> auto& { return c.training.weight_decay; }, at_least(0.f)));
+    f.push_back(field<float>("training.grad_clip", [](Config& c) -> auto& { return c.training.grad_clip; }, at_least(0.f)));
+    f.push_back(field<std::string>("training.on_nan", [](Config& c) -> auto& { return c.training.on_nan; },
+        one_of({"stop", "skip"})));
+    f.push_back(field<float>("training.spike_zscore", [](Config& c) -> auto& { return c.training.spike_zscore; }, at_least(0.f)));
+    // eval and early stopping
+    f.push_back(field<int64_t>("eval.interval", [](Config& c) -> auto& { return c.eval.interval; }, at_least<int64_t>(0)));
+    f.push_back(field<int64_t>("eval.batches", [](Config& c) -> auto& { return c.eval.batches; }, at_least<int64_t>(1)));
+    f.push_back(field<bool>("early_stopping.enabled", [](Config& c) -> auto& { return c.early_stopping.enabled; }));
+    f.push_back(field<std::string>("early_stopping.metric", [](Config& c) -> auto& { return c.early_stopping.metric; },
+        one_of({"val_loss"})));
+    f.push_back(field<int64_t>("early_stopping.patience", [](Config& c) -> auto& { return c.early_stopping.patience; }, at_least<int64_t>(1)));
+    f.push_back(field<float>("early_stopping.min_delta", [](Config& c) -> auto& { return c.early_stopping.min_delta; }, at_least(0.f)));
+    f.push_back(field<bool>("early_stopping.restore_best", [](Config& c) -> auto& { return c.early_stopping.restore_best; }));
+    // checkpoints
+    f.push_back(field<int64_t>("checkpoint.interval", [](Config& c) -> auto& { return c.checkpoint.interval; }, at_least<int64_t>(0)));
+    f.push_back(field<int64_t>("checkpoint.keep_last", [](Config& c) -> auto& { return c.checkpoint.keep_last; }, at_least<int64_t>(1)));
+    f.push_back(field<std::string>("checkpoint.resume", [](Config& c) -> auto& { return c.checkpoint.resume; },
+        [](const std::string& v) { return v.empty() ? "must be auto, never or a checkpoint path" : ""; }));
+    // fine-tuning
+    f.push_back(field<std::vector<std::string>>("finetune.freeze", [](Config& c) -> auto& { return c.finetune.freeze; }));
+    f.push_back(field<int64_t>("finetune.lora.rank", [](Config& c) -> auto& { return c.finetune.lora.rank; }, at_least<int64_t>(0)));
+    f.push_back(field<float>("finetune.lora.alpha", [](Config& c) -> auto& { return c.finetune.lora.alpha; },
+        [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
+    f.push_back(field<float>("finetune.lora.dropout", [](Config& c) -> auto& { return c.finetune.lora.dropout; }, in_range(0.f, 1.f)));
+    f.push_back(field<std::vector<std::string>>("finetune.lora.targets", [](Config& c) -> auto& { return c.finetune.lora.targets; },
+        [](const std::vector<std::string>& v) {
+          const std::vector<std::string> valid = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+          for (const auto& t : v)
+            if (std::find(valid.begin(), valid.end(), t) == valid.end())
+              return str("unknown LoRA target '", t, "' (valid: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)");
+          return v.empty() ? std::string("must name at least one layer") : std::string();
+        }));
+    // distributed and logging
+    f.push_back(field<std::string>("distributed.backend", [](Config& c) -> auto& { return c.distributed.backend; },
+        one_of({"auto", "none", "mpi", "nccl"})));
+    f.push_back(field<int>("distributed.zero", [](Config& c) -> auto& { return c.distributed.zero; },
+        [](const int& v) { return v == 0 || v == 1 ? "" : str("must be 0 or 1, got ", v); }));
+    f.push_back(field<int64_t>("logging.interval", [](Config& c) -> auto& { return c.logging.interval; }, at_least<int64_t>(1)));
+    f.push_back(field<std::string>("logging.progress", [](Config& c) -> auto& { return c.logging.progress; },
+        one_of({"auto", "bar", "plain", "none"})));
+    return f;
+  }();
+  return table;
+}
+
+const Field* find_field(const std::string& key) {
+  for (const auto& f : fields())
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+bool is_section(const std::string& prefix) {
+  for (const auto& f : fields())
+    if (f.key.rfind(prefix + ".", 0) == 0) return true;
+  return false;
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t next = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = row[j];
+      row[j] = next;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string closest_key(const std::string& key) {
+  std::string best;
+  std::size_t best_distance = SIZE_MAX;
+  const std::string leaf = key.substr(key.rfind('.') + 1);
+  for (const auto& f : fields()) {
+    // Compare whole keys, and also the last component alone (a right name in the wrong section).
+    const std::string f_leaf = f.key.substr(f.key.rfind('.') + 1);
+    const std::size_t d = std::min(edit_distance(key, f.key), edit_distance(leaf, f_leaf) + 1);
+    if (d < best_distance) best_distance = d, best = f.key;
+  }
+  return best;
+}
+
+std::string unknown_key_message(const std::string& key) {
+  return str("unknown key '", key, "' (did you mean '", closest_key(key), "'?)");
+}
+
+struct Parser {
+  Config& config;
+  std::string source;
+
+  std::string where(const YAML::Node& node) const {
+    const YAML::Mark mark = node.Mark();
+    return mark.is_null() ? source : str(source, ":", mark.line + 1);
+  }
+
+  void walk(const YAML::Node& map, const std::string& prefix) {
+    for (const auto& item : map) {
+      const YAML::Node& key_node = item.first;
+      const YAML::Node& value = item.second;
+      const std::string key = (prefix.empty() ? "" : prefix + ".") + key_node.as<std::string>();
+      if (const Field* f = find_field(key)) {
+        try {
+          f->set(config, value);
+        } catch (const Error& e) {
+          throw Error(str(where(key_node), ": ", key, ": ", e.what()));
+        }
+      } else if (is_section(key)) {
+        if (value.IsNull()) continue;  // an empty section keeps its defaults
+        if (!value.IsMap())
+          throw Error(str(where(key_node), ": ", key, ": expected a mapping of keys, got ", scalar_text(value)));
+        walk(value, key);
+      } else {
+        throw Error(str(where(key_node), ": ", unknown_key_message(key)));
+      }
+    }
+  }
+};
+
+void apply_override(Config& config, const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw Error(str("override '", text, "': expected KEY=VALUE, for example training.lr=3e-4"));
+  const std::string key = text.substr(0, eq), value = text.substr(eq + 1);
+  const Field* f = find_field(key);
+  if (!f) throw Error(str("override '", text, "': ", unknown_key_message(key)));
+  YAML::Node node;
+  try {
+    node = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw Error(str("override '", text, "': ", e.msg));
+  }
+  try {
+    f->set(config, node);
+  } catch (const Error& e) {
+    throw Error(str("override '", text, "': ", key, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+Config Config::parse(const std::string& yaml, const std::string& source,
+                     const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    throw Error(str(source, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  Config config;
+  if (!root.IsNull()) {
+    if (!root.IsMap()) throw Error(str(source, ": expected a mapping of sections at the top level"));
+    Parser{config, source}.walk(root, "");
+  }
+  for (const auto& o : overrides) apply_override(config, o);
+  try {
+    config.validate();
+  } catch (const Error& e) {
+    throw Error(str(source, ": ", e.what()));
+  }
+  return config;
+}
+
+Config Config::load(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(str("cannot read config file '", path, "'"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path, overrides);
+}
+
+void Config::validate() const {
+  LMF_CHECK(!data.train.empty(), "data.train: required (a token shard, a glob, or a prepared directory)");
+  LMF_CHECK(training.max_steps > 0 || training.max_tokens > 0 || training.max_time > 0,
+            "training: set at least one of max_steps, max_tokens, max_time");
+  LMF_CHECK(training.min_lr <= training.lr, "training.min_lr (", training.min_lr,
+            ") must not exceed training.lr (", training.lr, ")");
+  LMF_CHECK(model.n_embd % model.n_head == 0, "model.n_embd (", model.n_embd,
+            ") must be divisible by model.n_head (", model.n_head, ")");
+  LMF_CHECK(!early_stopping.enabled || !data.val.empty(),
+            "early_stopping.enabled needs validation data (data.val)");
+  LMF_CHECK(!(distributed.zero == 1 && distributed.backend == "none"),
+            "distributed.zero: 1 needs a distributed backend (not none)");
+}
+
+std::string Config::to_yaml() const {
+  YAML::Node root(YAML::NodeType::Map);
+  for (const auto& f : fields()) {
+    // Walk "a.b.c" down the tree, creating maps, and set the leaf.
+    std::vector<std::string> parts;
+    std::stringstream ss(f.key);
+    for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+    YAML::Node node = root;
+    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+      if (!node[parts[i]]) node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      node.reset(node[parts[i]]);
+    }
+    node[parts.back()] = f.get(*this);
+  }
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::vector<std::string> Config::keys() {
+  std::vector<std::string> out;
+  for (const auto& f : fields()) out.push_back(f.key);
+  return out;
+}
+
+}  // namespace lmf::train
