@@ -1,0 +1,112 @@
+// Causal scaled dot-product attention, fused: one (batch, head) pair at a time, its scores
+// computed a block of query rows at a time in a thread-local buffer (Br, T), so memory is
+// O(threads * Br * T) and the masked upper triangle is never multiplied (block i only sees keys
+// [0, i1)). The forward saves the log-sum-exp of each row; the backward recomputes the
+// probabilities from it rather than keeping B*NH*T*T of them.
+// Shapes: q, k, v, out (BH, T, HS), lse (BH, T); scale = 1/sqrt(HS).
+//   S = scale q k^T (causal), P = softmax(S), out = P v
+// Gradient: dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
+//           dq = scale dS k, dk = scale dS^T q.
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace lmf::cpu {
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMat>;
+using MutMap = Eigen::Map<RowMat>;
+
+// Query rows per block: large enough for efficient GEMMs, small enough that the (Br, T) score
+// block stays in L2 for T up to a few thousand.
+constexpr int64_t kBlockRows = 64;
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t bh, int64_t t, int64_t hs) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t h = 0; h < bh; ++h) {
+      const int64_t off = h * t * hs;
+      ConstMap qm(q + off, t, hs), km(k + off, t, hs), vm(v + off, t, hs);  // (T, HS)
+      MutMap om(out + off, t, hs);
+      float* lse_h = lse + h * t;  // (T)
+      for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
+        const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
+        MutMap s(scores.data(), rows, i1);  // (rows, i1)
+        s.noalias() = scale * qm.middleRows(i0, rows) * km.topRows(i1).transpose();
+        for (int64_t r = 0; r < rows; ++r) {
+          float* sr = s.data() + r * i1;
+          const int64_t valid = i0 + r + 1;  // keys 0..i are visible to query i
+          float m = -INFINITY;
+          for (int64_t j = 0; j < valid; ++j) m = std::max(m, sr[j]);
+          float sum = 0.f;
+          for (int64_t j = 0; j < valid; ++j) {
+            sr[j] = std::exp(sr[j] - m);
+            sum += sr[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j < valid; ++j) sr[j] *= inv;
+          std::fill(sr + valid, sr + i1, 0.f);
+          lse_h[i0 + r] = m + std::log(sum);
+        }
+        om.middleRows(i0, rows).noalias() = s * vm.topRows(i1);
+      }
+    }
+  }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* lse, int64_t bh, int64_t t,
+                        int64_t hs) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+#pragma omp parallel
+  {
+    std::vector<float> probs(static_cast<std::size_t>(kBlockRows * t));   // (Br, T)
+    std::vector<float> dprobs(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t h = 0; h < bh; ++h) {
+      const int64_t off = h * t * hs;
+      ConstMap qm(q + off, t, hs), km(k + off, t, hs), vm(v + off, t, hs), gm(dout + off, t, hs);
+      MutMap dqm(dq + off, t, hs), dkm(dk + off, t, hs), dvm(dv + off, t, hs);  // (T, HS)
+      dkm.setZero();
+      dvm.setZero();
+      const float* lse_h = lse + h * t;
+      for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
+        const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
+        MutMap p(probs.data(), rows, i1), dp(dprobs.data(), rows, i1);  // (rows, i1)
+        p.noalias() = scale * qm.middleRows(i0, rows) * km.topRows(i1).transpose();
+        for (int64_t r = 0; r < rows; ++r) {
+          float* pr = p.data() + r * i1;
+          const int64_t valid = i0 + r + 1;
+          const float l = lse_h[i0 + r];
+          for (int64_t j = 0; j < valid; ++j) pr[j] = std::exp(pr[j] - l);
+          std::fill(pr + valid, pr + i1, 0.f);
+        }
+        dvm.topRows(i1).noalias() += p.transpose() * gm.middleRows(i0, rows);
+        dp.noalias() = gm.middleRows(i0, rows) * vm.topRows(i1).transpose();
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* pr = p.data() + r * i1;
+          float* dr = dp.data() + r * i1;
+          float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t j = 0; j < i1; ++j) dot += pr[j] * dr[j];
+#pragma omp simd
+          for (int64_t j = 0; j < i1; ++j) dr[j] = scale * pr[j] * (dr[j] - dot);
+        }
+        dqm.middleRows(i0, rows).noalias() = dp * km.topRows(i1);
+        dkm.topRows(i1).noalias() += dp.transpose() * qm.middleRows(i0, rows);
+      }
+    }
+  }
+}
+
+}  // namespace lmf::cpu

@@ -1,0 +1,94 @@
+// The CPU kernels behind lmforge's ops: raw pointers and sizes in, no Tensor types, so the op layer
+// (src/ops/) owns every shape and dtype check. Every matrix product goes through Eigen (gemm below);
+// everything else is OpenMP over rows, batch or heads. Reductions use a fixed chunking of the rows
+// so results are bitwise identical for any thread count.
+// Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
+// Gradient rule: activation grads are written (=); callers zero nothing in advance.
+#pragma once
+#include <cstdint>
+
+namespace lmf::cpu {
+
+// --- matrix products (gemm.cpp) -------------------------------------------------------------
+/// c (M, N) = op(a) · op(b), or += when accumulate. op(a) is (M, K): a is (M, K), or (K, M) when
+/// trans_a; op(b) is (K, N): b is (K, N), or (N, K) when trans_b. Row-major, contiguous.
+/// Parallel over row blocks of c; runs on the calling thread when already inside a parallel region.
+void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, bool trans_a,
+          bool trans_b, bool accumulate = false);
+/// `batch` independent products; strides in elements between consecutive matrices (a stride of 0
+/// shares that operand across the batch; c's stride must not be 0). Parallel over batch x row blocks.
+void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
+                  int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
+                  bool trans_a, bool trans_b, bool accumulate = false);
+/// out (cols) = sum over rows of in (rows, cols); deterministic, accumulated in double.
+void column_sums(const float* in, float* out, int64_t rows, int64_t cols);
+
+// --- elementwise with a periodic second operand (elementwise.cpp) ----------------------------
+// a, out (N); b (NB) with N % NB == 0, read as b[i % NB] (same shape, suffix broadcast, or scalar).
+void add_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb);
+void sub_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb);
+void mul_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb);
+void scale_forward(float* out, const float* a, float factor, int64_t n);
+/// da (N) = dout * b; db (NB) = sum over the broadcast of dout * a. Either may be null.
+void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b,
+                  int64_t n, int64_t nb);
+
+// --- reductions (reduce.cpp) -----------------------------------------------------------------
+/// Sum of n elements, accumulated in double over fixed chunks.
+double sum_all(const float* x, int64_t n);
+/// x (OUTER, D, INNER) -> out (OUTER, INNER) = factor * sum over D.
+void sum_dim_forward(float* out, const float* x, int64_t outer, int64_t d, int64_t inner, float factor);
+/// dx (OUTER, D, INNER) = factor * dout (OUTER, INNER), broadcast over D.
+void sum_dim_backward(float* dx, const float* dout, int64_t outer, int64_t d, int64_t inner,
+                      float factor);
+/// out (N) = value.
+void fill(float* out, float value, int64_t n);
+
+// --- model ops ---------------------------------------------------------------------------------
+/// out (N, C) = weight[ids[n]]; ids already validated against V.
+void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c);
+void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids, int64_t n, int64_t c);
+/// dweight (V, C) = scatter-sum of dout (N, C) by ids; written (zeroed first), deterministic.
+void embedding_backward_i32(float* dweight, const float* dout, const int32_t* ids, int64_t n,
+                            int64_t c, int64_t v);
+void embedding_backward_u16(float* dweight, const float* dout, const uint16_t* ids, int64_t n,
+                            int64_t c, int64_t v);
+
+/// x (N, C), weight (C), bias (C) or null -> out (N, C); saves mean (N) and rstd (N).
+void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                        const float* bias, int64_t n, int64_t c, float eps);
+/// dx (N, C), dweight (C), dbias (C) (null to skip) from dout (N, C) and the saved mean, rstd.
+void layer_norm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                         const float* weight, const float* mean, const float* rstd, int64_t n,
+                         int64_t c);
+
+/// out (N) = gelu(x), tanh approximation; dx (N) = dout * gelu'(x).
+void gelu_forward(float* out, const float* x, int64_t n);
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n);
+
+/// y (N, C) = softmax of each row of x; dx = y * (dy - sum(dy * y)).
+void softmax_forward(float* y, const float* x, int64_t n, int64_t c);
+void softmax_backward(float* dx, const float* dy, const float* y, int64_t n, int64_t c);
+
+/// Causal attention. q, k, v, out (B*NH, T, HS); lse (B*NH, T) is the log-sum-exp of each row
+/// of scaled scores, saved for the backward pass, which recomputes the probabilities from it.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t bh, int64_t t, int64_t hs);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* lse, int64_t bh, int64_t t,
+                        int64_t hs);
+
+/// logits (N, V), targets (N) -> losses (N) (0 for ignored rows) and lse (N); returns the
+/// number of rows whose target is not ignore_index. Targets already validated.
+int64_t cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                              int64_t n, int64_t v, int32_t ignore_index);
+/// dlogits (N, V) = (softmax - onehot) * dloss_scale; 0 on ignored rows.
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t n, int64_t v, int32_t ignore_index,
+                            float dloss_scale);
+
+/// out (N) = x * keep / (1 - p), keep = philox_uniform(seed, base + i) >= p. Also the backward
+/// (x = dout), since the mask is recomputed from (seed, base).
+void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base);
+
+}  // namespace lmf::cpu

@@ -1,0 +1,52 @@
+// Fused softmax + negative log-likelihood over the vocabulary: logits (N, V), targets (N) ->
+// per-row losses (N) and the log-sum-exp (N). The probabilities are never stored; the backward
+// recomputes them from logits and lse. Rows whose target is ignore_index give loss 0 and grad 0.
+// Gradient of the mean loss: dlogits = (softmax(logits) - onehot(target)) * dloss / count.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace lmf::cpu {
+
+int64_t cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                              int64_t n, int64_t v, int32_t ignore_index) {
+  int64_t count = 0;
+#pragma omp parallel for schedule(static) reduction(+ : count) if (n * v > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* x = logits + i * v;  // (V)
+    float m = -INFINITY;
+    for (int64_t j = 0; j < v; ++j) m = std::max(m, x[j]);
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < v; ++j) s += std::exp(x[j] - m);
+    lse[i] = m + std::log(s);
+    if (targets[i] == ignore_index) {
+      losses[i] = 0.f;
+    } else {
+      losses[i] = lse[i] - x[targets[i]];
+      ++count;
+    }
+  }
+  return count;
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t n, int64_t v, int32_t ignore_index,
+                            float dloss_scale) {
+#pragma omp parallel for schedule(static) if (n * v > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    float* d = dlogits + i * v;  // (V)
+    if (targets[i] == ignore_index) {
+      std::fill(d, d + v, 0.f);
+      continue;
+    }
+    const float* x = logits + i * v;
+    const float l = lse[i];
+#pragma omp simd
+    for (int64_t j = 0; j < v; ++j) d[j] = std::exp(x[j] - l) * dloss_scale;
+    d[targets[i]] -= dloss_scale;
+  }
+}
+
+}  // namespace lmf::cpu

@@ -1,0 +1,35 @@
+// Inverted dropout. The mask is recomputed in the backward pass from (seed, base), the first
+// counter reserved from the generator for this call, so nothing the size of x is saved and the
+// draws do not depend on the number of threads.
+#include "backend/cpu/cpu_kernels.h"
+#include "lmforge/ops.h"
+#include "ops/op_checks.h"
+
+namespace lmf {
+using namespace ops_detail;
+namespace {
+
+Tensor dropout_apply(const Tensor& x_in, float p, uint64_t seed, uint64_t base) {
+  const Tensor x = x_in.contiguous_copy();
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: cpu::dropout_apply(out.data<float>(), x.data<float>(), x.numel(), p, seed, base); break;
+    case DeviceType::cuda: no_cuda("dropout");
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  check_f32("dropout", x, "x");
+  LMF_CHECK(p >= 0.f && p <= 1.f, "dropout: p must be in [0, 1], got ", p);
+  if (!training || p == 0.f) return x;
+  const uint64_t seed = gen.seed(), base = gen.advance(static_cast<uint64_t>(x.numel()));
+  Tensor out = dropout_apply(x, p, seed, base);
+  return record(out, "dropout", {x}, [p, seed, base](const Tensor& g) {
+    return std::vector<Tensor>{dropout_apply(g, p, seed, base)};
+  });
+}
+
+}  // namespace lmf

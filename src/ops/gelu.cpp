@@ -1,0 +1,29 @@
+// GELU with GPT-2's tanh approximation. The backward keeps x (not the output) because the
+// derivative is a function of x.
+#include "backend/cpu/cpu_kernels.h"
+#include "lmforge/ops.h"
+#include "ops/op_checks.h"
+
+namespace lmf {
+using namespace ops_detail;
+
+Tensor gelu(const Tensor& x_in) {
+  check_f32("gelu", x_in, "x");
+  const Tensor x = x_in.contiguous_copy();
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: cpu::gelu_forward(out.data<float>(), x.data<float>(), x.numel()); break;
+    case DeviceType::cuda: no_cuda("gelu");
+  }
+  return record(out, "gelu", {x_in}, [x = x.detach()](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous_copy();
+    Tensor dx = Tensor::empty(x.shape(), DType::f32, g.device());
+    switch (g.device().type) {
+      case DeviceType::cpu: cpu::gelu_backward(dx.data<float>(), g.data<float>(), x.data<float>(), x.numel()); break;
+      case DeviceType::cuda: no_cuda("gelu");
+    }
+    return std::vector<Tensor>{dx};
+  });
+}
+
+}  // namespace lmf

@@ -1,0 +1,178 @@
+// matmul (2-D and batched, with transpose flags) and linear (x · wᵀ + b as one GEMM over all rows).
+// Their backward passes are products with the transposes of the forward operands, which the flags
+// express without materialising any transpose: for c = op(a) · op(b),
+//   d op(a) = dc · op(b)ᵀ,  d op(b) = op(a)ᵀ · dc,  summed over the batch when b is shared.
+#include <algorithm>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "lmforge/ops.h"
+#include "ops/op_checks.h"
+
+namespace lmf {
+using namespace ops_detail;
+namespace {
+
+struct MatmulDims {
+  int64_t batch, m, n, k;
+  bool shared_b;  // b is 2-D and used for every batch element
+  bool trans_a, trans_b;
+};
+
+// Both input gradients of a (possibly batched) product; a, b, g contiguous.
+std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tensor& g,
+                                    const MatmulDims& d, bool need_a, bool need_b) {
+  Tensor da = need_a ? Tensor::empty(a.shape(), DType::f32, g.device()) : Tensor();
+  Tensor db = need_b ? Tensor::empty(b.shape(), DType::f32, g.device()) : Tensor();
+  switch (g.device().type) {
+    case DeviceType::cpu: {
+      const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
+      const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
+      if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
+        if (d.shared_b) {
+          cpu::gemm(pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b);
+        } else {
+          cpu::gemm_batched(d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false,
+                            !d.trans_b);
+        }
+      } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
+        cpu::gemm_batched(d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b,
+                          true);
+      }
+      if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
+        if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
+          cpu::gemm(pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false);
+        } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
+          cpu::gemm(pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false);
+        }
+      } else if (need_b) {
+        for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
+          // Shared b with transposed a: one product per batch element, accumulated in order.
+          const int64_t count = d.shared_b ? 1 : d.batch;
+          const float* ai = pa + i * sa;
+          const float* gi = pg + i * sg;
+          const bool acc = d.shared_b && i > 0;
+          if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
+            cpu::gemm_batched(count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m,
+                              !d.trans_a, false, acc);
+          } else {  // db (N, K) = gᵀ (N, M) · op(a) (M, K)
+            cpu::gemm_batched(count, gi, sg, ai, sa, db.data<float>(), d.k * d.n, d.n, d.k, d.m,
+                              true, d.trans_a, acc);
+          }
+        }
+      }
+      break;
+    }
+    case DeviceType::cuda: no_cuda("matmul");
+  }
+  return {da, db};
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+  check_f32("matmul", a_in, "a");
+  check_f32("matmul", b_in, "b");
+  check_same_device("matmul", a_in, "a", b_in, "b");
+  LMF_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: needs at least 2-D operands, got a ",
+            shape_str(a_in.shape()), " and b ", shape_str(b_in.shape()));
+  const Shape &as = a_in.shape(), &bs = b_in.shape();
+  MatmulDims d{};
+  d.trans_a = trans_a;
+  d.trans_b = trans_b;
+  d.m = trans_a ? as[as.size() - 1] : as[as.size() - 2];
+  d.k = trans_a ? as[as.size() - 2] : as[as.size() - 1];
+  const int64_t kb = trans_b ? bs[bs.size() - 1] : bs[bs.size() - 2];
+  d.n = trans_b ? bs[bs.size() - 2] : bs[bs.size() - 1];
+  LMF_CHECK(d.k == kb, "matmul: inner dimensions differ: a ", shape_str(as),
+            trans_a ? " (transposed)" : "", " has K=", d.k, ", b ", shape_str(bs),
+            trans_b ? " (transposed)" : "", " has K=", kb);
+  const Shape lead(as.begin(), as.end() - 2);
+  d.shared_b = b_in.dim() == 2;
+  LMF_CHECK(d.shared_b || Shape(bs.begin(), bs.end() - 2) == lead,
+            "matmul: batch dimensions differ: a ", shape_str(as), ", b ", shape_str(bs),
+            " (they must match, or b must be 2-D)");
+  d.batch = shape_numel(lead);
+  Shape out_shape = lead;
+  out_shape.push_back(d.m);
+  out_shape.push_back(d.n);
+
+  const Tensor a = a_in.contiguous_copy(), b = b_in.contiguous_copy();
+  Tensor out = Tensor::empty(out_shape, DType::f32, a.device());
+  switch (a.device().type) {
+    case DeviceType::cpu:
+      if (d.shared_b && !trans_a) {  // (B*M, K) · op(b): one large GEMM
+        cpu::gemm(a.data<float>(), b.data<float>(), out.data<float>(), d.batch * d.m, d.n, d.k,
+                  false, trans_b);
+      } else {
+        cpu::gemm_batched(d.batch, a.data<float>(), d.m * d.k, b.data<float>(),
+                          d.shared_b ? 0 : d.k * d.n, out.data<float>(), d.m * d.n, d.m, d.n, d.k,
+                          trans_a, trans_b);
+      }
+      break;
+    case DeviceType::cuda: no_cuda("matmul");
+  }
+  const bool need_a = a_in.requires_grad(), need_b = b_in.requires_grad();
+  return record(out, "matmul", {a_in, b_in},
+                [a = a.detach(), b = b.detach(), d, need_a, need_b](const Tensor& g) {
+                  return matmul_backward(a, b, g.contiguous_copy(), d, need_a, need_b);
+                });
+}
+
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  check_f32("linear", x_in, "x");
+  check_f32("linear", w_in, "w");
+  check_same_device("linear", x_in, "x", w_in, "w");
+  LMF_CHECK(x_in.dim() >= 1 && w_in.dim() == 2 && x_in.size(-1) == w_in.size(1),
+            "linear: x ", shape_str(x_in.shape()), " does not match w ", shape_str(w_in.shape()),
+            " (expected x (..., IN) and w (OUT, IN))");
+  const bool has_bias = b_in.defined();
+  const int64_t in = w_in.size(1), out_features = w_in.size(0), n = x_in.numel() / std::max<int64_t>(in, 1);
+  if (has_bias) {
+    check_f32("linear", b_in, "b");
+    check_same_device("linear", x_in, "x", b_in, "b");
+    LMF_CHECK(b_in.shape() == Shape{out_features}, "linear: bias of shape ", shape_str(b_in.shape()),
+              " for w ", shape_str(w_in.shape()), " (expected (", out_features, "))");
+  }
+  Shape out_shape = x_in.shape();
+  out_shape.back() = out_features;
+  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: {
+      float* po = out.data<float>();  // (N, OUT)
+      if (has_bias) {  // start from the bias rows so the GEMM accumulates onto them
+        const Tensor b = b_in.contiguous_copy();
+        const float* pb = b.data<float>();
+#pragma omp parallel for schedule(static) if (n * out_features > 32768)
+        for (int64_t i = 0; i < n; ++i)
+          std::copy(pb, pb + out_features, po + i * out_features);
+      }
+      cpu::gemm(x.data<float>(), w.data<float>(), po, n, out_features, in, false, true, has_bias);
+      break;
+    }
+    case DeviceType::cuda: no_cuda("linear");
+  }
+  const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
+  const bool need_b = has_bias && b_in.requires_grad();
+  return record(out, "linear", {x_in, w_in, b_in},
+                [x = x.detach(), w = w.detach(), n, in, out_features, need_x, need_w,
+                 need_b](const Tensor& g_in) {
+                  const Tensor g = g_in.contiguous_copy();  // (N, OUT)
+                  Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
+                  Tensor dw = need_w ? Tensor::empty(w.shape(), DType::f32, g.device()) : Tensor();
+                  Tensor db = need_b ? Tensor::empty({out_features}, DType::f32, g.device()) : Tensor();
+                  switch (g.device().type) {
+                    case DeviceType::cpu:
+                      // dx (N, IN) = g (N, OUT) · w (OUT, IN)
+                      if (need_x) cpu::gemm(g.data<float>(), w.data<float>(), dx.data<float>(), n, in, out_features, false, false);
+                      // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
+                      if (need_w) cpu::gemm(g.data<float>(), x.data<float>(), dw.data<float>(), out_features, in, n, true, false);
+                      if (need_b) cpu::column_sums(g.data<float>(), db.data<float>(), n, out_features);
+                      break;
+                    case DeviceType::cuda: no_cuda("linear");
+                  }
+                  return std::vector<Tensor>{dx, dw, db};
+                });
+}
+
+}  // namespace lmf

@@ -1,0 +1,80 @@
+// sum and mean, of every element or over one dimension. x is viewed as (OUTER, D, INNER) around
+// the reduced dim, which turns any dim into one kernel; the backward broadcasts the gradient
+// back over D (times 1/D for a mean).
+#include "backend/cpu/cpu_kernels.h"
+#include "lmforge/ops.h"
+#include "ops/op_checks.h"
+
+namespace lmf {
+using namespace ops_detail;
+namespace {
+
+Tensor reduce_all(const char* op, const Tensor& x_in, bool is_mean) {
+  check_f32(op, x_in, "x");
+  const Tensor x = x_in.contiguous_copy();
+  const int64_t n = x.numel();
+  LMF_CHECK(n > 0 || !is_mean, op, ": mean of an empty tensor ", shape_str(x.shape()));
+  const float factor = is_mean ? 1.0f / static_cast<float>(n) : 1.0f;
+  Tensor out = Tensor::empty({}, DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: {
+      const double total = cpu::sum_all(x.data<float>(), n);
+      out.data<float>()[0] = static_cast<float>(is_mean ? total / n : total);
+      break;
+    }
+    case DeviceType::cuda: no_cuda(op);
+  }
+  return record(out, op, {x_in}, [op, factor, shape = x.shape()](const Tensor& g) {
+    Tensor dx = Tensor::empty(shape, DType::f32, g.device());
+    switch (g.device().type) {
+      case DeviceType::cpu: cpu::fill(dx.data<float>(), g.item() * factor, dx.numel()); break;
+      case DeviceType::cuda: no_cuda(op);
+    }
+    return std::vector<Tensor>{dx};
+  });
+}
+
+Tensor reduce_dim(const char* op, const Tensor& x_in, int dim, bool keepdim, bool is_mean) {
+  check_f32(op, x_in, "x");
+  const int nd = x_in.dim();
+  LMF_CHECK(dim >= -nd && dim < nd, op, ": dim ", dim, " out of range for shape ",
+            shape_str(x_in.shape()));
+  if (dim < 0) dim += nd;
+  const Shape& shape = x_in.shape();
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < dim; ++i) outer *= shape[i];
+  for (int i = dim + 1; i < nd; ++i) inner *= shape[i];
+  const int64_t d = shape[dim];
+  LMF_CHECK(d > 0 || !is_mean, op, ": mean over an empty dim of shape ", shape_str(shape));
+  const float factor = is_mean ? 1.0f / static_cast<float>(d) : 1.0f;
+  Shape out_shape = shape;
+  if (keepdim) {
+    out_shape[dim] = 1;
+  } else {
+    out_shape.erase(out_shape.begin() + dim);
+  }
+  const Tensor x = x_in.contiguous_copy();
+  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());  // (OUTER, INNER)
+  switch (x.device().type) {
+    case DeviceType::cpu: cpu::sum_dim_forward(out.data<float>(), x.data<float>(), outer, d, inner, factor); break;
+    case DeviceType::cuda: no_cuda(op);
+  }
+  return record(out, op, {x_in}, [op, factor, shape, outer, d, inner](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous_copy();
+    Tensor dx = Tensor::empty(shape, DType::f32, g.device());  // (OUTER, D, INNER)
+    switch (g.device().type) {
+      case DeviceType::cpu: cpu::sum_dim_backward(dx.data<float>(), g.data<float>(), outer, d, inner, factor); break;
+      case DeviceType::cuda: no_cuda(op);
+    }
+    return std::vector<Tensor>{dx};
+  });
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x) { return reduce_all("sum", x, false); }
+Tensor mean(const Tensor& x) { return reduce_all("mean", x, true); }
+Tensor sum(const Tensor& x, int dim, bool keepdim) { return reduce_dim("sum", x, dim, keepdim, false); }
+Tensor mean(const Tensor& x, int dim, bool keepdim) { return reduce_dim("mean", x, dim, keepdim, true); }
+
+}  // namespace lmf
