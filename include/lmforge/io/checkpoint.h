@@ -1,0 +1,77 @@
+// GPT checkpoints as Hugging Face GPT-2 directories: model.safetensors (HF tensor names, Conv1D
+// weights stored (IN, OUT)) and config.json, so GPT2LMHeadModel.from_pretrained(dir) loads ours and
+// load_gpt loads theirs. Directories are written under a temporary name and renamed into place so
+// a crash never leaves a half-written checkpoint where a complete one is expected.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "lmforge/io/safetensors.h"
+#include "lmforge/nn/gpt.h"
+
+namespace lmf::io {
+
+/// A directory written under a temporary name next to its target (`target.tmp-XXXXXX`) and
+/// renamed into place by commit(). Writers put any number of files into path() first (the model,
+/// then the trainer's optimizer.safetensors and trainer_state.json). commit() fsyncs every file
+/// and the directory, then swaps it with an existing target atomically where the filesystem
+/// allows (renameat2 RENAME_EXCHANGE), otherwise moves the old target aside first; the old
+/// directory is deleted only after the new one is in place. Without commit() the destructor
+/// removes the temporary directory.
+class AtomicDir {
+ public:
+  explicit AtomicDir(std::filesystem::path target);
+  ~AtomicDir();
+  AtomicDir(const AtomicDir&) = delete;
+  AtomicDir& operator=(const AtomicDir&) = delete;
+
+  /// The temporary directory to write into.
+  const std::filesystem::path& path() const { return tmp_; }
+  const std::filesystem::path& target() const { return target_; }
+  /// Makes the written directory appear at target(); throws lmf::Error naming it on failure.
+  void commit();
+
+ private:
+  std::filesystem::path target_;
+  std::filesystem::path tmp_;
+  bool committed_ = false;
+};
+
+/// Names of the files of a checkpoint directory.
+inline constexpr const char* kModelFile = "model.safetensors";
+inline constexpr const char* kConfigFile = "config.json";
+
+/// config.json text for `config` in Hugging Face GPT-2 form (model_type "gpt2",
+/// GPT2LMHeadModel, n_layer/n_head/n_embd/n_positions/n_ctx/vocab_size, layer_norm_epsilon 1e-5,
+/// activation_function "gelu_new", resid/embd/attn_pdrop = dropout, tie_word_embeddings true).
+/// A model without biases adds "bias": false (Hugging Face ignores the key; see save_gpt).
+std::string gpt_config_json(const nn::GPTConfig& config);
+
+/// Parses a Hugging Face GPT-2 config.json. Required: n_layer, n_head, n_embd, vocab_size and
+/// n_positions (or n_ctx). Optional: resid_pdrop (dropout, default 0), bias (default true),
+/// layer_norm_epsilon (must be 1e-5), activation_function (must be a tanh GELU), n_inner (must
+/// be null or 4·n_embd), model_type (must be "gpt2"). Errors name the file and the key.
+nn::GPTConfig read_gpt_config(const std::filesystem::path& config_json);
+
+/// Writes model.safetensors and config.json into the existing directory `dir` (for example an
+/// AtomicDir's path()). Tensor names are Hugging Face's without the "transformer." prefix (as on
+/// the Hub); Conv1D weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are transposed to
+/// (IN, OUT). lm_head.weight is omitted: it is tied to wte.weight, and Hugging Face re-ties it on
+/// load. A model without biases writes zero biases, which Hugging Face's layers require and
+/// which compute the same function.
+void write_model_files(const nn::GPT& gpt, const std::filesystem::path& dir);
+
+/// Writes a complete checkpoint directory at `dir` atomically (AtomicDir + write_model_files).
+void save_gpt(const nn::GPT& gpt, const std::filesystem::path& dir);
+
+/// Loads a checkpoint directory written by save_gpt or by Hugging Face (GPT2LMHeadModel or
+/// GPT2Model). Accepts tensor names with or without the "transformer." prefix; ignores the
+/// attn.bias / attn.masked_bias buffers; accepts an absent lm_head.weight, and a present one only
+/// when it equals wte.weight (an untied head cannot be represented, so it is an error rather than
+/// silently dropped). Every tensor's shape is checked against config.json; missing and unknown
+/// tensors are errors naming the file and the tensor. The model is returned on the CPU.
+std::unique_ptr<nn::GPT> load_gpt(const std::filesystem::path& dir, uint64_t seed = 0);
+
+}  // namespace lmf::io
