@@ -1,0 +1,72 @@
+// Tests of layer_norm (src/ops/layer_norm.cpp): values against a double reference (biased
+// variance, eps inside the sqrt), gradients of x, weight and bias, and shape errors.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "lmforge/ops.h"
+#include "ops/gradcheck.h"
+
+using namespace lmf;
+using namespace lmf::test;
+
+namespace {
+
+std::vector<double> reference_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  const auto xv = x.to_vector(), wv = w.to_vector();
+  const auto bv = b.defined() ? b.to_vector() : std::vector<float>(wv.size(), 0.f);
+  const std::size_t c = wv.size(), n = xv.size() / c;
+  std::vector<double> out(xv.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    double mean = 0, var = 0;
+    for (std::size_t j = 0; j < c; ++j) mean += xv[i * c + j];
+    mean /= c;
+    for (std::size_t j = 0; j < c; ++j) var += (xv[i * c + j] - mean) * (xv[i * c + j] - mean);
+    var /= c;
+    for (std::size_t j = 0; j < c; ++j)
+      out[i * c + j] = (xv[i * c + j] - mean) / std::sqrt(var + eps) * wv[j] + bv[j];
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("layer_norm matches a double reference, with and without bias", "[layer_norm]") {
+  Tensor x = random_tensor({3, 5, 48}, 1, false, 2.f);
+  x = add(x, Tensor::full({1}, 3.f));  // an offset the normalisation must remove
+  const Tensor w = random_tensor({48}, 2, false);
+  const Tensor b = random_tensor({48}, 3, false);
+  CHECK(close_ratio(layer_norm(x, w, b).to_vector(), reference_layer_norm(x, w, b, 1e-5), 1e-4, 1e-5) <= 1);
+  CHECK(close_ratio(layer_norm(x, w, Tensor(), 1e-3f).to_vector(), reference_layer_norm(x, w, Tensor(), 1e-3), 1e-4, 1e-5) <= 1);
+}
+
+TEST_CASE("layer_norm gradients match finite differences", "[layer_norm][grad]") {
+  const Tensor x = random_tensor({2, 3, 6}, 4);
+  const Tensor w = random_tensor({6}, 5);
+  const Tensor b = random_tensor({6}, 6);
+  auto r = gradcheck([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2]); }, {x, w, b});
+  INFO(r.report);
+  CHECK(r.ok);
+  r = gradcheck([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], Tensor()); }, {x, w});
+  CHECK(r.ok);
+}
+
+TEST_CASE("layer_norm parameter gradients over many rows are deterministic", "[layer_norm]") {
+  const Tensor x = random_tensor({700, 64}, 7, false);
+  const Tensor g = random_tensor({700, 64}, 8, false);
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    Tensor w = random_tensor({64}, 9);
+    layer_norm(x, w, Tensor()).backward(g);
+    if (run == 0) first = w.grad().to_vector();
+    CHECK(w.grad().to_vector() == first);
+  }
+}
+
+TEST_CASE("layer_norm rejects weight or bias of the wrong size", "[layer_norm][errors]") {
+  const Tensor x = Tensor::zeros({2, 4});
+  CHECK_THROWS_AS(layer_norm(x, Tensor::ones({3}), Tensor()), Error);
+  CHECK_THROWS_AS(layer_norm(x, Tensor::ones({4}), Tensor::zeros({5})), Error);
+  CHECK_THROWS_AS(layer_norm(x.to(DType::bf16), Tensor::ones({4}), Tensor()), Error);
+  CHECK_THROWS_WITH(layer_norm(x, Tensor::ones({3}), Tensor()), Catch::Contains("layer_norm") && Catch::Contains("(3)"));
+}

@@ -1,0 +1,127 @@
+// Tests of matmul and linear (src/ops/matmul.cpp): 2-D, batched and shared-b products with every
+// transpose combination against a double reference, their gradients, and shape errors.
+#include <catch2/catch.hpp>
+
+#include "lmforge/ops.h"
+#include "ops/gradcheck.h"
+
+using namespace lmf;
+using namespace lmf::test;
+
+namespace {
+
+// c[i] = op(a[i]) · op(b[i or shared]) in double; a is (batch, M, K) or (batch, K, M) when ta.
+std::vector<double> reference_matmul(const Tensor& a, const Tensor& b, int64_t batch, int64_t m,
+                                     int64_t n, int64_t k, bool ta, bool tb, bool shared) {
+  const auto av = a.to_vector(), bv = b.to_vector();
+  std::vector<double> c(batch * m * n, 0.0);
+  for (int64_t i = 0; i < batch; ++i) {
+    const float* pa = av.data() + i * m * k;
+    const float* pb = bv.data() + (shared ? 0 : i * k * n);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t col = 0; col < n; ++col) {
+        double s = 0.0;
+        for (int64_t j = 0; j < k; ++j)
+          s += double(ta ? pa[j * m + r] : pa[r * k + j]) * (tb ? pb[col * k + j] : pb[j * n + col]);
+        c[(i * m + r) * n + col] = s;
+      }
+  }
+  return c;
+}
+
+Shape op_shape(Shape lead, int64_t rows, int64_t cols, bool trans) {
+  lead.push_back(trans ? cols : rows);
+  lead.push_back(trans ? rows : cols);
+  return lead;
+}
+
+}  // namespace
+
+TEST_CASE("matmul matches a double reference for 2-D, batched and shared b, all transposes", "[matmul]") {
+  // Sizes large enough that the product is split into parallel row blocks.
+  const int64_t m = 67, n = 45, k = 33, batch = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (int mode = 0; mode < 3; ++mode) {  // 0: 2-D, 1: batched, 2: batched a, shared 2-D b
+        INFO("trans_a " << ta << " trans_b " << tb << " mode " << mode);
+        const Shape lead = mode == 0 ? Shape{} : Shape{batch};
+        const Tensor a = random_tensor(op_shape(lead, m, k, ta), 1, false);
+        const Tensor b = random_tensor(op_shape(mode == 1 ? lead : Shape{}, k, n, tb), 2, false);
+        const Tensor c = matmul(a, b, ta, tb);
+        Shape expected_shape = lead;
+        expected_shape.insert(expected_shape.end(), {m, n});
+        CHECK(c.shape() == expected_shape);
+        const auto ref = reference_matmul(a, b, mode == 0 ? 1 : batch, m, n, k, ta, tb, mode != 1);
+        CHECK(close_ratio(c.to_vector(), ref, 1e-5, 1e-5) <= 1);
+      }
+}
+
+TEST_CASE("matmul gradients match finite differences for every layout", "[matmul][grad]") {
+  const int64_t m = 3, n = 4, k = 5, batch = 2;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (int mode = 0; mode < 3; ++mode) {
+        INFO("trans_a " << ta << " trans_b " << tb << " mode " << mode);
+        const Shape lead = mode == 0 ? Shape{} : Shape{batch};
+        const Tensor a = random_tensor(op_shape(lead, m, k, ta), 3);
+        const Tensor b = random_tensor(op_shape(mode == 1 ? lead : Shape{}, k, n, tb), 4);
+        const auto r = gradcheck([ta, tb](const std::vector<Tensor>& in) { return matmul(in[0], in[1], ta, tb); }, {a, b});
+        INFO(r.report);
+        CHECK(r.ok);
+      }
+}
+
+TEST_CASE("matmul with four dims batches over both leading dims", "[matmul]") {
+  const Tensor a = random_tensor({2, 3, 4, 5}, 5, false);
+  const Tensor b = random_tensor({2, 3, 5, 6}, 6, false);
+  const Tensor c = matmul(a, b);
+  CHECK(c.shape() == Shape{2, 3, 4, 6});
+  CHECK(close_ratio(c.to_vector(), reference_matmul(a, b, 6, 4, 6, 5, false, false, false), 1e-5, 1e-5) <= 1);
+}
+
+TEST_CASE("matmul rejects mismatched inner or batch dims and 1-D operands", "[matmul][errors]") {
+  CHECK_THROWS_AS(matmul(Tensor::zeros({2, 3}), Tensor::zeros({4, 5})), Error);
+  CHECK_THROWS_AS(matmul(Tensor::zeros({2, 3}), Tensor::zeros({2, 5}), false, true), Error);
+  CHECK_THROWS_AS(matmul(Tensor::zeros({2, 2, 3}), Tensor::zeros({3, 3, 5})), Error);
+  CHECK_THROWS_AS(matmul(Tensor::zeros({3}), Tensor::zeros({3, 5})), Error);
+  CHECK_THROWS_AS(matmul(Tensor::zeros({2, 3}, DType::bf16), Tensor::zeros({3, 5})), Error);
+  CHECK_THROWS_WITH(matmul(Tensor::zeros({2, 3}), Tensor::zeros({4, 5})),
+                    Catch::Contains("matmul") && Catch::Contains("(2, 3)") && Catch::Contains("(4, 5)"));
+  CHECK_NOTHROW(matmul(Tensor::zeros({2, 3}), Tensor::zeros({2, 5}), true, false));
+}
+
+TEST_CASE("linear computes x wᵀ + b over all leading dims", "[linear]") {
+  const Tensor x = random_tensor({2, 5, 7}, 7, false);
+  const Tensor w = random_tensor({9, 7}, 8, false);
+  const Tensor b = random_tensor({9}, 9, false);
+  auto ref = reference_matmul(x, w, 1, 10, 9, 7, false, true, true);
+  const Tensor no_bias = linear(x, w);
+  CHECK(no_bias.shape() == Shape{2, 5, 9});
+  CHECK(close_ratio(no_bias.to_vector(), ref, 1e-5, 1e-5) <= 1);
+  const auto bv = b.to_vector();
+  for (std::size_t i = 0; i < ref.size(); ++i) ref[i] += bv[i % 9];
+  CHECK(close_ratio(linear(x, w, b).to_vector(), ref, 1e-5, 1e-5) <= 1);
+}
+
+TEST_CASE("linear gradients match finite differences, with and without bias", "[linear][grad]") {
+  const Tensor x = random_tensor({2, 3, 4}, 10);
+  const Tensor w = random_tensor({5, 4}, 11);
+  const Tensor b = random_tensor({5}, 12);
+  auto r = gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, b});
+  INFO(r.report);
+  CHECK(r.ok);
+  r = gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, {x, w});
+  CHECK(r.ok);
+  // A frozen weight still passes the gradient to x.
+  const Tensor frozen = random_tensor({5, 4}, 13, false);
+  r = gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, frozen, b});
+  CHECK(r.ok);
+}
+
+TEST_CASE("linear rejects mismatched weight and bias shapes", "[linear][errors]") {
+  const Tensor x = Tensor::zeros({2, 4});
+  CHECK_THROWS_AS(linear(x, Tensor::zeros({5, 3})), Error);
+  CHECK_THROWS_AS(linear(x, Tensor::zeros({4})), Error);
+  CHECK_THROWS_AS(linear(x, Tensor::zeros({5, 4}), Tensor::zeros({4})), Error);
+  CHECK_THROWS_WITH(linear(x, Tensor::zeros({5, 3})), Catch::Contains("linear") && Catch::Contains("(5, 3)"));
+}
