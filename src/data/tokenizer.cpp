@@ -15,6 +15,7 @@
 
 #include "data/file_util.h"
 #include "data/pretokenize.h"
+#include "data/utf8.h"
 #include "lmforge/core/error.h"
 
 namespace lmf::data {
@@ -41,30 +42,6 @@ void append_utf8(std::string& out, uint32_t cp) {
 }
 
 namespace {
-
-// Strict UTF-8 decoding of the character at `pos`; returns false for invalid bytes.
-bool decode_utf8(std::string_view s, std::size_t pos, uint32_t* cp, std::size_t* length) {
-  auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[pos + i]); };
-  std::size_t left = s.size() - pos;
-  unsigned char b0 = b(0);
-  if (b0 < 0x80) {
-    *cp = b0;
-    *length = 1;
-    return true;
-  }
-  std::size_t n = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : b0 >= 0xC0 ? 2 : 0;
-  if (n == 0 || n > left || b0 > 0xF4) return false;
-  uint32_t value = b0 & (0x7F >> n);
-  for (std::size_t i = 1; i < n; ++i) {
-    if ((b(i) & 0xC0) != 0x80) return false;
-    value = (value << 6) | (b(i) & 0x3F);
-  }
-  static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (value < kMin[n] || value > 0x10FFFF || (value >= 0xD800 && value <= 0xDFFF)) return false;
-  *cp = value;
-  *length = n;
-  return true;
-}
 
 std::vector<uint32_t> utf8_code_points(std::string_view text, const std::string& what) {
   std::vector<uint32_t> out;

@@ -1,0 +1,88 @@
+// `lmforge tokenize`: stdin -> stdout through a tokenizer. Encoding prints the ids on one line
+// separated by single spaces; --decode reads whitespace-separated ids and prints their bytes.
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "lmforge/core/error.h"
+#include "lmforge/data/tokenizer.h"
+
+namespace lmf::cli {
+
+namespace {
+
+struct TokenizeOptions {
+  std::string tokenizer;
+  bool decode = false;
+  bool allow_special = false;
+};
+
+std::string read_stdin() {
+  std::string text;
+  char buffer[1 << 16];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), stdin)) > 0) text.append(buffer, n);
+  LMF_CHECK(!std::ferror(stdin), "cannot read standard input");
+  return text;
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::size_t pos = 0;
+  while (true) {
+    pos = text.find_first_not_of(" \t\r\n", pos);
+    if (pos == std::string::npos) break;
+    std::size_t end = text.find_first_of(" \t\r\n", pos);
+    if (end == std::string::npos) end = text.size();
+    std::string word = text.substr(pos, end - pos);
+    char* stop = nullptr;
+    errno = 0;
+    long long value = std::strtoll(word.c_str(), &stop, 10);
+    LMF_CHECK(*stop == '\0' && errno == 0 && value >= INT32_MIN && value <= INT32_MAX, "'", word,
+              "' (input word ", ids.size(), ") is not a token id");
+    ids.push_back(static_cast<int32_t>(value));
+    pos = end;
+  }
+  return ids;
+}
+
+void run_tokenize(const TokenizeOptions& options) {
+  auto tokenizer = data::load_tokenizer(options.tokenizer);
+  std::string input = read_stdin();
+  std::string out;
+  if (options.decode) {
+    out = tokenizer->decode(parse_ids(input));
+  } else {
+    std::vector<int32_t> ids = tokenizer->encode(input, options.allow_special);
+    out.reserve(ids.size() * 6);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (i > 0) out += ' ';
+      out += std::to_string(ids[i]);
+    }
+    out += '\n';
+  }
+  LMF_CHECK(std::fwrite(out.data(), 1, out.size(), stdout) == out.size() && std::fflush(stdout) == 0,
+            "cannot write standard output");
+}
+
+}  // namespace
+
+void add_tokenize_command(CLI::App& app) {
+  auto options = std::make_shared<TokenizeOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "tokenize", "Encode standard input to token ids (one line), or --decode ids to text");
+  cmd->add_option("--tokenizer", options->tokenizer,
+                  "A tokenizer JSON file or a directory with GPT-2's files")
+      ->required();
+  cmd->add_flag("--decode", options->decode, "Read ids from standard input and print the text");
+  cmd->add_flag("--allow-special", options->allow_special,
+                "Encode special-token spellings such as <|endoftext|> as their ids");
+  cmd->callback([options] { run_tokenize(*options); });
+}
+
+}  // namespace lmf::cli
