@@ -1,0 +1,90 @@
+// Compares lmforge's CPU ops with PyTorch: the fixtures in tests/reference/fixtures/ops_*.json
+// (written by tests/reference/make_op_fixtures.py in float64) hold inputs, outputs and the
+// gradients of sum(out * W). Tolerances and their reasoning are in tests/reference/README.md.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "lmforge/ops.h"
+#include "ops/gradcheck.h"
+
+using namespace lmf;
+using namespace lmf::test;
+using nlohmann::json;
+
+namespace {
+
+// |actual - expected| <= atol + rtol * |expected| per element; see tests/reference/README.md.
+constexpr double kRtol = 1e-5;
+constexpr double kAtol = 1e-6;
+
+json load_fixture(const std::string& op) {
+  const std::string path = std::string(LMF_SOURCE_DIR) + "/tests/reference/fixtures/ops_" + op + ".json";
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return json::parse(in);
+}
+
+Shape shape_of(const json& t) { return t.at("shape").get<Shape>(); }
+
+std::vector<double> values_of(const json& t) { return t.at("data").get<std::vector<double>>(); }
+
+// Float inputs become f32 leaves requiring grad; integer inputs (ids, targets) become i32.
+std::map<std::string, Tensor> make_inputs(const json& c) {
+  std::map<std::string, Tensor> inputs;
+  for (const auto& [name, t] : c.at("inputs").items()) {
+    const bool integral = name == "ids" || name == "targets";
+    if (integral) {
+      inputs[name] = Tensor::from_vector(t.at("data").get<std::vector<int32_t>>(), shape_of(t));
+    } else {
+      const auto d = values_of(t);
+      inputs[name] = Tensor::from_vector(std::vector<float>(d.begin(), d.end()), shape_of(t));
+      inputs[name].set_requires_grad(true);
+    }
+  }
+  return inputs;
+}
+
+Tensor run_op(const std::string& op, const json& params, std::map<std::string, Tensor>& in) {
+  if (op == "layer_norm") return layer_norm(in["x"], in["w"], in.count("b") ? in["b"] : Tensor(), params.at("eps").get<float>());
+  if (op == "gelu") return gelu(in["x"]);
+  if (op == "softmax") return softmax(in["x"]);
+  if (op == "attention") return attention(in["q"], in["k"], in["v"]);
+  if (op == "cross_entropy") return cross_entropy(in["logits"], in["targets"], params.at("ignore_index").get<int32_t>());
+  if (op == "linear") return linear(in["x"], in["w"], in.count("b") ? in["b"] : Tensor());
+  if (op == "embedding") return embedding(in["weight"], in["ids"]);
+  if (op == "matmul") return matmul(in["a"], in["b"], params.at("trans_a").get<bool>(), params.at("trans_b").get<bool>());
+  FAIL("no runner for op " << op);
+  return Tensor();
+}
+
+void check_op(const std::string& op) {
+  const json fixture = load_fixture(op);
+  for (const json& c : fixture.at("cases")) {
+    INFO(op << " case " << c.at("name").get<std::string>());
+    auto inputs = make_inputs(c);
+    const Tensor out = run_op(op, c.at("params"), inputs);
+    REQUIRE(out.shape() == shape_of(c.at("output")));
+    CHECK(close_ratio(out.to_vector(), values_of(c.at("output")), kRtol, kAtol) <= 1);
+    const auto w = values_of(c.at("loss_weights"));
+    out.backward(Tensor::from_vector(std::vector<float>(w.begin(), w.end()), out.shape()));
+    for (const auto& [name, g] : c.at("grads").items()) {
+      INFO("gradient of " << name);
+      REQUIRE(inputs[name].grad().defined());
+      CHECK(close_ratio(inputs[name].grad().to_vector(), values_of(g), kRtol, kAtol) <= 1);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("layer_norm matches PyTorch", "[parity]") { check_op("layer_norm"); }
+TEST_CASE("gelu matches PyTorch's tanh GELU", "[parity]") { check_op("gelu"); }
+TEST_CASE("softmax matches PyTorch", "[parity]") { check_op("softmax"); }
+TEST_CASE("attention matches PyTorch's causal masked softmax attention", "[parity]") { check_op("attention"); }
+TEST_CASE("cross_entropy matches PyTorch, ignore_index included", "[parity]") { check_op("cross_entropy"); }
+TEST_CASE("linear matches PyTorch", "[parity]") { check_op("linear"); }
+TEST_CASE("embedding matches PyTorch", "[parity]") { check_op("embedding"); }
+TEST_CASE("matmul matches PyTorch", "[parity]") { check_op("matmul"); }

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""Reference fixtures for lmforge's ops, computed with PyTorch in float64.
+
+Each fixtures/ops_<op>.json holds a list of cases; a case has named inputs (float32 values, or
+integer ids/targets), the op's parameters, the output, loss weights W and the gradient of
+loss = sum(out * W) with respect to every float input. Inputs are drawn in float32 and then
+promoted to float64, so the C++ op sees exactly the values the reference used and the only
+difference left is its own float32 arithmetic. tests/ops/test_torch_parity.cpp reads them.
+Re-run: /usr/bin/python3 make_op_fixtures.py (torch 1.13; needs no GPU).
+"""
+import json
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GEN = torch.Generator().manual_seed(20240611)
+
+
+def randn(*shape, std=1.0):
+    return (torch.randn(tuple(shape), generator=GEN, dtype=torch.float32) * std).double()
+
+
+def pack(t):
+    t = t.detach()
+    if t.dtype.is_floating_point:
+        data = [float(f"{v:.10g}") for v in t.reshape(-1).tolist()]
+    else:
+        data = [int(v) for v in t.reshape(-1).tolist()]
+    return {"shape": list(t.shape), "data": data}
+
+
+def case(name, fn, inputs, params=None):
+    """Runs fn(**inputs) in float64 and differentiates sum(out * W) for every float input."""
+    leaves = {k: (v.clone().requires_grad_(True) if v.dtype.is_floating_point else v)
+              for k, v in inputs.items()}
+    out = fn(**leaves)
+    weights = randn(*out.shape)
+    (out * weights).sum().backward()
+    return {
+        "name": name,
+        "params": params or {},
+        "inputs": {k: pack(v) for k, v in inputs.items()},
+        "output": pack(out),
+        "loss_weights": pack(weights),
+        "grads": {k: pack(v.grad) for k, v in leaves.items() if v.dtype.is_floating_point},
+    }
+
+
+def causal_attention(q, k, v):
+    t, hs = q.shape[-2], q.shape[-1]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hs)
+    mask = torch.ones(t, t, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def write(op, cases):
+    path = os.path.join(HERE, "fixtures", f"ops_{op}.json")
+    with open(path, "w") as f:
+        json.dump({"op": op, "generator": "make_op_fixtures.py", "cases": cases}, f, separators=(",", ":"))
+    print(f"{path}: {os.path.getsize(path)} bytes")
+
+
+def main():
+    os.makedirs(os.path.join(HERE, "fixtures"), exist_ok=True)
+    write("layer_norm", [
+        case("with_bias", lambda x, w, b: F.layer_norm(x, (8,), w, b, eps=1e-5),
+             {"x": randn(2, 3, 8, std=2.0) + 1.5, "w": randn(8, std=0.3) + 1.0, "b": randn(8, std=0.3)},
+             {"eps": 1e-5}),
+        case("no_bias", lambda x, w: F.layer_norm(x, (8,), w, None, eps=1e-5),
+             {"x": randn(4, 8), "w": randn(8, std=0.3) + 1.0}, {"eps": 1e-5}),
+    ])
+    write("gelu", [case("tanh", lambda x: F.gelu(x, approximate="tanh"), {"x": randn(5, 9, std=3.0)})])
+    write("softmax", [case("rows", lambda x: torch.softmax(x, dim=-1), {"x": randn(3, 4, 10, std=2.0)})])
+    write("attention", [
+        case("causal", causal_attention,
+             {"q": randn(2, 2, 6, 4), "k": randn(2, 2, 6, 4), "v": randn(2, 2, 6, 4)}),
+    ])
+    targets = torch.tensor([3, -1, 10, 0, 7, -1, 2], dtype=torch.int64)
+    write("cross_entropy", [
+        case("ignore_index", lambda logits, targets: F.cross_entropy(logits, targets, ignore_index=-1),
+             {"logits": randn(7, 11, std=2.0), "targets": targets}, {"ignore_index": -1}),
+        case("btv", lambda logits, targets: F.cross_entropy(logits.reshape(-1, 13), targets.reshape(-1),
+                                                             ignore_index=-100),
+             {"logits": randn(2, 3, 13), "targets": torch.tensor([[1, 12, 0], [5, 5, 9]])},
+             {"ignore_index": -100}),
+    ])
+    write("linear", [
+        case("with_bias", lambda x, w, b: F.linear(x, w, b),
+             {"x": randn(2, 3, 5), "w": randn(4, 5), "b": randn(4)}),
+        case("no_bias", lambda x, w: F.linear(x, w), {"x": randn(6, 5), "w": randn(3, 5)}),
+    ])
+    write("embedding", [
+        case("repeated_ids", lambda weight, ids: F.embedding(ids, weight),
+             {"weight": randn(10, 6), "ids": torch.tensor([[1, 4, 1, 9], [0, 4, 4, 1]])}),
+    ])
+    write("matmul", [
+        case("shared_b", lambda a, b: a @ b, {"a": randn(2, 3, 4), "b": randn(4, 5)},
+             {"trans_a": False, "trans_b": False}),
+        case("batched_transposed", lambda a, b: a.transpose(-1, -2) @ b.transpose(-1, -2),
+             {"a": randn(2, 4, 3), "b": randn(2, 5, 4)}, {"trans_a": True, "trans_b": True}),
+    ])
+
+
+if __name__ == "__main__":
+    main()
