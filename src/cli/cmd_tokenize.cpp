@@ -1,5 +1,6 @@
 // `lmforge tokenize`: stdin -> stdout through a tokenizer. Encoding prints the ids on one line
-// separated by single spaces; --decode reads whitespace-separated ids and prints their bytes.
+// separated by single spaces; --decode reads whitespace-separated ids and prints their bytes;
+// --shard decodes a token shard (checking its header and every id), to inspect prepared data.
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "lmforge/core/error.h"
+#include "lmforge/data/shard.h"
 #include "lmforge/data/tokenizer.h"
 
 namespace lmf::cli {
@@ -20,6 +22,7 @@ struct TokenizeOptions {
   std::string tokenizer;
   bool decode = false;
   bool allow_special = false;
+  std::string shard;
 };
 
 std::string read_stdin() {
@@ -53,11 +56,16 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 
 void run_tokenize(const TokenizeOptions& options) {
   auto tokenizer = data::load_tokenizer(options.tokenizer);
-  std::string input = read_stdin();
   std::string out;
-  if (options.decode) {
+  if (!options.shard.empty()) {
+    data::Shard shard(options.shard);
+    shard.check_ids(tokenizer->vocab_size());
+    out = tokenizer->decode(shard.read_all());
+  } else if (options.decode) {
+    std::string input = read_stdin();
     out = tokenizer->decode(parse_ids(input));
   } else {
+    std::string input = read_stdin();
     std::vector<int32_t> ids = tokenizer->encode(input, options.allow_special);
     out.reserve(ids.size() * 6);
     for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -82,6 +90,8 @@ void add_tokenize_command(CLI::App& app) {
   cmd->add_flag("--decode", options->decode, "Read ids from standard input and print the text");
   cmd->add_flag("--allow-special", options->allow_special,
                 "Encode special-token spellings such as <|endoftext|> as their ids");
+  cmd->add_option("--shard", options->shard,
+                  "Decode the tokens of a .bin shard instead of reading standard input");
   cmd->callback([options] { run_tokenize(*options); });
 }
 
