@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   lmf::cli::add_prepare_command(app);
   lmf::cli::add_tokenize_command(app);
   lmf::cli::add_tokenizer_command(app);
+  lmf::cli::add_train_command(app);
+  lmf::cli::add_plot_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
