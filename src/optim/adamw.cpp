@@ -1,6 +1,6 @@
-// AdamW over the parameter slab. The slab is cut once, at construction, into runs of adjacent
-// parameters sharing a weight decay; a step then walks those runs with one OpenMP loop each,
-// skipping frozen parameters, so the update is a handful of long vectorisable loops.
+// AdamW over the parameter slab. The slab is cut into runs of adjacent trainable parameters
+// sharing a weight decay (recut only when freezing changes); a step walks those runs with one
+// OpenMP loop each, so the update is a handful of long vectorisable loops and allocates nothing.
 #include "lmforge/optim/adamw.h"
 
 #include <cmath>
@@ -28,11 +28,6 @@ AdamW::AdamW(const nn::Module& model, AdamWConfig config)
 
 namespace {
 
-struct Run {
-  int64_t begin, end;
-  float weight_decay;
-};
-
 // Updates elements [begin, end) of the slabs; `decay_factor` is 1 - lr·wd.
 void adamw_cpu(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end,
                float decay_factor, float lr, float beta1, float beta2, float eps,
@@ -52,6 +47,23 @@ void adamw_cpu(float* p, const float* g, float* m, float* v, int64_t begin, int6
 
 }  // namespace
 
+void AdamW::rebuild_runs() {
+  runs_.clear();
+  runs_trainable_.assign(slab_->entries.size(), false);
+  for (std::size_t i = 0; i < slab_->entries.size(); ++i) {
+    const nn::SlabEntry& e = slab_->entries[i];
+    if (!(runs_trainable_[i] = e.param.requires_grad())) continue;
+    const float wd = decay_[i] ? config_.weight_decay : 0.f;
+    // Merging with the previous entry also covers the zero padding between them, which the
+    // update leaves at zero (zero gradient, zero moments, zero value).
+    if (i > 0 && runs_trainable_[i - 1] && runs_.back().weight_decay == wd) {
+      runs_.back().end = e.offset + e.numel;
+    } else {
+      runs_.push_back({e.offset, e.offset + e.numel, wd});
+    }
+  }
+}
+
 void AdamW::step() {
   LMF_CHECK(!slab_->retired,
             "AdamW: the model's parameters were moved (flatten_parameters/to) after the optimizer "
@@ -63,23 +75,15 @@ void AdamW::step() {
   const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config_.beta1), t));
   const float bias_correction2_sqrt =
       static_cast<float>(std::sqrt(1.0 - std::pow(double(config_.beta2), t)));
-  // Adjacent trainable parameters with the same decay form one run (one loop).
-  std::vector<Run> runs;
-  for (std::size_t i = 0; i < slab_->entries.size(); ++i) {
-    const nn::SlabEntry& e = slab_->entries[i];
-    if (!e.param.requires_grad()) continue;
-    const float wd = decay_[i] ? config_.weight_decay : 0.f;
-    if (!runs.empty() && runs.back().weight_decay == wd && runs.back().end == e.offset) {
-      runs.back().end = e.offset + e.numel;
-    } else {
-      runs.push_back({e.offset, e.offset + e.numel, wd});
-    }
-  }
+  bool changed = runs_trainable_.size() != slab_->entries.size();
+  for (std::size_t i = 0; i < slab_->entries.size() && !changed; ++i)
+    changed = runs_trainable_[i] != slab_->entries[i].param.requires_grad();
+  if (changed) rebuild_runs();
   float* p = slab_->params.data<float>();
   const float* g = slab_->grads.data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
-  for (const Run& r : runs) {
+  for (const Run& r : runs_) {
     adamw_cpu(p, g, m, v, r.begin, r.end, 1.f - config_.lr * r.weight_decay, config_.lr,
               config_.beta1, config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
   }

@@ -93,6 +93,24 @@ TEST_CASE("AdamW skips frozen parameters entirely") {
   for (float v : opt.state().exp_avg[1].second.to_vector()) CHECK(v == 0.f);
 }
 
+TEST_CASE("AdamW follows freezing changes made between steps") {
+  lmf::Generator gen(3);
+  lmf::nn::Linear layer(3, 2, true, gen);
+  layer.flatten_parameters();
+  AdamW opt(layer, kConfig);
+  set_grads(layer, 1);
+  opt.step();
+  layer.freeze("weight");  // a frozen entry before a trainable one
+  const std::vector<float> weight = layer.weight().to_vector();
+  const std::vector<float> bias = layer.bias().to_vector();
+  opt.step();
+  CHECK(layer.weight().to_vector() == weight);
+  CHECK(layer.bias().to_vector() != bias);
+  layer.unfreeze();
+  opt.step();
+  CHECK(layer.weight().to_vector() != weight);
+}
+
 TEST_CASE("AdamW state restored into a fresh optimizer continues identically") {
   lmf::Generator gen_a(3), gen_b(4);
   lmf::nn::Linear a(3, 2, true, gen_a), b(3, 2, true, gen_b);

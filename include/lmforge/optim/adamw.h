@@ -58,9 +58,18 @@ class AdamW {
   bool decays(std::size_t entry) const { return decay_.at(entry); }
 
  private:
+  void rebuild_runs();
+
   std::shared_ptr<nn::ParameterSlab> slab_;
   AdamWConfig config_;
   std::vector<bool> decay_;  // per slab entry
+  // Runs of adjacent trainable parameters sharing a decay, rebuilt only when freezing changes.
+  struct Run {
+    int64_t begin, end;
+    float weight_decay;
+  };
+  std::vector<Run> runs_;
+  std::vector<bool> runs_trainable_;  // requires_grad per entry when runs_ was built
   Tensor m_;
   Tensor v_;
   int64_t step_ = 0;
