@@ -1,0 +1,35 @@
+// lmforge: the umbrella header. Everything a program needs to build, train, save and sample GPT
+// models: tensors and autograd, ops, modules, optimizers, data, checkpoints, the trainer.
+#pragma once
+
+#include "lmforge/core/allocator.h"
+#include "lmforge/core/device.h"
+#include "lmforge/core/dtype.h"
+#include "lmforge/core/error.h"
+#include "lmforge/core/rng.h"
+#include "lmforge/core/tensor.h"
+
+#include "lmforge/autograd.h"
+#include "lmforge/ops.h"
+
+#include "lmforge/nn/embedding.h"
+#include "lmforge/nn/gpt.h"
+#include "lmforge/nn/layer_norm.h"
+#include "lmforge/nn/linear.h"
+#include "lmforge/nn/module.h"
+
+#include "lmforge/optim/adamw.h"
+#include "lmforge/optim/clip.h"
+#include "lmforge/optim/schedule.h"
+
+#include "lmforge/data/loader.h"
+#include "lmforge/data/shard.h"
+#include "lmforge/data/tokenizer.h"
+
+#include "lmforge/io/checkpoint.h"
+#include "lmforge/io/safetensors.h"
+
+#include "lmforge/generate/generate.h"
+
+#include "lmforge/train/config.h"
+#include "lmforge/train/trainer.h"
