@@ -7,6 +7,9 @@
 #include <unordered_map>
 
 #include "lmforge/autograd.h"
+#ifdef LMF_WITH_CUDA
+#include "kernels.h"
+#endif
 
 namespace lmf::optim {
 
@@ -68,8 +71,10 @@ void AdamW::step() {
   LMF_CHECK(!slab_->retired,
             "AdamW: the model's parameters were moved (flatten_parameters/to) after the optimizer "
             "was built; build the optimizer again");
+#ifndef LMF_WITH_CUDA
   LMF_CHECK(slab_->device().is_cpu(), "AdamW: parameters on ", slab_->device().str(),
-            " need the device update, which this build does not provide");
+            " need the CUDA update, and this build has no CUDA");
+#endif
   ++step_;
   const double t = static_cast<double>(step_);
   const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config_.beta1), t));
@@ -83,6 +88,18 @@ void AdamW::step() {
   const float* g = slab_->grads.data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
+#ifdef LMF_WITH_CUDA
+  if (slab_->device().is_cuda()) {
+    // Default stream: ordered after the backward pass that produced the gradients.
+    for (const Run& r : runs_) {
+      kernels::adamw_update(p + r.begin, g + r.begin, m + r.begin, v + r.begin, r.end - r.begin,
+                            1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1,
+                            config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt,
+                            nullptr);
+    }
+    return;
+  }
+#endif
   for (const Run& r : runs_) {
     adamw_cpu(p, g, m, v, r.begin, r.end, 1.f - config_.lr * r.weight_decay, config_.lr,
               config_.beta1, config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
