@@ -128,7 +128,7 @@ class GPT : public Module {
   Tensor hidden_states(const Tensor& ids) const;
 
   GPTConfig config_;
-  std::unique_ptr<Generator> init_gen_;     // outlives construction only for simplicity
+  std::unique_ptr<Generator> init_gen_;     // drives initialisation; released after construction
   std::unique_ptr<Generator> dropout_gen_;  // heap-held so members can keep a stable pointer
   Embedding wte_;
   Embedding wpe_;
