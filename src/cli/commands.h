@@ -6,6 +6,7 @@
 namespace lmf::cli {
 
 void add_eval_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 void add_prepare_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);

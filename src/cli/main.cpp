@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("lmforge ") + LMF_VERSION);
   app.require_subcommand(1);
   lmf::cli::add_eval_command(app);
+  lmf::cli::add_generate_command(app);
   lmf::cli::add_prepare_command(app);
   lmf::cli::add_tokenize_command(app);
   lmf::cli::add_tokenizer_command(app);
