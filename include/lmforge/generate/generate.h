@@ -14,7 +14,8 @@
 namespace lmf::generate {
 
 /// Keys and values of every layer for B sequences of equal length, preallocated up to
-/// `capacity` positions (block_size by default) so that a decoding step allocates nothing.
+/// `capacity` positions (block_size by default); the activations of a step live in a workspace
+/// kept here too, so decoding does not allocate per layer.
 /// Layout per layer: (B, NH, capacity, HS), f32 on the CPU; positions [0, length()) are valid.
 class KVCache {
  public:
