@@ -1,0 +1,171 @@
+// Launchers of every CUDA kernel in kernels/*.cu: raw device pointers, sizes and a stream in, no
+// lmforge types, so the op layer (src/ops/) owns every shape and dtype check. Each launcher checks
+// its launch and throws lmf::kernels::CudaError (a std::runtime_error) on failure.
+// Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
+// Gradient rule: activation grads are written (=); parameter-grad accumulation (+=) happens in
+// the autograd engine through add_inplace.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lmf::kernels {
+
+using bf16_t = __nv_bfloat16;
+
+// --- copies, fills, conversions (copy.cu) -------------------------------------------------------
+/// Element types as the kernels see them (the same order as lmf::DType).
+enum class ElemType : int { f32 = 0, bf16 = 1, i32 = 2, u16 = 3 };
+constexpr int kMaxDims = 8;
+/// A strided source: element (i0, ..., i_{nd-1}) lives at base + sum(i_d * strides[d]) elements.
+struct StridedLayout {
+  int nd = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};
+};
+/// dst (contiguous, numel of src) = src (strided) in logical order, converting through float when
+/// the types differ (like the CPU copy); same-type copies move bits.
+void strided_copy(void* dst, ElemType dst_type, const void* src, ElemType src_type,
+                  const StridedLayout& src_layout, cudaStream_t stream);
+/// dst (N) = value, converted to the element type.
+void fill(void* dst, ElemType type, float value, int64_t n, cudaStream_t stream);
+
+// --- elementwise (elementwise.cu) -----------------------------------------------------------------
+// a, out (N); b (NB) with N % NB == 0, read as b[i % NB] (same shape, suffix broadcast, or scalar).
+void add_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
+void sub_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
+void mul_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
+void scale_forward(float* out, const float* a, float factor, int64_t n, cudaStream_t stream);
+/// da (N) = dout * b (null to skip); db (NB) = sum over the broadcast of dout * a (null to skip).
+void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
+                  int64_t nb, cudaStream_t stream);
+/// dst (N) += alpha * src.
+void add_inplace(float* dst, const float* src, float alpha, int64_t n, cudaStream_t stream);
+/// out (cols) = factor * sum over rows of x (rows, cols) [* y (rows, cols) when y is not null].
+/// Deterministic: a fixed tree per column, no atomics.
+void column_sums(float* out, const float* x, const float* y, int64_t rows, int64_t cols, float factor,
+                 cudaStream_t stream);
+
+// --- reductions (reduce.cu) ----------------------------------------------------------------------
+/// Partial sums need this many floats of workspace.
+constexpr int kReducePartials = 512;
+/// out[0] = factor * sum of x (N) (of x² when square). Two fixed passes through `workspace`
+/// (kReducePartials floats): deterministic, no atomics; the result stays on the device.
+void sum_all(float* out, const float* x, int64_t n, float factor, bool square, float* workspace,
+             cudaStream_t stream);
+/// x (OUTER, D, INNER) -> out (OUTER, INNER) = factor * sum over D.
+void sum_dim_forward(float* out, const float* x, int64_t outer, int64_t d, int64_t inner, float factor,
+                     cudaStream_t stream);
+/// dx (OUTER, D, INNER) = factor * dout (OUTER, INNER).
+void sum_dim_backward(float* dx, const float* dout, int64_t outer, int64_t d, int64_t inner,
+                      float factor, cudaStream_t stream);
+/// out (N) = factor * scalar[0]: the backward of a full reduction without reading the scalar on the host.
+void broadcast_scalar(float* out, const float* scalar, float factor, int64_t n, cudaStream_t stream);
+
+// --- model ops -------------------------------------------------------------------------------------
+/// first_bad[0] = smallest i with ids[i] outside [0, v) and != allowed (or n when none). 64-bit.
+void find_invalid_ids_i32(long long* first_bad, const int32_t* ids, int64_t n, int64_t v,
+                          int32_t allowed, cudaStream_t stream);
+void find_invalid_ids_u16(long long* first_bad, const uint16_t* ids, int64_t n, int64_t v,
+                          cudaStream_t stream);
+
+/// out (N, C) = weight (V, C)[ids (N)].
+void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c,
+                           cudaStream_t stream);
+void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids, int64_t n, int64_t c,
+                           cudaStream_t stream);
+/// Workspace bytes embedding_backward needs for n ids.
+std::size_t embedding_backward_workspace(int64_t n);
+/// dweight (V, C) = scatter-sum of dout (N, C) by id, written (zeroed first). Deterministic: ids
+/// are stably sorted, then each run of equal ids is summed in position order by one block.
+/// ids_i32 (N) are i32 ids (u16 ids are widened first by the caller through strided_copy).
+void embedding_backward(float* dweight, const float* dout, const int32_t* ids, int64_t n, int64_t c,
+                        int64_t v, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+
+/// x (N, C), weight (C), bias (C) or null -> out (N, C); saves mean (N) and rstd (N).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t n, int64_t c, float eps, cudaStream_t stream);
+/// Floats of workspace layernorm_backward needs.
+int64_t layernorm_backward_workspace(int64_t n, int64_t c);
+/// dx (N, C), dweight (C), dbias (C) (null to skip); dweight and dbias deterministic via
+/// per-chunk partials in `workspace`.
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t n, int64_t c,
+                        float* workspace, cudaStream_t stream);
+
+/// out (N) = gelu(x) (tanh approximation); dx (N) = dout * gelu'(x).
+void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream);
+
+/// y (N, C) = softmax of each row of x; dx = y * (dy - sum(dy * y)).
+void softmax_forward(float* y, const float* x, int64_t n, int64_t c, cudaStream_t stream);
+void softmax_backward(float* dx, const float* dy, const float* y, int64_t n, int64_t c, cudaStream_t stream);
+
+/// logits (N, V), targets (N) -> losses (N) (0 on ignored rows), lse (N); then
+/// loss[0] = sum(losses) / count and count[0] = number of rows not ignored (as float), both on the
+/// device (0 when every row is ignored).
+void cross_entropy_forward(float* loss, float* count, float* losses, float* lse, const float* logits,
+                           const int32_t* targets, int64_t n, int64_t v, int32_t ignore_index,
+                           cudaStream_t stream);
+/// dlogits (N, V) = (softmax - onehot) * dloss[0] / count[0]; 0 on ignored rows or when count is 0.
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                            const float* dloss, const float* count, int64_t n, int64_t v,
+                            int32_t ignore_index, cudaStream_t stream);
+
+/// out (N) = x * keep / (1 - p), keep = philox_uniform(seed, base + i) >= p (bit-identical to
+/// lmf::philox_uniform on the CPU). Also the backward (x = dout).
+void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base,
+                   cudaStream_t stream);
+
+/// AdamW on elements [0, n) of the slabs: m, v moments, p updated in place; decay_factor = 1 - lr·wd.
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor, float lr,
+                  float beta1, float beta2, float eps, float bias_correction1,
+                  float bias_correction2_sqrt, cudaStream_t stream);
+
+// --- matrix products (matmul.cu) -------------------------------------------------------------------
+enum class MatmulBackend : int { custom = 0, cublas = 1 };
+/// Operands of the tensor-core GEMM: c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ (+ bias (N))
+/// (then GELU) (then += into c when accumulate). a and b are bf16, K-contiguous ("NT"), and padded:
+/// their row counts are multiples of kGemmRowPad, K a multiple of kGemmKPad, rows beyond M / N and
+/// columns beyond the true K are zero. c is f32 (c_f32) or bf16 (c_bf16), exactly one non-null,
+/// leading dimension ldc; only the M x N block is written.
+constexpr int kGemmRowPad = 128;
+constexpr int kGemmKPad = 32;
+struct GemmParams {
+  const bf16_t* a = nullptr;
+  const bf16_t* b = nullptr;
+  float* c_f32 = nullptr;
+  bf16_t* c_bf16 = nullptr;
+  const float* bias = nullptr;  ///< (N) or null
+  int64_t m = 0, n = 0, k = 0;  ///< true sizes; k already padded is fine (zeros add nothing)
+  int64_t lda = 0, ldb = 0, ldc = 0;  ///< elements; lda, ldb = padded K
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;  ///< between batch elements (0 shares)
+  int64_t batch = 1;
+  bool gelu = false;
+  bool accumulate = false;  ///< not combined with bias or gelu
+};
+void gemm(const GemmParams& params, MatmulBackend backend, cudaStream_t stream);
+/// out[b] (rows_pad, cols_pad) bf16 = in[b*sb + r*sr + c*sc] (f32) for r < rows, c < cols, else 0.
+/// Turns any transpose of an f32 operand into the K-contiguous, padded bf16 layout gemm reads.
+void pack_bf16(bf16_t* out, const float* in, int64_t batch, int64_t rows, int64_t cols,
+               int64_t rows_pad, int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc,
+               cudaStream_t stream);
+/// Same from a bf16 source (benchmarks start from bf16).
+void pack_bf16_from_bf16(bf16_t* out, const bf16_t* in, int64_t batch, int64_t rows, int64_t cols,
+                         int64_t rows_pad, int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc,
+                         cudaStream_t stream);
+
+// --- attention (attention.cu) ----------------------------------------------------------------------
+/// Causal flash attention, f32 in and out, f32 math. q, k, v, out (BH, T, HS); lse (BH, T).
+/// HS 64 and 128 have specialised kernels; any other HS <= 256 takes the generic path.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t bh, int64_t t, int64_t hs, cudaStream_t stream);
+/// Floats of workspace attention_backward needs (the per-row dot(dout, out)).
+int64_t attention_backward_workspace(int64_t bh, int64_t t);
+/// dq, dk, dv (BH, T, HS), written. Recomputes the probabilities from lse block by block.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* q, const float* k, const float* v, const float* lse, int64_t bh,
+                        int64_t t, int64_t hs, float* workspace, cudaStream_t stream);
+
+}  // namespace lmf::kernels

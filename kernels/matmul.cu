@@ -1,0 +1,327 @@
+// Matrix products on tensor cores: c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ, bf16 in, fp32 accumulate,
+// fused bias / GELU epilogues, f32 or bf16 out, strided-batched. Every transpose the forward and
+// backward passes need is folded into pack_bf16, which also converts f32 operands and pads them, so
+// the GEMM itself has one layout ("NT": both operands K-contiguous) and no bounds checks in its
+// main loop; only the epilogue checks M and N. That is the simplest design that is right by
+// construction; the cost is one extra memory-bound pass per f32 operand.
+//   Kernel (sm_80+, also used on sm_90a): block tile 128 x 128 x 32, 8 warps as 2 x 4, warp tile
+//   64 x 32 = 4 x 4 mma.sync.m16n8k16 tiles; operands staged with cp.async in two shared-memory
+//   buffers (double buffering: tile k+1 streams in while tile k is multiplied) and read into
+//   fragments with ldmatrix. Rows are padded to 40 bf16 (80 bytes) so the 8 row addresses of each
+//   ldmatrix hit 8 distinct 16-byte bank groups (no conflicts, no swizzle needed).
+//   The Hopper wgmma/TMA path is not written; sm_90a runs the mma.sync kernel (see docs/kernels.md).
+// The cuBLASLt path takes the same packed operands, so the two are measured on identical inputs.
+#include <cublasLt.h>
+
+#include <mutex>
+
+#include "common/common.cuh"
+#include "kernels.h"
+
+namespace lmf::kernels {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 32;
+constexpr int kThreads = 256;
+constexpr int kSmemStride = kBK + 8;  // bf16 per shared row: 80 bytes, conflict-free ldmatrix
+static_assert(kBM == kGemmRowPad && kBN == kGemmRowPad && kBK == kGemmKPad, "padding must match tiles");
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+__device__ __forceinline__ float gelu_tanh(float x) {
+  return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+// d (16x8, f32) += a (16x16, bf16, row) · b (16x8, bf16, col).
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                               unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One 128 x 32 tile of a K-contiguous operand into shared memory: 512 16-byte chunks, 2 per thread.
+__device__ __forceinline__ void load_tile(__nv_bfloat16* smem, const __nv_bfloat16* gmem, int64_t ld,
+                                          int64_t k0) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int chunk = threadIdx.x + i * kThreads;
+    const int row = chunk / 4, col = (chunk % 4) * 8;
+    cp_async_16(smem + row * kSmemStride + col, gmem + row * ld + k0 + col);
+  }
+}
+
+__device__ __forceinline__ void store_out(const GemmParams& p, int64_t batch, int64_t row, int64_t col,
+                                          float v) {
+  if (row >= p.m || col >= p.n) return;
+  if (p.bias) v += p.bias[col];
+  if (p.gelu) v = gelu_tanh(v);
+  const int64_t idx = batch * p.stride_c + row * p.ldc + col;
+  if (p.c_f32) {
+    p.c_f32[idx] = p.accumulate ? p.c_f32[idx] + v : v;
+  } else {
+    p.c_bf16[idx] = __float2bfloat16_rn(p.accumulate ? __bfloat162float(p.c_bf16[idx]) + v : v);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) gemm_mma_kernel(const GemmParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  __shared__ alignas(16) __nv_bfloat16 smem_a[2][kBM * kSmemStride];
+  __shared__ alignas(16) __nv_bfloat16 smem_b[2][kBN * kSmemStride];
+  const int64_t batch = blockIdx.z;
+  const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
+  const __nv_bfloat16* a = p.a + batch * p.stride_a + m0 * p.lda;  // (128, K) rows of this tile
+  const __nv_bfloat16* b = p.b + batch * p.stride_b + n0 * p.ldb;  // (128, K)
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int warp_m = warp / 4, warp_n = warp % 4;  // 2 x 4 warps, each 64 x 32 of the tile
+  const int k_tiles = static_cast<int>((p.k + kBK - 1) / kBK);
+
+  float acc[4][4][4] = {};  // (m16 tile, n8 tile, fragment)
+  load_tile(smem_a[0], a, p.lda, 0);
+  load_tile(smem_b[0], b, p.ldb, 0);
+  cp_async_commit();
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const int stage = kt % 2;
+    if (kt + 1 < k_tiles) {  // the other buffer was released by the barrier ending iteration kt-1
+      load_tile(smem_a[stage ^ 1], a, p.lda, int64_t(kt + 1) * kBK);
+      load_tile(smem_b[stage ^ 1], b, p.ldb, int64_t(kt + 1) * kBK);
+    }
+    cp_async_commit();   // possibly empty group, keeps the wait count uniform
+    cp_async_wait<1>();  // everything but the newest group, i.e. tile kt, has landed
+    __syncthreads();
+    const __nv_bfloat16* sa = smem_a[stage];
+    const __nv_bfloat16* sb = smem_b[stage];
+#pragma unroll
+    for (int ks = 0; ks < kBK; ks += 16) {
+      unsigned af[4][4], bfrag[4][2];
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+        const int row = warp_m * 64 + mi * 16 + (lane % 16);
+        ldmatrix_x4(af[mi], sa + row * kSmemStride + ks + (lane / 16) * 8);
+      }
+#pragma unroll
+      for (int nj = 0; nj < 2; ++nj) {
+        // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+        const int row = warp_n * 32 + nj * 16 + (lane % 8) + (lane / 16) * 8;
+        unsigned r[4];
+        ldmatrix_x4(r, sb + row * kSmemStride + ks + ((lane / 8) % 2) * 8);
+        bfrag[2 * nj][0] = r[0];
+        bfrag[2 * nj][1] = r[1];
+        bfrag[2 * nj + 1][0] = r[2];
+        bfrag[2 * nj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) mma_bf16_16816(acc[mi][ni], af[mi], bfrag[ni][0], bfrag[ni][1]);
+    }
+    __syncthreads();  // this stage may be overwritten by the next iteration's loads
+  }
+  // Accumulator fragment: d0, d1 at (lane/4, 2*(lane%4) + {0,1}); d2, d3 eight rows below.
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+      const int64_t row = m0 + warp_m * 64 + mi * 16 + lane / 4;
+      const int64_t col = n0 + warp_n * 32 + ni * 8 + (lane % 4) * 2;
+      store_out(p, batch, row, col, acc[mi][ni][0]);
+      store_out(p, batch, row, col + 1, acc[mi][ni][1]);
+      store_out(p, batch, row + 8, col, acc[mi][ni][2]);
+      store_out(p, batch, row + 8, col + 1, acc[mi][ni][3]);
+    }
+#endif
+}
+
+// Bias and GELU after a cuBLASLt product (its fused epilogues are not used so that both backends
+// apply exactly the same epilogue arithmetic).
+__global__ void epilogue_kernel(GemmParams p) {
+  const int64_t total = p.batch * p.m * p.n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t col = i % p.n, row = (i / p.n) % p.m, batch = i / (p.n * p.m);
+    const int64_t idx = batch * p.stride_c + row * p.ldc + col;
+    float v = p.c_f32 ? p.c_f32[idx] : __bfloat162float(p.c_bf16[idx]);
+    if (p.bias) v += p.bias[col];
+    if (p.gelu) v = gelu_tanh(v);
+    if (p.c_f32) {
+      p.c_f32[idx] = v;
+    } else {
+      p.c_bf16[idx] = __float2bfloat16_rn(v);
+    }
+  }
+}
+
+// 32 x 32 tiles through shared memory so both the strided read and the contiguous write are
+// coalesced whichever of the source's dims is the unit-stride one.
+template <class In>
+__global__ void pack_kernel(__nv_bfloat16* out, const In* in, int64_t rows, int64_t cols, int64_t rows_pad,
+                            int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc) {
+  __shared__ float tile[32][33];
+  const int64_t batch = blockIdx.z;
+  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
+  const In* src = in + batch * sb;
+  const bool rows_contiguous = sc != 1 && sr == 1;
+  for (int j = threadIdx.y; j < 32; j += 8) {
+    // Along threadIdx.x walk the source's unit-stride dim.
+    const int64_t r = rows_contiguous ? r0 + threadIdx.x : r0 + j;
+    const int64_t c = rows_contiguous ? c0 + j : c0 + threadIdx.x;
+    const float v = (r < rows && c < cols) ? to_float(src[r * sr + c * sc]) : 0.f;
+    if (rows_contiguous) {
+      tile[threadIdx.x][j] = v;
+    } else {
+      tile[j][threadIdx.x] = v;
+    }
+  }
+  __syncthreads();
+  for (int j = threadIdx.y; j < 32; j += 8) {
+    const int64_t r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows_pad && c < cols_pad) out[batch * rows_pad * cols_pad + r * cols_pad + c] = to_bf16(tile[j][threadIdx.x]);
+  }
+}
+
+template <class In>
+void pack(__nv_bfloat16* out, const In* in, int64_t batch, int64_t rows, int64_t cols, int64_t rows_pad,
+          int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc, cudaStream_t stream) {
+  if (batch == 0 || rows_pad == 0 || cols_pad == 0) return;
+  const dim3 grid(ceil_div(cols_pad, 32), ceil_div(rows_pad, 32), static_cast<unsigned>(batch));
+  pack_kernel<In><<<grid, dim3(32, 8), 0, stream>>>(out, in, rows, cols, rows_pad, cols_pad, sb, sr, sc);
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+// --- cuBLASLt ------------------------------------------------------------------------------------
+
+#define LMF_CUBLAS_CHECK(call)                                                                   \
+  do {                                                                                           \
+    const cublasStatus_t lmf_st_ = (call);                                                       \
+    if (lmf_st_ != CUBLAS_STATUS_SUCCESS)                                                        \
+      throw CudaError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #call +    \
+                      " failed with cublasStatus " + std::to_string(static_cast<int>(lmf_st_))); \
+  } while (0)
+
+constexpr std::size_t kCublasWorkspace = 32u << 20;
+
+struct CublasState {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+// Created on first use (outside the steady state of a training step) and kept for the process.
+CublasState& cublas_state() {
+  static CublasState state;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    LMF_CUBLAS_CHECK(cublasLtCreate(&state.handle));
+    LMF_CUDA_CHECK(cudaMalloc(&state.workspace, kCublasWorkspace));
+  });
+  return state;
+}
+
+void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
+  CublasState& st = cublas_state();
+  // Row-major c (M, N) is column-major cᵀ (N, M) = b (N, K) · aᵀ: cuBLAS's A is our b stored as a
+  // column-major (K, N) matrix used transposed, cuBLAS's B is our a as a column-major (K, M).
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  LMF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
+  LMF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof(trans)));
+  LMF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof(no_trans)));
+  const cudaDataType_t out_type = p.c_f32 ? CUDA_R_32F : CUDA_R_16BF;
+  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.k, p.n, p.ldb));
+  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.k, p.m, p.lda));
+  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, out_type, p.n, p.m, p.ldc));
+  if (p.batch > 1) {
+    const int32_t count = static_cast<int32_t>(p.batch);
+    for (auto [layout, stride] : {std::pair{la, p.stride_b}, std::pair{lb, p.stride_a}, std::pair{lc, p.stride_c}}) {
+      LMF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+      LMF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                        &stride, sizeof(stride)));
+    }
+  }
+  cublasLtMatmulPreference_t pref = nullptr;
+  LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                        &kCublasWorkspace, sizeof(kCublasWorkspace)));
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  LMF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(st.handle, desc, la, lb, lc, lc, pref, 1, &heuristic, &found));
+  if (found == 0) throw CudaError("cuBLASLt found no algorithm for this matmul");
+  const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
+  void* c = p.c_f32 ? static_cast<void*>(p.c_f32) : static_cast<void*>(p.c_bf16);
+  LMF_CUBLAS_CHECK(cublasLtMatmul(st.handle, desc, &alpha, p.b, la, p.a, lb, &beta, c, lc, c, lc,
+                                  &heuristic.algo, st.workspace, kCublasWorkspace, stream));
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(lc);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatmulDescDestroy(desc);
+  if (p.bias || p.gelu) {
+    epilogue_kernel<<<grid_for(p.batch * p.m * p.n, 256), 256, 0, stream>>>(p);
+    LMF_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace
+
+void gemm(const GemmParams& p, MatmulBackend backend, cudaStream_t stream) {
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
+  if ((p.c_f32 == nullptr) == (p.c_bf16 == nullptr)) throw CudaError("gemm: exactly one output pointer");
+  if (p.accumulate && (p.bias || p.gelu)) throw CudaError("gemm: accumulate cannot be fused with bias/gelu");
+  if (p.lda % kGemmKPad || p.ldb % kGemmKPad || p.lda < p.k || p.ldb < p.k)
+    throw CudaError("gemm: operands must be packed (lda, ldb multiples of 32 and >= K)");
+  if (p.k == 0) {  // an empty sum: bias/gelu of zero, or nothing to add
+    if (!p.accumulate) {
+      for (int64_t b = 0; b < p.batch; ++b)
+        for (int64_t r = 0; r < p.m; ++r) {
+          if (p.c_f32) {
+            LMF_CUDA_CHECK(cudaMemsetAsync(p.c_f32 + b * p.stride_c + r * p.ldc, 0, sizeof(float) * p.n, stream));
+          } else {
+            LMF_CUDA_CHECK(cudaMemsetAsync(p.c_bf16 + b * p.stride_c + r * p.ldc, 0, 2 * p.n, stream));
+          }
+        }
+      if (p.bias || p.gelu) {
+        epilogue_kernel<<<grid_for(p.batch * p.m * p.n, 256), 256, 0, stream>>>(p);
+        LMF_CUDA_LAUNCH_CHECK();
+      }
+    }
+    return;
+  }
+  if (backend == MatmulBackend::cublas) {
+    gemm_cublas(p, stream);
+    return;
+  }
+  const dim3 grid(ceil_div(p.n, kBN), ceil_div(p.m, kBM), static_cast<unsigned>(p.batch));
+  gemm_mma_kernel<<<grid, kThreads, 0, stream>>>(p);
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+void pack_bf16(bf16_t* out, const float* in, int64_t batch, int64_t rows, int64_t cols, int64_t rows_pad,
+               int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc, cudaStream_t stream) {
+  pack<float>(out, in, batch, rows, cols, rows_pad, cols_pad, sb, sr, sc, stream);
+}
+
+void pack_bf16_from_bf16(bf16_t* out, const bf16_t* in, int64_t batch, int64_t rows, int64_t cols,
+                         int64_t rows_pad, int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc,
+                         cudaStream_t stream) {
+  pack<__nv_bfloat16>(out, in, batch, rows, cols, rows_pad, cols_pad, sb, sr, sc, stream);
+}
+
+}  // namespace lmf::kernels
