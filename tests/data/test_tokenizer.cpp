@@ -47,6 +47,25 @@ std::string varied_corpus() {
   return text;
 }
 
+// Pseudo-random mix of fragments from many scripts and character classes: letters, marks,
+// numbers of other scripts, Unicode spaces, information separators, apostrophes, emoji.
+std::string unicode_soup(int fragments) {
+  static const char* pools[] = {
+      "abcXYZ", "0123456789", " ", "  ", "\n", "\t", "\r\n", "'", "'s", "'ll", "'re", "'ve", "'d",
+      "'m", "'t", "'S", ".,;:!?-_()[]{}", "한국어텍스트", "日本語の文章", "中文字符", "😀👍🏽🇰🇷❤️🤖",
+      "\u00a0", "\u3000", "\u2028", "\u0085", "\u200b", "\u2009", "éàüñçÅ", "ΑΒΓαβγ", "Привет",
+      "עברית", "العربية", "हिन्दी", "٣٤٥", "Ⅻ½²", "e\u0301\u0308", "\x0b\x0c", "\x1c\x1d\x1e\x1f",
+      "ﬁ", "𝔘𝔫𝔦"};
+  const int n = sizeof(pools) / sizeof(pools[0]);
+  std::string text;
+  uint32_t state = 12345;
+  for (int i = 0; i < fragments; ++i) {
+    state = state * 1664525u + 1013904223u;
+    text += pools[(state >> 8) % n];
+  }
+  return text;
+}
+
 }  // namespace
 
 TEST_CASE("char tokenizer vocabulary is the sorted unique code points", "[tokenizer]") {
@@ -134,7 +153,7 @@ TEST_CASE("byte-level BPE equals tiktoken's gpt2 encoding", "[tokenizer][gpt2]")
   CHECK(tok->encode("Hello world") == std::vector<int32_t>{15496, 995});
 
   std::string work = temp_dir("gpt2_compare");
-  std::string text = varied_corpus();
+  std::string text = varied_corpus() + unicode_soup(20000);
   if (fs::exists("/usr/share/games/fortunes/computers")) {
     text += lmf_test::read_text("/usr/share/games/fortunes/computers");
   }
