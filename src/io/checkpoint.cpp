@@ -86,6 +86,8 @@ int64_t read_positive_int(const json& config, const std::string& key, const std:
   LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", v.dump());
   const int64_t n = v.get<int64_t>();
   LMF_CHECK(n > 0, file, ": key \"", key, "\" must be positive, got ", n);
+  // Far beyond any real model, and small enough that the derived shapes cannot overflow.
+  LMF_CHECK(n <= (int64_t{1} << 31), file, ": key \"", key, "\" is implausibly large: ", n);
   return n;
 }
 
@@ -283,6 +285,13 @@ std::unique_ptr<nn::GPT> load_gpt(const fs::path& dir, uint64_t seed) {
     LMF_CHECK(fresh, file, ": tensor \"", key, "\" appears twice (\"", it->second, "\" and \"", name,
               "\")");
   }
+
+  // Bound the config by the file before building per-layer tables from it: a hostile n_layer
+  // must not allocate what the file could never fill. Near misses are left to the per-tensor
+  // checks below, which name the missing tensor.
+  LMF_CHECK(config.n_layer <= static_cast<int64_t>(by_name.size()), file, ": holds ",
+            by_name.size(), " tensors, far fewer than ", kConfigFile, " (n_layer=", config.n_layer,
+            ") implies (", 4 + 12 * config.n_layer, ")");
 
   nn::StateDict state;
   std::set<std::string> used;

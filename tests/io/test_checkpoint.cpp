@@ -213,6 +213,12 @@ TEST_CASE("load_gpt rejects wrong shapes, missing and unknown tensors, naming th
     write_text(dir / "config.json", config.dump());
     expect_load_error(dir, {"model.safetensors", "wte.weight", "(32, 8)", "(33, 8)"});
   }
+  SECTION("config with far more layers than the file holds") {
+    auto config = read_json(dir / "config.json");
+    config["n_layer"] = 1000000000;
+    write_text(dir / "config.json", config.dump());
+    expect_load_error(dir, {"model.safetensors", "n_layer=1000000000"});
+  }
   SECTION("truncated model file") {
     fs::resize_file(dir / "model.safetensors", fs::file_size(dir / "model.safetensors") - 4);
     expect_load_error(dir, {"model.safetensors", "truncated"});
@@ -262,6 +268,8 @@ TEST_CASE("read_gpt_config names the file and the key at fault") {
   expect(R"({"n_layer":2,"n_head":2,"n_embd":8,"n_positions":16,"vocab_size":32,"n_inner":16})",
          {"\"n_inner\""});
   expect(R"({"n_layer":2,)", {"not valid JSON"});
+  expect(R"({"n_layer":2,"n_head":2,"n_embd":8,"n_positions":16,"vocab_size":99999999999999})",
+         {"\"vocab_size\"", "large"});
   fs::remove(p);
   CHECK_THROWS_WITH(lmf::io::read_gpt_config(p), Catch::Contains(p.string()));
 }
