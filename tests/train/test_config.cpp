@@ -89,3 +89,25 @@ TEST_CASE("to_yaml parses back to the same configuration") {
   CHECK(b.finetune.lora.rank == 4);
   CHECK(Config::keys().size() > 40);
 }
+
+TEST_CASE("every shipped config in configs/ parses and validates") {
+  const std::vector<std::string> names = {"shakespeare_char", "fortunes_pretrain", "fortunes_finetune",
+                                          "gpt2_124m", "gpt2_finetune"};
+  for (const auto& name : names) {
+    INFO(name);
+    const Config c = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/" + name + ".yaml");
+    CHECK(c.run.name == name);
+  }
+  const Config recipe = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/shakespeare_char.yaml");
+  // nanoGPT's character-level CPU recipe, as the config promises.
+  CHECK(recipe.model.n_layer == 4);
+  CHECK(recipe.model.n_head == 4);
+  CHECK(recipe.model.n_embd == 128);
+  CHECK(recipe.model.block_size == 64);
+  CHECK(recipe.training.batch_size == 12);
+  CHECK(recipe.training.max_steps == 2000);
+  CHECK(recipe.training.warmup_steps == 100);
+  CHECK(recipe.training.betas[1] == Approx(0.99f));
+  CHECK(recipe.eval.interval == 250);
+  CHECK(recipe.eval.batches == 20);
+}
