@@ -22,7 +22,7 @@ step "installing dependencies"
 scripts/install_deps.sh
 
 step "building lmforge"
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLMF_BUILD_TESTS=OFF ${LMF_CMAKE_ARGS:-} >/dev/null
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${LMF_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build_dir" -j"$(nproc)" --target lmforge_cli
 
 step "preparing the fortunes corpus (one character tokenizer for every topic)"
