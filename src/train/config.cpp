@@ -216,6 +216,8 @@ const std::vector<Field>& fields() {
         one_of({"auto", "none", "mpi", "nccl"})));
     f.push_back(field<int>("distributed.zero", [](Config& c) -> auto& { return c.distributed.zero; },
         [](const int& v) { return v == 0 || v == 1 ? "" : str("must be 0 or 1, got ", v); }));
+    f.push_back(field<double>("distributed.timeout", [](Config& c) -> auto& { return c.distributed.timeout; },
+        [](const double& v) { return v > 0 ? std::string() : str("must be positive seconds, got ", v); }));
     f.push_back(field<int64_t>("logging.interval", [](Config& c) -> auto& { return c.logging.interval; }, at_least<int64_t>(1)));
     f.push_back(field<std::string>("logging.progress", [](Config& c) -> auto& { return c.logging.progress; },
         one_of({"auto", "bar", "plain", "none"})));
@@ -360,8 +362,6 @@ void Config::validate() const {
             ") must not exceed training.lr (", training.lr, ")");
   LMF_CHECK(model.n_embd % model.n_head == 0, "model.n_embd (", model.n_embd,
             ") must be divisible by model.n_head (", model.n_head, ")");
-  LMF_CHECK(!early_stopping.enabled || !data.val.empty(),
-            "early_stopping.enabled needs validation data (data.val)");
   LMF_CHECK(!(distributed.zero == 1 && distributed.backend == "none"),
             "distributed.zero: 1 needs a distributed backend (not none)");
 }

@@ -66,8 +66,6 @@ TEST_CASE("malformed YAML and inconsistent settings are clear errors") {
   CHECK_THAT(error_of("data:\n  train: x.bin\n"), Catch::Contains("max_steps"));
   CHECK_THAT(error_of(std::string(kMinimal) + "model:\n  n_embd: 100\n  n_head: 3\n"),
              Catch::Contains("divisible"));
-  CHECK_THAT(error_of(std::string(kMinimal) + "early_stopping:\n  enabled: true\n"),
-             Catch::Contains("data.val"));
 }
 
 TEST_CASE("overrides use dotted keys with the same validation") {
