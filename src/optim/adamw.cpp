@@ -3,10 +3,12 @@
 // OpenMP loop each, so the update is a handful of long vectorisable loops and allocates nothing.
 #include "lmforge/optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <unordered_map>
 
 #include "lmforge/autograd.h"
+#include "lmforge/ops.h"
 #ifdef LMF_WITH_CUDA
 #include "kernels.h"
 #endif
@@ -25,8 +27,17 @@ AdamW::AdamW(const nn::Module& model, AdamWConfig config)
     : slab_(model.slab()), config_(config) {
   config_.validate();
   for (const nn::SlabEntry& e : slab_->entries) decay_.push_back(e.param.dim() >= 2);
-  m_ = Tensor::zeros({slab_->numel()}, DType::f32, slab_->device());
-  v_ = Tensor::zeros({slab_->numel()}, DType::f32, slab_->device());
+  shard(0, slab_->numel());
+}
+
+void AdamW::shard(int64_t begin, int64_t end) {
+  LMF_CHECK(0 <= begin && begin <= end && end <= slab_->numel(), "AdamW::shard: [", begin, ", ", end,
+            ") is not inside the slab of ", slab_->numel(), " elements");
+  shard_begin_ = begin;
+  shard_end_ = end;
+  m_ = Tensor::zeros({std::max<int64_t>(end - begin, 1)}, DType::f32, slab_->device());
+  v_ = Tensor::zeros({std::max<int64_t>(end - begin, 1)}, DType::f32, slab_->device());
+  runs_trainable_.clear();  // recut the runs to the shard on the next step
 }
 
 namespace {
@@ -65,6 +76,14 @@ void AdamW::rebuild_runs() {
       runs_.push_back({e.offset, e.offset + e.numel, wd});
     }
   }
+  // A shard (ZeRO-1) updates only its own elements: clip every run to it.
+  std::vector<Run> clipped;
+  for (Run r : runs_) {
+    r.begin = std::max(r.begin, shard_begin_);
+    r.end = std::min(r.end, shard_end_);
+    if (r.begin < r.end) clipped.push_back(r);
+  }
+  runs_ = std::move(clipped);
 }
 
 void AdamW::step() {
@@ -92,7 +111,8 @@ void AdamW::step() {
   if (slab_->device().is_cuda()) {
     // Default stream: ordered after the backward pass that produced the gradients.
     for (const Run& r : runs_) {
-      kernels::adamw_update(p + r.begin, g + r.begin, m + r.begin, v + r.begin, r.end - r.begin,
+      kernels::adamw_update(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_),
+                            r.end - r.begin,
                             1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1,
                             config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt,
                             nullptr);
@@ -101,12 +121,15 @@ void AdamW::step() {
   }
 #endif
   for (const Run& r : runs_) {
-    adamw_cpu(p, g, m, v, r.begin, r.end, 1.f - config_.lr * r.weight_decay, config_.lr,
+    adamw_cpu(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_), 0,
+              r.end - r.begin, 1.f - config_.lr * r.weight_decay, config_.lr,
               config_.beta1, config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
   }
 }
 
 AdamW::State AdamW::state() const {
+  LMF_CHECK(!sharded(), "AdamW::state: the moments are sharded (ZeRO-1); gather exp_avg_slab() and "
+            "exp_avg_sq_slab() from every rank instead");
   State s;
   s.step = step_;
   for (const nn::SlabEntry& e : slab_->entries) {
@@ -137,6 +160,24 @@ void AdamW::load_state(const State& state) {
   const auto m_by_name = check(state.exp_avg, "exp_avg");
   const auto v_by_name = check(state.exp_avg_sq, "exp_avg_sq");
   NoGradGuard no_grad;
+  if (sharded()) {
+    // Each rank keeps the part of every parameter's moments that falls inside its shard.
+    for (const nn::SlabEntry& e : slab_->entries) {
+      const int64_t begin = std::max(e.offset, shard_begin_), end = std::min(e.offset + e.numel, shard_end_);
+      if (begin >= end) continue;
+      const Tensor m = contiguous(*m_by_name.at(e.name)).to(Device::cpu());
+      const Tensor v = contiguous(*v_by_name.at(e.name)).to(Device::cpu());
+      LMF_CHECK(m.dtype() == DType::f32 && v.dtype() == DType::f32, "optimizer state: '", e.name,
+                "' moments must be f32 to load into a sharded optimizer");
+      const std::size_t bytes = static_cast<std::size_t>(end - begin) * sizeof(float);
+      copy_bytes(m_.data<float>() + (begin - shard_begin_), m_.device(), m.data<float>() + (begin - e.offset),
+                 Device::cpu(), bytes);
+      copy_bytes(v_.data<float>() + (begin - shard_begin_), v_.device(), v.data<float>() + (begin - e.offset),
+                 Device::cpu(), bytes);
+    }
+    step_ = state.step;
+    return;
+  }
   for (const nn::SlabEntry& e : slab_->entries) {
     Tensor::view_of(m_.storage(), e.param.shape(), DType::f32, e.offset).copy_(*m_by_name.at(e.name));
     Tensor::view_of(v_.storage(), e.param.shape(), DType::f32, e.offset)

@@ -22,6 +22,7 @@
 
 #include "lmforge/data/loader.h"
 #include "lmforge/data/tokenizer.h"
+#include "lmforge/dist/comm.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/io/safetensors.h"
 #include "lmforge/ops.h"
@@ -100,6 +101,7 @@ struct Trainer::Impl {
   std::unique_ptr<data::DataLoader> train_loader;
   std::unique_ptr<data::DataLoader> val_loader;
   optim::LrSchedule schedule;
+  std::unique_ptr<dist::Comm> comm;
   int64_t block_size = 0;
   int64_t tokens_per_step = 0;
   int64_t total_steps = 0;  // 0: bounded by max_time only
@@ -122,8 +124,12 @@ struct Trainer::Impl {
     if (config.run.threads > 0) omp_set_num_threads(config.run.threads);
     check_device();
     paths = resolve_data(config.data);
+    make_comm();
     check_paths();
     if (!paths.tokenizer.empty()) {
+    LMF_CHECK(!config.early_stopping.enabled || !paths.val.empty(),
+              "early_stopping.enabled needs validation data: set data.val, or point data.train at a "
+              "prepared directory with a val.bin");
       try {
         tokenizer = data::load_tokenizer(paths.tokenizer);
       } catch (const Error& e) {
@@ -140,7 +146,7 @@ struct Trainer::Impl {
     LMF_CHECK(block_size <= mc.block_size, "model.block_size ", block_size,
               " exceeds the model's ", mc.block_size, " positions (", config.model.init, ")");
     apply_freeze();
-    tokens_per_step = config.training.batch_size * block_size * config.training.grad_accum_steps;
+    tokens_per_step = config.training.batch_size * block_size * config.training.grad_accum_steps * comm->world_size();
     total_steps = config.training.max_steps;
     if (config.training.max_tokens > 0) {
       const int64_t by_tokens = (config.training.max_tokens + tokens_per_step - 1) / tokens_per_step;
@@ -153,6 +159,7 @@ struct Trainer::Impl {
     out_dir = config.run.out_dir;
   }
 
+    setup_data_parallel();
   void check_device() {
     if (config.run.device == "auto" || config.run.device == "cpu") {
       LMF_CHECK(config.run.precision == "fp32", "run.precision: bf16 needs a CUDA device (run.device: cuda)");
@@ -241,6 +248,8 @@ struct Trainer::Impl {
     schedule.kind = config.training.schedule == "cosine" ? optim::ScheduleKind::cosine : optim::ScheduleKind::constant;
     schedule.lr = config.training.lr;
     schedule.min_lr = config.training.min_lr;
+    options.rank = comm->rank();
+    options.world_size = comm->world_size();
     schedule.warmup_iters = config.training.warmup_steps;
     schedule.decay_iters = std::max<int64_t>(total_steps, config.training.warmup_steps + 1);
     schedule.validate();
@@ -265,12 +274,124 @@ struct Trainer::Impl {
 
   void write_checkpoint(const fs::path& target) {
     io::AtomicDir dir(target);
-    io::write_model_files(*model, dir.path());
-    const auto state = optimizer->state();
+  // --- data parallelism --------------------------------------------------------------------
+
+  // Gradient buckets of 4M elements (16 MiB): per-message latency is then negligible, and several
+  // buckets are in flight together.
+  static constexpr int64_t kBucketElements = int64_t(4) << 20;
+  int64_t shard_size = 0;          // ZeRO-1: slab elements per rank (the last shard is padded)
+  std::vector<float> zero_full;    // ZeRO-1: world_size * shard_size, reduce-scatter in, all-gather out
+  std::vector<float> zero_shard;   // ZeRO-1: shard_size
+
+  bool is_root() const { return comm->rank() == 0; }
+  bool zero_enabled() const { return shard_size > 0 && comm->world_size() > 1; }
+
+  void make_comm() {
+    const DistributedConfig& d = config.distributed;
+    const dist::LaunchInfo launch = dist::launch_info();
+    LMF_CHECK(d.backend != "none" || launch.world_size == 1, "distributed.backend: none, but the launcher (",
+              launch.launcher, ") started ", launch.world_size, " processes; use auto or mpi");
+    LMF_CHECK(d.backend != "nccl", "distributed.backend: nccl reduces GPU tensors, and training runs on the CPU "
+              "in this version; use mpi (or auto)");
+    comm = dist::make_comm(d.backend, dist::CommOptions{d.timeout});
+    // Ranks on one node share its cores: unless run.threads says otherwise, each takes its part.
+    if (config.run.threads == 0 && launch.local_size > 1)
+      omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
+  }
+
+  void setup_data_parallel() {
+    if (comm->world_size() == 1) return;
+    // Rank 0's weights everywhere: a scratch model is seeded alike on every rank, but a model.init
+    // read while another rank rewrites it, or a caller-built model, need not be.
+    Tensor params = model->param_slab();
+    comm->broadcast(params, 0);
+    if (config.distributed.zero == 1) {
+      const int64_t n = model->slab()->numel(), world = comm->world_size();
+      shard_size = (n + world - 1) / world;
+      const int64_t begin = std::min(n, comm->rank() * shard_size);
+      optimizer->shard(begin, std::min(n, begin + shard_size));
+      zero_full.assign(static_cast<std::size_t>(shard_size * world), 0.f);
+      zero_shard.assign(static_cast<std::size_t>(shard_size), 0.f);
+    }
+  }
+
+  // True on every rank when `local` is true on any: decisions that read clocks or signals.
+  bool agree_any(bool local) {
+    return comm->world_size() == 1 ? local : comm->all_reduce_scalar(local ? 1.0 : 0.0, dist::ReduceOp::max) > 0;
+  }
+
+  // Averages the gradient slab over the ranks in buckets that are all queued before the first
+  // wait. They start once backward has finished: overlapping them with backward needs a hook
+  // from the autograd engine when a parameter's gradient is final (docs/distributed.md).
+  void average_gradients() {
+    if (comm->world_size() == 1) return;
+    float* g = model->slab()->grads.data<float>();
+    const int64_t n = model->slab()->numel();
+    for (int64_t begin = 0; begin < n; begin += kBucketElements)
+      comm->all_reduce_start(g + begin, std::min(kBucketElements, n - begin), dist::ReduceOp::avg);
+    comm->wait_all();
+  }
+
+  // ZeRO-1, gradient half: this rank's shard of the averaged gradients lands in the grad slab (the
+  // rest of the slab is left stale: the sharded optimizer never reads it), clipped by the global
+  // norm. Returns that norm before clipping.
+  double zero_reduce_gradients(double max_norm) {
+    float* g = model->slab()->grads.data<float>();
+    const int64_t n = model->slab()->numel(), begin = optimizer->shard_begin(), end = optimizer->shard_end();
+    std::copy(g, g + n, zero_full.begin());  // the padding past n stays zero
+    comm->reduce_scatter(zero_full.data(), zero_shard.data(), shard_size, dist::ReduceOp::avg);
+    std::copy(zero_shard.begin(), zero_shard.begin() + (end - begin), g + begin);
+    double squares = 0;
+#pragma omp parallel for reduction(+ : squares) schedule(static)
+    for (int64_t i = begin; i < end; ++i) squares += double(g[i]) * double(g[i]);
+    const double norm = std::sqrt(comm->all_reduce_scalar(squares, dist::ReduceOp::sum));
+    const double coef = max_norm / (norm + 1e-6);  // torch's clip_grad_norm_ rule, as optim::clip
+    if (max_norm > 0 && coef < 1.0)
+      for (int64_t i = begin; i < end; ++i) g[i] *= static_cast<float>(coef);
+    return norm;
+  }
+
+  // ZeRO-1, parameter half: every rank's updated shard to every rank.
+  void zero_gather_parameters() {
+    float* p = model->slab()->params.data<float>();
+    const int64_t n = model->slab()->numel(), begin = optimizer->shard_begin(), end = optimizer->shard_end();
+    std::fill(zero_shard.begin(), zero_shard.end(), 0.f);
+    std::copy(p + begin, p + end, zero_shard.begin());
+    comm->all_gather(zero_shard.data(), zero_full.data(), shard_size);
+    std::copy(zero_full.begin(), zero_full.begin() + n, p);
+  }
+
+  // A sharded moment slab from every rank, as one (world_size * shard_size) tensor in slab layout.
+  Tensor gather_shards(const Tensor& shard) {
+    const int64_t count = optimizer->shard_end() - optimizer->shard_begin();
+    std::fill(zero_shard.begin(), zero_shard.end(), 0.f);
+    std::copy(shard.data<float>(), shard.data<float>() + count, zero_shard.begin());
+    Tensor full = Tensor::empty({shard_size * comm->world_size()}, DType::f32);
+    comm->all_gather(zero_shard.data(), full.data<float>(), shard_size);
+    return full;
+  }
+
+  // The moments by name in the checkpoint's layout, whatever the sharding, so that a run resumes
+  // on any number of ranks.
+  io::NamedTensors optimizer_moments() {
     io::NamedTensors moments;
-    for (const auto& [name, t] : state.exp_avg) moments.emplace_back("exp_avg." + name, t);
-    for (const auto& [name, t] : state.exp_avg_sq) moments.emplace_back("exp_avg_sq." + name, t);
-    io::write_safetensors(dir.path() / kOptimizerFile, moments, {{"step", std::to_string(state.step)}});
+    if (!optimizer->sharded()) {
+      const auto state = optimizer->state();
+      for (const auto& [name, t] : state.exp_avg) moments.emplace_back("exp_avg." + name, t);
+      for (const auto& [name, t] : state.exp_avg_sq) moments.emplace_back("exp_avg_sq." + name, t);
+      return moments;
+    }
+    const Tensor m = gather_shards(optimizer->exp_avg_slab()), v = gather_shards(optimizer->exp_avg_sq_slab());
+    for (const auto& e : model->slab()->entries)
+      moments.emplace_back("exp_avg." + e.name, Tensor::view_of(m.storage(), e.param.shape(), DType::f32, e.offset));
+    for (const auto& e : model->slab()->entries)
+      moments.emplace_back("exp_avg_sq." + e.name, Tensor::view_of(v.storage(), e.param.shape(), DType::f32, e.offset));
+    return moments;
+  }
+
+    io::write_model_files(*model, dir.path());
+    io::write_safetensors(dir.path() / kOptimizerFile, moments,
+                          {{"step", std::to_string(optimizer->step_count())}});
     io::write_file_atomic(dir.path() / kStateFile, state_json().dump(2) + "\n");
     if (tokenizer) tokenizer->save((dir.path() / kTokenizerFile).string());
     dir.commit();
@@ -282,7 +403,10 @@ struct Trainer::Impl {
     last_checkpoint = dir.string();
     event("checkpoint", dir.string());
     prune_checkpoints();
+  // Every rank calls this (a sharded optimizer's moments are gathered); rank 0 alone writes.
   }
+    const io::NamedTensors moments = optimizer_moments();
+    if (!is_root()) return;
 
   std::vector<fs::path> complete_checkpoints() const {
     std::vector<fs::path> out;
@@ -318,6 +442,7 @@ struct Trainer::Impl {
     auto loaded = io::load_gpt(dir);
     LMF_CHECK(loaded->config().n_layer == model->config().n_layer && loaded->config().n_embd == model->config().n_embd &&
                   loaded->config().vocab_size == model->config().vocab_size,
+    if (!is_root()) return;
               "resume: ", dir.string(), " holds a model of a different shape than this config");
     model->load_state_dict(loaded->state_dict());
     const auto file = io::read_safetensors(dir / kOptimizerFile);
@@ -395,13 +520,15 @@ struct Trainer::Impl {
     model->eval();
     val_loader->reset();
     const int64_t batches = std::min<int64_t>(config.eval.batches, std::max<int64_t>(1, val_loader->batches_per_epoch()));
+    if (!metrics.is_open()) return;  // ranks other than 0 log nothing
     double total = 0;
     for (int64_t i = 0; i < batches; ++i) {
       const auto batch = val_loader->next();
       total += model->forward(batch.inputs, batch.targets).loss.item();
     }
     model->train();
-    return static_cast<float>(total / batches);
+    // Each rank read its own slice of the validation batches; the mean of equal-sized means.
+    return static_cast<float>(comm->all_reduce_scalar(total / batches, dist::ReduceOp::avg));
   }
 
   // Returns true when early stopping says to stop.
@@ -438,14 +565,19 @@ struct Trainer::Impl {
     fs::create_directories(out_dir);
     bool resumed = false;
     if (config.checkpoint.resume == "auto") {
-      const auto all = complete_checkpoints();
-      if (!all.empty()) load_checkpoint(all.back()), resumed = true;
+      // Rank 0's listing decides, so that every rank resumes the same step.
+      std::string newest;
+      if (is_root() && !complete_checkpoints().empty()) newest = complete_checkpoints().back().string();
+      comm->broadcast_string(newest, 0);
+      if (!newest.empty()) load_checkpoint(newest), resumed = true;
     } else if (config.checkpoint.resume != "never") {
       load_checkpoint(config.checkpoint.resume), resumed = true;
     }
-    io::write_file_atomic(out_dir / "config.yaml", config.to_yaml());
-    open_metrics(resumed);
-    Progress bar(config.logging.progress, total_steps);
+    if (is_root()) {
+      io::write_file_atomic(out_dir / "config.yaml", config.to_yaml());
+      open_metrics(resumed);
+    }
+    Progress bar(is_root() ? config.logging.progress : "none", total_steps);
     progress = &bar;
     if (resumed) event("resume", last_checkpoint);
     started = std::chrono::steady_clock::now();
@@ -461,7 +593,7 @@ struct Trainer::Impl {
         result.stop_reason = t.max_steps > 0 && step >= t.max_steps ? "max_steps" : "max_tokens";
         break;
       }
-      if (t.max_time > 0 && elapsed() >= t.max_time) {
+      if (t.max_time > 0 && agree_any(elapsed() >= t.max_time)) {
         result.stop_reason = "max_time";
         break;
       }
@@ -493,6 +625,9 @@ struct Trainer::Impl {
           LMF_CHECK(t.on_nan == "skip", "step ", step + 1, ": gradient norm is ", norm, "; stopping. Last good checkpoint: ",
                     last_checkpoint.empty() ? "none" : last_checkpoint);
           skipped = true;
+      // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
+      // every rank, so that the NaN and spike guards decide alike everywhere.
+      if (comm->world_size() > 1) loss_sum = comm->all_reduce_scalar(loss_sum, dist::ReduceOp::avg);
           event("skip", "non-finite gradient norm");
         }
       }
@@ -506,7 +641,16 @@ struct Trainer::Impl {
       tokens_since_log += tokens_per_step;
       result.last_train_loss = loss;
 
+      } else if (zero_enabled()) {
+        norm = zero_reduce_gradients(t.grad_clip);
+        if (!std::isfinite(norm)) {
+          LMF_CHECK(t.on_nan == "skip", "step ", step + 1, ": gradient norm is ", norm, "; stopping. Last good checkpoint: ",
+                    last_checkpoint.empty() ? "none" : last_checkpoint);
+          skipped = true;
+          event("skip", "non-finite gradient norm");
+        }
       bool stop = false;
+        average_gradients();
       if (step % config.logging.interval == 0 || step == total_steps) {
         const auto now = std::chrono::steady_clock::now();
         const double dt = std::chrono::duration<double>(now - log_clock).count();
@@ -518,6 +662,7 @@ struct Trainer::Impl {
         const double eta = total_steps > 0 && m.tokens_per_sec > 0
                                ? double(total_steps - step) * tokens_per_step / m.tokens_per_sec
                                : std::numeric_limits<double>::quiet_NaN();
+        if (zero_enabled()) zero_gather_parameters();
         bar.step(step, loss, lr, norm, m.tokens_per_sec, m.elapsed_s, eta);
         if (callbacks.on_step && !callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
       } else if (callbacks.on_step) {
@@ -533,7 +678,10 @@ struct Trainer::Impl {
         }
       }
       if (config.checkpoint.interval > 0 && step % config.checkpoint.interval == 0) save_periodic();
-      if (g_stop_requested.load()) {
+      // Every rank leaves at the same step: a signal (or a callback) on any one stops them all.
+      double wants_stop[2] = {g_stop_requested.load() ? 1.0 : 0.0, stop ? 1.0 : 0.0};
+      if (comm->world_size() > 1) comm->all_reduce_host(wants_stop, 2, dist::ReduceOp::max);
+      if (wants_stop[0] > 0) {
         result.stop_reason = "signal";
         stop = true;
       }
@@ -543,10 +691,15 @@ struct Trainer::Impl {
         (config.eval.interval == 0 || step % config.eval.interval != 0))
       run_evaluation();
     // A checkpoint of the last step, so resume: auto finds the run complete (or continues it).
-    if (complete_checkpoints().empty() || complete_checkpoints().back().filename() != step_dir_name(step)) save_periodic();
+    double need_last = is_root() && (complete_checkpoints().empty() ||
+                                     complete_checkpoints().back().filename() != step_dir_name(step));
+    if (comm->world_size() > 1) comm->broadcast_host(&need_last, sizeof need_last, 0);
+    if (need_last > 0) save_periodic();
     if (result.stop_reason == "signal") event("interrupted", "stopped by signal after saving " + last_checkpoint);
     if (result.stop_reason == "early_stop" && config.early_stopping.restore_best && best_step >= 0) {
-      model->load_state_dict(io::load_gpt(out_dir / "best")->state_dict());
+      if (is_root()) model->load_state_dict(io::load_gpt(out_dir / "best")->state_dict());
+      Tensor params = model->param_slab();
+      comm->broadcast(params, 0);
       event("restore_best", fmt::format("weights of step {} (val_loss {:.4f})", best_step, best_val));
     }
     write_checkpoint(out_dir / "final");
@@ -555,6 +708,9 @@ struct Trainer::Impl {
     result.steps = step;
     result.best_val_loss = best_val;
     result.best_step = best_step;
+      } else if (wants_stop[1] > 0 && !stop) {
+        result.stop_reason = "callback";
+        stop = true;
     return result;
   }
 };

@@ -52,8 +52,17 @@ class AdamW {
   /// the first missing, unexpected or mis-shaped entry).
   void load_state(const State& state);
 
-  const Tensor& exp_avg_slab() const { return m_; }     ///< (N) f32, same layout as the params
-  const Tensor& exp_avg_sq_slab() const { return v_; }  ///< (N) f32
+  /// ZeRO-1: keep moments for slab elements [begin, end) only and update only those (the other
+  /// ranks own the rest; the caller all-gathers the parameters). Moments restart at zero, so call
+  /// it before the first step or load_state. state() then throws: gather the shards instead.
+  void shard(int64_t begin, int64_t end);
+  bool sharded() const { return shard_begin_ != 0 || shard_end_ != slab_->numel(); }
+  int64_t shard_begin() const { return shard_begin_; }
+  int64_t shard_end() const { return shard_end_; }
+
+  /// (N) f32, same layout as the params; when sharded, (end - begin) holding elements [begin, end).
+  const Tensor& exp_avg_slab() const { return m_; }
+  const Tensor& exp_avg_sq_slab() const { return v_; }
   /// Whether the parameter at slab entry i is weight-decayed.
   bool decays(std::size_t entry) const { return decay_.at(entry); }
 
@@ -73,6 +82,7 @@ class AdamW {
   Tensor m_;
   Tensor v_;
   int64_t step_ = 0;
+  int64_t shard_begin_ = 0, shard_end_ = 0;  // moments cover slab elements [begin, end)
 };
 
 }  // namespace lmf::optim

@@ -88,6 +88,7 @@ struct FinetuneConfig {
 struct DistributedConfig {
   std::string backend = "auto";  ///< auto | none | mpi | nccl
   int zero = 0;                  ///< 0 | 1
+  double timeout = 300;          ///< seconds any one collective may wait before the run fails
 };
 
 struct LoggingConfig {
