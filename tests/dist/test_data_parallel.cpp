@@ -11,6 +11,7 @@
 // skipped rank) moves weights by ~lr = 3e-3 per step and losses in the second or third digit.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
