@@ -60,9 +60,10 @@ int main(int argc, char** argv) {
       bpe->encode_append(corpus, ids);
     }
     double warm = seconds_since(start) / reps;
-    std::printf("gpt2 encode, 1 core: %.1f MB/s first pass (empty cache), %.1f MB/s warm, "
-                "%.2f bytes/token\n",
-                mb / cold, mb / warm, static_cast<double>(corpus.size()) / ids.size());
+    std::printf(
+        "gpt2 encode, 1 core: %.1f MB/s first pass (empty cache), %.1f MB/s warm, "
+        "%.2f bytes/token\n",
+        mb / cold, mb / warm, static_cast<double>(corpus.size()) / ids.size());
     start = std::chrono::steady_clock::now();
     std::string text = tok->decode(ids);
     std::printf("gpt2 decode, 1 core: %.1f MB/s (round trip %s)\n", mb / seconds_since(start),

@@ -29,11 +29,10 @@ void add_prepare_command(CLI::App& app) {
       ->capture_default_str();
   cmd->callback([options] {
     data::PrepareResult result = data::prepare_dataset(*options);
-    std::printf("prepared %zu file(s) into %s: %lld train tokens, %lld val tokens, vocab size %lld",
-                result.files.size(), options->out_dir.c_str(),
-                static_cast<long long>(result.train_tokens),
-                static_cast<long long>(result.val_tokens),
-                static_cast<long long>(result.vocab_size));
+    std::printf(
+        "prepared %zu file(s) into %s: %lld train tokens, %lld val tokens, vocab size %lld",
+        result.files.size(), options->out_dir.c_str(), static_cast<long long>(result.train_tokens),
+        static_cast<long long>(result.val_tokens), static_cast<long long>(result.vocab_size));
     if (!result.skipped.empty()) std::printf(" (%zu file(s) skipped)", result.skipped.size());
     std::printf("\n");
   });

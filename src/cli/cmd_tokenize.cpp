@@ -74,8 +74,9 @@ void run_tokenize(const TokenizeOptions& options) {
     }
     out += '\n';
   }
-  LMF_CHECK(std::fwrite(out.data(), 1, out.size(), stdout) == out.size() && std::fflush(stdout) == 0,
-            "cannot write standard output");
+  LMF_CHECK(
+      std::fwrite(out.data(), 1, out.size(), stdout) == out.size() && std::fflush(stdout) == 0,
+      "cannot write standard output");
 }
 
 }  // namespace

@@ -34,12 +34,14 @@ void run_train(const TrainOptions& options) {
   auto tokenizer = data::train_bpe(counts, train);
   bar->finish();
   tokenizer->save(options.output);
-  std::printf("trained byte-level BPE: %lld tokens (%zu merges) from %zu distinct pre-tokens -> %s\n",
-              static_cast<long long>(tokenizer->vocab_size()), tokenizer->merges().size(),
-              counts.unique_pieces(), options.output.c_str());
+  std::printf(
+      "trained byte-level BPE: %lld tokens (%zu merges) from %zu distinct pre-tokens -> %s\n",
+      static_cast<long long>(tokenizer->vocab_size()), tokenizer->merges().size(),
+      counts.unique_pieces(), options.output.c_str());
   if (tokenizer->vocab_size() < options.vocab_size) {
-    std::fprintf(stderr, "lmforge: warning: the corpus ran out of pairs to merge; the vocabulary "
-                         "has %lld tokens, not %lld\n",
+    std::fprintf(stderr,
+                 "lmforge: warning: the corpus ran out of pairs to merge; the vocabulary "
+                 "has %lld tokens, not %lld\n",
                  static_cast<long long>(tokenizer->vocab_size()),
                  static_cast<long long>(options.vocab_size));
   }
@@ -57,8 +59,9 @@ void add_tokenizer_command(CLI::App& app) {
   train->add_option("--input", options->inputs, "Text files or directories")
       ->required()
       ->expected(1, -1);
-  train->add_option("--vocab-size", options->vocab_size,
-                    "Vocabulary size, 256 byte tokens and <|endoftext|> included")
+  train
+      ->add_option("--vocab-size", options->vocab_size,
+                   "Vocabulary size, 256 byte tokens and <|endoftext|> included")
       ->required();
   train->add_option("--output", options->output, "Tokenizer JSON file to write")->required();
   train->add_option("--threads", options->threads, "Counting threads (0 = all cores)");

@@ -154,8 +154,8 @@ std::unique_ptr<ByteLevelBPE> train_bpe(const PretokenCounts& counts,
       if (it->second <= 0) {
         pair_counts.erase(it);
       } else {
-        heap.push({it->second, static_cast<int32_t>(key >> 32),
-                   static_cast<int32_t>(key & 0xffffffffu)});
+        heap.push(
+            {it->second, static_cast<int32_t>(key >> 32), static_cast<int32_t>(key & 0xffffffffu)});
       }
     }
     if (options.on_progress) options.on_progress(learned(), wanted);

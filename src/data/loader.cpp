@@ -43,9 +43,9 @@ void DataLoader::init() {
       int64_t windows = shard.size() > T ? (shard.size() - 1) / T : 0;
       window_prefix_.push_back(window_prefix_.back() + windows);
     }
-    LMF_CHECK(window_prefix_.back() > 0, "dataset '", shards_.front().path(), "' (",
-              num_tokens(), " tokens in ", shards_.size(), " shard(s)) has no shard with block_size+1 = ",
-              T + 1, " tokens");
+    LMF_CHECK(window_prefix_.back() > 0, "dataset '", shards_.front().path(), "' (", num_tokens(),
+              " tokens in ", shards_.size(), " shard(s)) has no shard with block_size+1 = ", T + 1,
+              " tokens");
     uint64_t last = static_cast<uint64_t>(window_prefix_.back() - 1);
     int bits = 1;
     while (bits < 64 && (last >> bits) != 0) ++bits;
@@ -56,9 +56,9 @@ void DataLoader::init() {
                               [&](const Shard& s) { return s.size() >= step + 1; });
     LMF_CHECK(usable, "dataset '", shards_.front().path(), "': sequential order needs a shard of ",
               "at least world_size*B*T+1 = ", step + 1, " tokens; the largest has ",
-              std::max_element(shards_.begin(), shards_.end(),
-                               [](const Shard& a, const Shard& b) { return a.size() < b.size(); })
-                  ->size());
+              std::max_element(shards_.begin(), shards_.end(), [](const Shard& a, const Shard& b) {
+                return a.size() < b.size();
+              })->size());
   }
   scratch_.resize(static_cast<std::size_t>(o.batch_size * T + 1));
   set_position(LoaderPosition{});
@@ -133,11 +133,10 @@ void DataLoader::normalize_sequential() {
 void DataLoader::set_position(const LoaderPosition& position) {
   LMF_CHECK(position.epoch >= 0, "loader position: negative epoch ", position.epoch);
   if (options_.order == LoaderOrder::random) {
-    LMF_CHECK(position.shard == 0 && position.offset >= 0 &&
-                  position.offset < window_prefix_.back(),
-              "loader position (epoch ", position.epoch, ", shard ", position.shard, ", offset ",
-              position.offset, ") does not fit this dataset of ", window_prefix_.back(),
-              " windows");
+    LMF_CHECK(
+        position.shard == 0 && position.offset >= 0 && position.offset < window_prefix_.back(),
+        "loader position (epoch ", position.epoch, ", shard ", position.shard, ", offset ",
+        position.offset, ") does not fit this dataset of ", window_prefix_.back(), " windows");
     position_ = position;
     return;
   }

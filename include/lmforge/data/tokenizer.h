@@ -60,8 +60,8 @@ class CharTokenizer : public Tokenizer {
   const std::vector<uint32_t>& code_points() const { return code_points_; }
 
  private:
-  std::vector<uint32_t> code_points_;          // sorted; id = index
-  std::vector<int32_t> ascii_ids_;             // 128 entries, -1 when absent
+  std::vector<uint32_t> code_points_;  // sorted; id = index
+  std::vector<int32_t> ascii_ids_;     // 128 entries, -1 when absent
   std::map<std::string, int32_t> special_;
 };
 
@@ -105,7 +105,7 @@ class ByteLevelBPE : public Tokenizer {
 /// Options of BPE training. Ties between equally frequent pairs go to the smaller
 /// (left id, right id), so training is deterministic for a given corpus and order of inputs.
 struct BpeTrainOptions {
-  int64_t vocab_size = 0;                 ///< final size, special tokens included
+  int64_t vocab_size = 0;  ///< final size, special tokens included
   std::vector<std::string> special_tokens = {kEndOfText};
   /// Called after each merge with (merges done, merges wanted); may draw a progress bar.
   std::function<void(int64_t, int64_t)> on_progress;
