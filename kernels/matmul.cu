@@ -234,6 +234,13 @@ CublasState& cublas_state() {
   return state;
 }
 
+// Largest power of two (up to 256) dividing the address and the byte sizes of the row and batch steps.
+uint32_t alignment_of(const void* ptr, int64_t ld, int64_t stride, int64_t elem_bytes) {
+  uint64_t bits = reinterpret_cast<uintptr_t>(ptr) | static_cast<uint64_t>(ld * elem_bytes) |
+                  static_cast<uint64_t>(stride * elem_bytes) | 256u;
+  return static_cast<uint32_t>(bits & (~bits + 1));
+}
+
 void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
   CublasState& st = cublas_state();
   // Row-major c (M, N) is column-major cᵀ (N, M) = b (N, K) · aᵀ: cuBLAS's A is our b stored as a
@@ -260,6 +267,16 @@ void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
   LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                         &kCublasWorkspace, sizeof(kCublasWorkspace)));
+  // The heuristic assumes 256-byte aligned matrices unless told otherwise; odd leading dimensions
+  // or batch strides (an f32 output with N = 257) must lower that promise or kernels misalign.
+  const uint32_t align_a = alignment_of(p.b, p.ldb, p.stride_b, 2), align_b = alignment_of(p.a, p.lda, p.stride_a, 2);
+  const void* c_ptr = p.c_f32 ? static_cast<const void*>(p.c_f32) : static_cast<const void*>(p.c_bf16);
+  const uint32_t align_c = alignment_of(c_ptr, p.ldc, p.stride_c, p.c_f32 ? 4 : 2);
+  for (auto [attribute, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}})
+    LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   LMF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(st.handle, desc, la, lb, lc, lc, pref, 1, &heuristic, &found));

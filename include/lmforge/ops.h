@@ -26,6 +26,12 @@ Tensor scale(const Tensor& a, float factor);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 /// x (..., IN) · w (OUT, IN)ᵀ + b (OUT); b may be undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+/// Which implementation multiplies matrices on a GPU (the config's `matmul: custom|cublas`): the
+/// hand-written tensor-core kernel or cuBLASLt. Both round f32 operands to bf16 and accumulate in
+/// f32. Process-wide; the CPU always uses Eigen.
+enum class MatmulBackend : uint8_t { custom, cublas };
+void set_matmul_backend(MatmulBackend backend);
+MatmulBackend matmul_backend();
 
 // --- model ops --------------------------------------------------------------------------------
 /// weight (V, C), ids (...) of i32 or u16 -> (..., C). An id outside [0, V) is an lmf::Error.

@@ -1,27 +1,14 @@
-// Shared by every kernel file: the CUDA check macros (file, line and the failing call in the
-// message), bf16 conversion helpers and warp/block reductions. Kernels include nothing of
-// lmforge but this folder, so errors here are std::runtime_error, not lmf::Error.
+// Shared by every kernel file: launch-grid helpers, bf16 conversion helpers and deterministic
+// warp/block reductions; the check macros come from check.h (host code includes only that).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <stdexcept>
-#include <string>
+
+#include "common/check.h"
 
 namespace lmf::kernels {
-
-/// Thrown by LMF_CUDA_CHECK; derives from std::runtime_error like lmf::Error, so callers that
-/// catch std::exception (the CLI, tests) report it as one line.
-class CudaError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-[[noreturn]] inline void cuda_fail(cudaError_t status, const char* call, const char* file, int line) {
-  throw CudaError(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
-                  cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
-}
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
@@ -72,13 +59,3 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 }
 
 }  // namespace lmf::kernels
-
-/// Checks a CUDA runtime call; throws lmf::kernels::CudaError naming file, line and the call.
-#define LMF_CUDA_CHECK(call)                                                          \
-  do {                                                                                \
-    const cudaError_t lmf_status_ = (call);                                           \
-    if (lmf_status_ != cudaSuccess) ::lmf::kernels::cuda_fail(lmf_status_, #call, __FILE__, __LINE__); \
-  } while (0)
-
-/// Checks the launch that just happened (bad configuration, missing kernel image).
-#define LMF_CUDA_LAUNCH_CHECK() LMF_CUDA_CHECK(cudaGetLastError())

@@ -10,6 +10,8 @@
 
 #ifdef LMF_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "kernels.h"
 #endif
 
 namespace lmf {
@@ -229,6 +231,39 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
   }
 }
 
+#ifdef LMF_WITH_CUDA
+// Strided copies, dtype conversions and fills of GPU tensors run as kernels (kernels/copy.cu) on the
+// tensor's GPU and the legacy default stream, the stream that copy_bytes' cudaMemcpy also orders with.
+class CudaDeviceScope {
+ public:
+  explicit CudaDeviceScope(Device device) {
+    cudaGetDevice(&previous_);
+    if (previous_ != device.index) cudaSetDevice(device.index);
+  }
+  ~CudaDeviceScope() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
+kernels::ElemType elem_type(DType dtype) { return static_cast<kernels::ElemType>(static_cast<int>(dtype)); }
+
+// dst (contiguous, same GPU and shape) = src (any strides), converting dtype.
+void cuda_strided_copy(const Tensor& dst, const Tensor& src) {
+  LMF_CHECK(src.dim() <= kernels::kMaxDims, "strided copy on ", src.device().str(), " supports up to ",
+            kernels::kMaxDims, " dims, got shape ", shape_str(src.shape()));
+  kernels::StridedLayout layout;
+  layout.nd = src.dim();
+  for (int d = 0; d < layout.nd; ++d) {
+    layout.shape[d] = src.shape()[d];
+    layout.strides[d] = src.strides()[d];
+  }
+  CudaDeviceScope scope(src.device());
+  kernels::strided_copy(dst.raw_data(), elem_type(dst.dtype()), src.raw_data(), elem_type(src.dtype()), layout,
+                        nullptr);
+}
+#endif
+
 }  // namespace
 
 float Tensor::item() const {
@@ -251,6 +286,12 @@ Tensor& Tensor::copy_(const Tensor& src) {
     cpu_strided_copy(*this, src);
     return *this;
   }
+#ifdef LMF_WITH_CUDA
+  if (device() == src.device() && is_contiguous()) {  // on one GPU: any strides, any dtypes
+    cuda_strided_copy(*this, src);
+    return *this;
+  }
+#endif
   LMF_CHECK(dtype() == src.dtype() && is_contiguous() && src.is_contiguous(),
             "copy_ across devices needs contiguous tensors of the same dtype");
   copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
@@ -259,6 +300,13 @@ Tensor& Tensor::copy_(const Tensor& src) {
 
 Tensor Tensor::contiguous_copy() const {
   if (is_contiguous()) return *this;
+#ifdef LMF_WITH_CUDA
+  if (device().is_cuda()) {
+    Tensor out = empty(shape(), dtype(), device());
+    cuda_strided_copy(out, *this);
+    return out;
+  }
+#endif
   LMF_CHECK(device().is_cpu(), "contiguous copy of a strided ", device().str(), " tensor is not supported");
   Tensor out = empty(shape(), dtype(), device());
   cpu_strided_copy(out, *this);
@@ -277,6 +325,13 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(DType target) const {
   if (target == dtype()) return *this;
+#ifdef LMF_WITH_CUDA
+  if (device().is_cuda()) {
+    Tensor out = empty(shape(), target, device());
+    cuda_strided_copy(out, *this);
+    return out;
+  }
+#endif
   LMF_CHECK(device().is_cpu(), "dtype conversion on ", device().str(), " is not supported here");
   Tensor out = empty(shape(), target);
   cpu_strided_copy(out, *this);
@@ -294,6 +349,13 @@ Tensor Tensor::to(Device target) const {
 Tensor& Tensor::fill_(float value) {
   const int64_t n = numel();
   if (!device().is_cpu()) {
+#ifdef LMF_WITH_CUDA
+    if (is_contiguous()) {
+      CudaDeviceScope scope(device());
+      kernels::fill(raw_data(), elem_type(dtype()), value, n, nullptr);
+      return *this;
+    }
+#endif
     Tensor host = full(shape(), value, dtype());
     copy_(host);
     return *this;

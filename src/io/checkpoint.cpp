@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "lmforge/nn/lora.h"
+
 namespace lmf::io {
 namespace {
 
@@ -261,6 +263,7 @@ void write_model_files(const nn::GPT& gpt, const fs::path& dir) {
   }
   write_safetensors(dir / kModelFile, tensors, {{"format", "pt"}});
   write_file_atomic(dir / kConfigFile, gpt_config_json(config));
+  if (nn::has_lora(gpt)) write_adapter_files(gpt, dir);
 }
 
 void save_gpt(const nn::GPT& gpt, const fs::path& dir) {
@@ -331,6 +334,7 @@ std::unique_ptr<nn::GPT> load_gpt(const fs::path& dir, uint64_t seed) {
 
   auto gpt = std::make_unique<nn::GPT>(config, seed);
   gpt->load_state_dict(state, /*strict=*/true);
+  if (has_adapter_files(dir)) load_adapters(*gpt, dir);
   return gpt;
 }
 

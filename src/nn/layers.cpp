@@ -3,6 +3,7 @@
 #include "lmforge/nn/embedding.h"
 #include "lmforge/nn/layer_norm.h"
 #include "lmforge/nn/linear.h"
+#include "lmforge/nn/lora.h"
 #include "lmforge/ops.h"
 
 namespace lmf::nn {
@@ -17,7 +18,31 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
   if (bias) bias_ = register_parameter("bias", Tensor::zeros({out_features}));
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight_, bias_); }
+Linear::~Linear() = default;
+
+Tensor Linear::forward(const Tensor& x) const {
+  Tensor y = linear(x, weight_, bias_);  // (..., OUT)
+  return lora_ ? add(y, lora_forward(*lora_, x, is_training())) : y;
+}
+
+void Linear::attach_lora(std::unique_ptr<LoraAdapter> adapter) {
+  LMF_CHECK(adapter && !lora_, "Linear::attach_lora: ", lora_ ? "already has an adapter" : "null adapter");
+  LMF_CHECK(adapter->A.shape() == Shape({adapter->rank, in_features_}) &&
+                adapter->B.shape() == Shape({out_features_, adapter->rank}),
+            "Linear::attach_lora: A ", shape_str(adapter->A.shape()), " and B ",
+            shape_str(adapter->B.shape()), " do not fit a (", out_features_, ", ", in_features_,
+            ") layer with rank ", adapter->rank);
+  adapter->A = register_parameter("lora_A", adapter->A);
+  adapter->B = register_parameter("lora_B", adapter->B);
+  lora_ = std::move(adapter);
+}
+
+std::unique_ptr<LoraAdapter> Linear::detach_lora() {
+  LMF_CHECK(lora_, "Linear::detach_lora: no adapter attached");
+  remove_parameter("lora_A");
+  remove_parameter("lora_B");
+  return std::move(lora_);
+}
 
 Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, Generator& gen, float init_std)
     : num_embeddings_(num_embeddings), embedding_dim_(embedding_dim) {

@@ -20,6 +20,15 @@ Tensor Module::register_parameter(std::string name, Tensor value) {
   return value;
 }
 
+void Module::remove_parameter(const std::string& name) {
+  for (auto it = params_.begin(); it != params_.end(); ++it) {
+    if (it->first != name) continue;
+    params_.erase(it);
+    return;
+  }
+  throw Error(str("remove_parameter: no parameter named '", name, "'"));
+}
+
 void Module::add_child(std::string name, Module* child) {
   // Dotted names are allowed here so a list of blocks registers as "h.0", "h.1", ...
   for (const auto& [existing, m] : children_)

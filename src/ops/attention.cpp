@@ -2,6 +2,7 @@
 // (B, NH, T) is kept for the backward pass, which recomputes the probabilities block by block:
 // a T x T probability tensor per head would dominate memory at useful context lengths.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -28,10 +29,15 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in) {
       cpu::attention_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
                              v.data<float>(), bh, t, hs);
       break;
-    case DeviceType::cuda: no_cuda("attention");
+    case DeviceType::cuda:
+      cuda::attention_forward(q.device(), out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
+                              v.data<float>(), bh, t, hs);
+      break;
   }
+  // The GPU backward needs rowsum(dout * out); the CPU one does not keep the output.
+  const Tensor out_saved = q.device().is_cuda() ? out.detach() : Tensor();
   return record(out, "attention", {q_in, k_in, v_in},
-                [q = q.detach(), k = k.detach(), v = v.detach(), lse, bh, t, hs](const Tensor& g_in) {
+                [q = q.detach(), k = k.detach(), v = v.detach(), lse, out_saved, bh, t, hs](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (B, NH, T, HS)
                   Tensor dq = Tensor::empty(q.shape(), DType::f32, g.device());
                   Tensor dk = Tensor::empty(q.shape(), DType::f32, g.device());
@@ -42,7 +48,11 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in) {
                                               q.data<float>(), k.data<float>(), v.data<float>(), lse.data<float>(),
                                               bh, t, hs);
                       break;
-                    case DeviceType::cuda: no_cuda("attention");
+                    case DeviceType::cuda:
+                      cuda::attention_backward(g.device(), dq.data<float>(), dk.data<float>(), dv.data<float>(),
+                                               g.data<float>(), out_saved.data<float>(), q.data<float>(),
+                                               k.data<float>(), v.data<float>(), lse.data<float>(), bh, t, hs);
+                      break;
                   }
                   return std::vector<Tensor>{dq, dk, dv};
                 });

@@ -3,6 +3,7 @@
 // recomputed in the backward pass. The mean is over targets that are not ignore_index, and is 0
 // (with zero gradients) when every target is ignored.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -27,6 +28,8 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
   Tensor loss = Tensor::empty({}, DType::f32, logits.device());
   Tensor lse = Tensor::empty({n}, DType::f32, logits.device());  // (N)
   int64_t count = 0;
+  // On the GPU the number of counted rows stays on the device (no host sync per step).
+  Tensor count_dev = logits.device().is_cuda() ? Tensor::empty({}, DType::f32, logits.device()) : Tensor();
   switch (logits.device().type) {
     case DeviceType::cpu: {
       const int32_t* tg = targets.data<int32_t>();
@@ -41,10 +44,14 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
       loss.data<float>()[0] = count ? static_cast<float>(total / count) : 0.f;
       break;
     }
-    case DeviceType::cuda: no_cuda("cross_entropy");
+    case DeviceType::cuda:
+      cuda::check_ids_i32(logits.device(), "cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
+      cuda::cross_entropy_forward(logits.device(), loss.data<float>(), count_dev.data<float>(), lse.data<float>(),
+                                  logits.data<float>(), targets.data<int32_t>(), n, v, ignore_index);
+      break;
   }
   return record(loss, "cross_entropy", {logits_in, targets_in},
-                [logits = logits.detach(), targets = targets.detach(), lse, n, v, count,
+                [logits = logits.detach(), targets = targets.detach(), lse, n, v, count, count_dev,
                  ignore_index](const Tensor& g) {
                   Tensor dlogits = Tensor::empty(logits.shape(), DType::f32, g.device());
                   switch (g.device().type) {
@@ -54,7 +61,13 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
                                                   targets.data<int32_t>(), n, v, ignore_index, dloss_scale);
                       break;
                     }
-                    case DeviceType::cuda: no_cuda("cross_entropy");
+                    case DeviceType::cuda: {
+                      const Tensor gc = g.contiguous_copy();
+                      cuda::cross_entropy_backward(g.device(), dlogits.data<float>(), logits.data<float>(),
+                                                   lse.data<float>(), targets.data<int32_t>(), gc.data<float>(),
+                                                   count_dev.data<float>(), n, v, ignore_index);
+                      break;
+                    }
                   }
                   return std::vector<Tensor>{dlogits, Tensor()};
                 });

@@ -2,6 +2,7 @@
 // counter reserved from the generator for this call, so nothing the size of x is saved and the
 // draws do not depend on the number of threads.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -14,7 +15,7 @@ Tensor dropout_apply(const Tensor& x_in, float p, uint64_t seed, uint64_t base) 
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::dropout_apply(out.data<float>(), x.data<float>(), x.numel(), p, seed, base); break;
-    case DeviceType::cuda: no_cuda("dropout");
+    case DeviceType::cuda: cuda::dropout_apply(x.device(), out.data<float>(), x.data<float>(), x.numel(), p, seed, base); break;
   }
   return out;
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -38,7 +39,11 @@ Tensor binary_forward(const char* op, Kind kind, const Tensor& a_in, const Tenso
       if (kind == Kind::sub) cpu::sub_forward(out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
       if (kind == Kind::mul) cpu::mul_forward(out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
       break;
-    case DeviceType::cuda: no_cuda(op);
+    case DeviceType::cuda:
+      if (kind == Kind::add) cuda::add_forward(a.device(), out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
+      if (kind == Kind::sub) cuda::sub_forward(a.device(), out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
+      if (kind == Kind::mul) cuda::mul_forward(a.device(), out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
+      break;
   }
   return out;
 }
@@ -57,7 +62,13 @@ Tensor reduce_to(const char* op, const Tensor& g, const Shape& b_shape, int64_t 
         if (sign != 1.f) cpu::scale_forward(db.data<float>(), db.data<float>(), sign, nb);
       }
       break;
-    case DeviceType::cuda: no_cuda(op);
+    case DeviceType::cuda:
+      if (nb == n) {
+        cuda::scale_forward(g.device(), db.data<float>(), g.data<float>(), sign, n);
+      } else {
+        cuda::column_sums(g.device(), g.data<float>(), db.data<float>(), nb ? n / nb : 0, nb, sign);
+      }
+      break;
   }
   return db;
 }
@@ -98,7 +109,11 @@ Tensor mul(const Tensor& a, const Tensor& b) {
                           g.data<float>(), need_b ? a_saved.data<float>() : nullptr,
                           need_a ? b_saved.data<float>() : nullptr, n, nb);
         break;
-      case DeviceType::cuda: no_cuda("mul");
+      case DeviceType::cuda:
+        cuda::mul_backward(g.device(), need_a ? da.data<float>() : nullptr, need_b ? db.data<float>() : nullptr,
+                           g.data<float>(), need_b ? a_saved.data<float>() : nullptr,
+                           need_a ? b_saved.data<float>() : nullptr, n, nb);
+        break;
     }
     return std::vector<Tensor>{da, db};
   });
@@ -110,7 +125,7 @@ Tensor scale_impl(const Tensor& a_in, float factor) {
   Tensor out = Tensor::empty(a.shape(), DType::f32, a.device());
   switch (a.device().type) {
     case DeviceType::cpu: cpu::scale_forward(out.data<float>(), a.data<float>(), factor, a.numel()); break;
-    case DeviceType::cuda: no_cuda("scale");
+    case DeviceType::cuda: cuda::scale_forward(a.device(), out.data<float>(), a.data<float>(), factor, a.numel()); break;
   }
   return out;
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -48,7 +49,15 @@ Tensor embedding(const Tensor& weight_in, const Tensor& ids_in) {
         cpu::embedding_forward_u16(out.data<float>(), weight.data<float>(), ids.data<uint16_t>(), n, c);
       }
       break;
-    case DeviceType::cuda: no_cuda("embedding");
+    case DeviceType::cuda:
+      if (wide) {
+        cuda::check_ids_i32(weight.device(), "embedding", ids.data<int32_t>(), n, v, -1);
+        cuda::embedding_forward_i32(weight.device(), out.data<float>(), weight.data<float>(), ids.data<int32_t>(), n, c);
+      } else {
+        cuda::check_ids_u16(weight.device(), "embedding", ids.data<uint16_t>(), n, v);
+        cuda::embedding_forward_u16(weight.device(), out.data<float>(), weight.data<float>(), ids.data<uint16_t>(), n, c);
+      }
+      break;
   }
   return record(out, "embedding", {weight_in, ids_in},
                 [ids = ids.detach(), v, c, n, wide](const Tensor& g_in) {
@@ -62,7 +71,13 @@ Tensor embedding(const Tensor& weight_in, const Tensor& ids_in) {
                         cpu::embedding_backward_u16(dweight.data<float>(), g.data<float>(), ids.data<uint16_t>(), n, c, v);
                       }
                       break;
-                    case DeviceType::cuda: no_cuda("embedding");
+                    case DeviceType::cuda:
+                      if (wide) {
+                        cuda::embedding_backward_i32(g.device(), dweight.data<float>(), g.data<float>(), ids.data<int32_t>(), n, c, v);
+                      } else {
+                        cuda::embedding_backward_u16(g.device(), dweight.data<float>(), g.data<float>(), ids.data<uint16_t>(), n, c, v);
+                      }
+                      break;
                   }
                   return std::vector<Tensor>{dweight, Tensor()};
                 });

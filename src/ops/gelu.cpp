@@ -1,6 +1,7 @@
 // GELU with GPT-2's tanh approximation. The backward keeps x (not the output) because the
 // derivative is a function of x.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -13,14 +14,14 @@ Tensor gelu(const Tensor& x_in) {
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::gelu_forward(out.data<float>(), x.data<float>(), x.numel()); break;
-    case DeviceType::cuda: no_cuda("gelu");
+    case DeviceType::cuda: cuda::gelu_forward(x.device(), out.data<float>(), x.data<float>(), x.numel()); break;
   }
   return record(out, "gelu", {x_in}, [x = x.detach()](const Tensor& g_in) {
     const Tensor g = g_in.contiguous_copy();
     Tensor dx = Tensor::empty(x.shape(), DType::f32, g.device());
     switch (g.device().type) {
       case DeviceType::cpu: cpu::gelu_backward(dx.data<float>(), g.data<float>(), x.data<float>(), x.numel()); break;
-      case DeviceType::cuda: no_cuda("gelu");
+      case DeviceType::cuda: cuda::gelu_backward(g.device(), dx.data<float>(), g.data<float>(), x.data<float>(), x.numel()); break;
     }
     return std::vector<Tensor>{dx};
   });

@@ -1,5 +1,6 @@
 // In-place updates that are never recorded: gradient accumulation in the autograd engine and
 // optimizer arithmetic. Vectorised by the compiler, parallel over large tensors.
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 
 namespace lmf {
@@ -18,8 +19,13 @@ Tensor& add_(Tensor& dst, const Tensor& src, float alpha) {
       for (int64_t i = 0; i < n; ++i) d[i] += alpha * p[i];
       return dst;
     }
-    case DeviceType::cuda:
-      throw Error("add_: CUDA backend not available in this build");
+    case DeviceType::cuda: {
+      LMF_CHECK(src.device() == dst.device(), "add_: source on ", src.device().str(), ", destination on ",
+                dst.device().str());
+      const Tensor s = src.dtype() == DType::f32 ? src.contiguous_copy() : src.to(DType::f32).contiguous_copy();
+      cuda::add_inplace(dst.device(), dst.data<float>(), s.data<float>(), alpha, dst.numel());
+      return dst;
+    }
   }
   return dst;
 }
@@ -35,7 +41,8 @@ Tensor& scale_(Tensor& dst, float factor) {
       return dst;
     }
     case DeviceType::cuda:
-      throw Error("scale_: CUDA backend not available in this build");
+      cuda::scale_forward(dst.device(), dst.data<float>(), dst.data<float>(), factor, dst.numel());
+      return dst;
   }
   return dst;
 }

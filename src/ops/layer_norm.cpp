@@ -1,6 +1,7 @@
 // Layer normalisation over the last dim of x (..., C), weight and optional bias (C). The forward
 // saves mean and rstd per row (N) so the backward needs no second pass over the statistics.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -32,7 +33,10 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, fl
       cpu::layer_norm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
                               w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
       break;
-    case DeviceType::cuda: no_cuda("layer_norm");
+    case DeviceType::cuda:
+      cuda::layer_norm_forward(x.device(), out.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
+                               w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
+      break;
   }
   const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
   const bool need_b = has_bias && b_in.requires_grad();
@@ -48,7 +52,12 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, fl
                                                need_b ? db.data<float>() : nullptr, g.data<float>(), x.data<float>(),
                                                w.data<float>(), mean.data<float>(), rstd.data<float>(), n, c);
                       break;
-                    case DeviceType::cuda: no_cuda("layer_norm");
+                    case DeviceType::cuda:
+                      cuda::layer_norm_backward(g.device(), need_x ? dx.data<float>() : nullptr,
+                                                need_w ? dw.data<float>() : nullptr, need_b ? db.data<float>() : nullptr,
+                                                g.data<float>(), x.data<float>(), w.data<float>(), mean.data<float>(),
+                                                rstd.data<float>(), n, c);
+                      break;
                   }
                   return std::vector<Tensor>{dx, dw, db};
                 });

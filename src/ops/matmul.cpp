@@ -3,8 +3,10 @@
 // express without materialising any transpose: for c = op(a) · op(b),
 //   d op(a) = dc · op(b)ᵀ,  d op(b) = op(a)ᵀ · dc,  summed over the batch when b is shared.
 #include <algorithm>
+#include <atomic>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -62,12 +64,55 @@ std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tens
       }
       break;
     }
-    case DeviceType::cuda: no_cuda("matmul");
+    case DeviceType::cuda: {  // the CPU block with the GPU gemm
+      const Device dev = g.device();
+      const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
+      const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
+      if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
+        if (d.shared_b) {
+          cuda::gemm(dev, pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b);
+        } else {
+          cuda::gemm_batched(dev, d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false,
+                            !d.trans_b);
+        }
+      } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
+        cuda::gemm_batched(dev, d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b,
+                          true);
+      }
+      if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
+        if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
+          cuda::gemm(dev, pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false);
+        } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
+          cuda::gemm(dev, pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false);
+        }
+      } else if (need_b) {
+        for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
+          // Shared b with transposed a: one product per batch element, accumulated in order.
+          const int64_t count = d.shared_b ? 1 : d.batch;
+          const float* ai = pa + i * sa;
+          const float* gi = pg + i * sg;
+          const bool acc = d.shared_b && i > 0;
+          if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
+            cuda::gemm_batched(dev, count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m,
+                              !d.trans_a, false, acc);
+          } else {  // db (N, K) = gᵀ (N, M) · op(a) (M, K)
+            cuda::gemm_batched(dev, count, gi, sg, ai, sa, db.data<float>(), d.k * d.n, d.n, d.k, d.m,
+                              true, d.trans_a, acc);
+          }
+        }
+      }
+      break;
+    }
   }
   return {da, db};
 }
 
+std::atomic<MatmulBackend> g_matmul_backend{MatmulBackend::custom};
+
 }  // namespace
+
+void set_matmul_backend(MatmulBackend backend) { g_matmul_backend.store(backend); }
+MatmulBackend matmul_backend() { return g_matmul_backend.load(); }
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
   check_f32("matmul", a_in, "a");
@@ -109,7 +154,16 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
                           trans_a, trans_b);
       }
       break;
-    case DeviceType::cuda: no_cuda("matmul");
+    case DeviceType::cuda:
+      if (d.shared_b && !trans_a) {
+        cuda::gemm(a.device(), a.data<float>(), b.data<float>(), out.data<float>(), d.batch * d.m, d.n, d.k,
+                   false, trans_b);
+      } else {
+        cuda::gemm_batched(a.device(), d.batch, a.data<float>(), d.m * d.k, b.data<float>(),
+                           d.shared_b ? 0 : d.k * d.n, out.data<float>(), d.m * d.n, d.m, d.n, d.k, trans_a,
+                           trans_b);
+      }
+      break;
   }
   const bool need_a = a_in.requires_grad(), need_b = b_in.requires_grad();
   return record(out, "matmul", {a_in, b_in},
@@ -150,7 +204,12 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
       cpu::gemm(x.data<float>(), w.data<float>(), po, n, out_features, in, false, true, has_bias);
       break;
     }
-    case DeviceType::cuda: no_cuda("linear");
+    case DeviceType::cuda: {
+      const Tensor b = has_bias ? b_in.contiguous_copy() : Tensor();
+      cuda::linear_forward(x.device(), out.data<float>(), x.data<float>(), w.data<float>(),
+                           has_bias ? b.data<float>() : nullptr, n, out_features, in);
+      break;
+    }
   }
   const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
   const bool need_b = has_bias && b_in.requires_grad();
@@ -169,7 +228,13 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
                       if (need_w) cpu::gemm(g.data<float>(), x.data<float>(), dw.data<float>(), out_features, in, n, true, false);
                       if (need_b) cpu::column_sums(g.data<float>(), db.data<float>(), n, out_features);
                       break;
-                    case DeviceType::cuda: no_cuda("linear");
+                    case DeviceType::cuda: {
+                      const Device dev = g.device();
+                      if (need_x) cuda::gemm(dev, g.data<float>(), w.data<float>(), dx.data<float>(), n, in, out_features, false, false);
+                      if (need_w) cuda::gemm(dev, g.data<float>(), x.data<float>(), dw.data<float>(), out_features, in, n, true, false);
+                      if (need_b) cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out_features, 1.f);
+                      break;
+                    }
                   }
                   return std::vector<Tensor>{dx, dw, db};
                 });

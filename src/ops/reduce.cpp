@@ -2,6 +2,7 @@
 // the reduced dim, which turns any dim into one kernel; the backward broadcasts the gradient
 // back over D (times 1/D for a mean).
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
 
@@ -22,13 +23,17 @@ Tensor reduce_all(const char* op, const Tensor& x_in, bool is_mean) {
       out.data<float>()[0] = static_cast<float>(is_mean ? total / n : total);
       break;
     }
-    case DeviceType::cuda: no_cuda(op);
+    case DeviceType::cuda: cuda::sum_all(x.device(), out.data<float>(), x.data<float>(), n, factor, false); break;
   }
   return record(out, op, {x_in}, [op, factor, shape = x.shape()](const Tensor& g) {
     Tensor dx = Tensor::empty(shape, DType::f32, g.device());
     switch (g.device().type) {
       case DeviceType::cpu: cpu::fill(dx.data<float>(), g.item() * factor, dx.numel()); break;
-      case DeviceType::cuda: no_cuda(op);
+      case DeviceType::cuda: {  // the scalar stays on the device: no host read
+        const Tensor gc = g.contiguous_copy();
+        cuda::broadcast_scalar(g.device(), dx.data<float>(), gc.data<float>(), factor, dx.numel());
+        break;
+      }
     }
     return std::vector<Tensor>{dx};
   });
@@ -57,14 +62,14 @@ Tensor reduce_dim(const char* op, const Tensor& x_in, int dim, bool keepdim, boo
   Tensor out = Tensor::empty(out_shape, DType::f32, x.device());  // (OUTER, INNER)
   switch (x.device().type) {
     case DeviceType::cpu: cpu::sum_dim_forward(out.data<float>(), x.data<float>(), outer, d, inner, factor); break;
-    case DeviceType::cuda: no_cuda(op);
+    case DeviceType::cuda: cuda::sum_dim_forward(x.device(), out.data<float>(), x.data<float>(), outer, d, inner, factor); break;
   }
   return record(out, op, {x_in}, [op, factor, shape, outer, d, inner](const Tensor& g_in) {
     const Tensor g = g_in.contiguous_copy();
     Tensor dx = Tensor::empty(shape, DType::f32, g.device());  // (OUTER, D, INNER)
     switch (g.device().type) {
       case DeviceType::cpu: cpu::sum_dim_backward(dx.data<float>(), g.data<float>(), outer, d, inner, factor); break;
-      case DeviceType::cuda: no_cuda(op);
+      case DeviceType::cuda: cuda::sum_dim_backward(g.device(), dx.data<float>(), g.data<float>(), outer, d, inner, factor); break;
     }
     return std::vector<Tensor>{dx};
   });

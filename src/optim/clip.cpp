@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
 
@@ -18,6 +19,12 @@ double sum_squares(const Tensor& g) {
 #pragma omp parallel for simd reduction(+ : total) schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) total += double(p[i]) * double(p[i]);
     return total;
+  }
+  if (g.device().is_cuda() && g.is_contiguous() && g.dtype() == DType::f32) {
+    // One two-pass reduction of squares on the device (kernels/reduce.cu), no slab-sized temporary.
+    Tensor total = Tensor::empty({}, DType::f32, g.device());
+    cuda::sum_all(g.device(), total.data<float>(), g.data<float>(), g.numel(), 1.f, true);
+    return double(total.item());
   }
   NoGradGuard no_grad;
   return double(sum(mul(g, g)).item());

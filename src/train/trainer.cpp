@@ -25,6 +25,7 @@
 #include "lmforge/dist/comm.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/io/safetensors.h"
+#include "lmforge/nn/lora.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/clip.h"
@@ -100,8 +101,8 @@ struct Trainer::Impl {
   std::unique_ptr<optim::AdamW> optimizer;
   std::unique_ptr<data::DataLoader> train_loader;
   std::unique_ptr<data::DataLoader> val_loader;
-  optim::LrSchedule schedule;
   std::unique_ptr<dist::Comm> comm;
+  optim::LrSchedule schedule;
   int64_t block_size = 0;
   int64_t tokens_per_step = 0;
   int64_t total_steps = 0;  // 0: bounded by max_time only
@@ -123,19 +124,20 @@ struct Trainer::Impl {
   void setup(std::unique_ptr<nn::GPT> given) {
     if (config.run.threads > 0) omp_set_num_threads(config.run.threads);
     check_device();
-    paths = resolve_data(config.data);
     make_comm();
+    paths = resolve_data(config.data);
     check_paths();
-    if (!paths.tokenizer.empty()) {
     LMF_CHECK(!config.early_stopping.enabled || !paths.val.empty(),
               "early_stopping.enabled needs validation data: set data.val, or point data.train at a "
               "prepared directory with a val.bin");
+    if (!paths.tokenizer.empty()) {
       try {
         tokenizer = data::load_tokenizer(paths.tokenizer);
       } catch (const Error& e) {
         throw Error(str("data.tokenizer: ", e.what()));
       }
     }
+    const bool caller_built = given != nullptr;
     model = given ? std::move(given) : build_model();
     const auto& mc = model->config();
     if (tokenizer)
@@ -145,6 +147,7 @@ struct Trainer::Impl {
     block_size = config.model.block_size;
     LMF_CHECK(block_size <= mc.block_size, "model.block_size ", block_size,
               " exceeds the model's ", mc.block_size, " positions (", config.model.init, ")");
+    apply_lora(caller_built);
     apply_freeze();
     tokens_per_step = config.training.batch_size * block_size * config.training.grad_accum_steps * comm->world_size();
     total_steps = config.training.max_steps;
@@ -156,10 +159,10 @@ struct Trainer::Impl {
               "training.schedule: cosine needs max_steps or max_tokens to know where decay ends");
     make_loaders();
     make_optimizer();
+    setup_data_parallel();
     out_dir = config.run.out_dir;
   }
 
-    setup_data_parallel();
   void check_device() {
     if (config.run.device == "auto" || config.run.device == "cpu") {
       LMF_CHECK(config.run.precision == "fp32", "run.precision: bf16 needs a CUDA device (run.device: cuda)");
@@ -210,6 +213,22 @@ struct Trainer::Impl {
     return std::make_unique<nn::GPT>(gc, config.run.seed);
   }
 
+  // Before apply_freeze (its patterns may freeze adapters too) and before the optimizer, whose
+  // moments must cover the adapters. On resume, load_checkpoint overwrites A and B by name.
+  void apply_lora(bool caller_built) {
+    // An adapted model.init is fine-tuned as the function it computes: merged, then re-adapted.
+    if (!caller_built && nn::has_lora(*model)) nn::merge_lora(*model);
+    const LoraConfig& lora = config.finetune.lora;
+    if (lora.rank <= 0) return;
+    const nn::LoraOptions options{lora.rank, lora.alpha, lora.dropout, lora.targets, config.run.seed};
+    try {
+      options.validate();
+    } catch (const Error& e) {
+      throw Error(str("finetune.", e.what()));
+    }
+    nn::add_lora(*model, options);
+  }
+
   void apply_freeze() {
     for (const auto& pattern : config.finetune.freeze) {
       int64_t matched = 0;
@@ -229,6 +248,8 @@ struct Trainer::Impl {
     options.block_size = block_size;
     options.order = data::parse_loader_order(config.data.order);
     options.seed = config.run.seed;
+    options.rank = comm->rank();
+    options.world_size = comm->world_size();
     options.vocab_size = tokenizer ? tokenizer->vocab_size() : model->config().vocab_size;
     train_loader = std::make_unique<data::DataLoader>(paths.train, options);
     if (!paths.val.empty()) {
@@ -248,32 +269,11 @@ struct Trainer::Impl {
     schedule.kind = config.training.schedule == "cosine" ? optim::ScheduleKind::cosine : optim::ScheduleKind::constant;
     schedule.lr = config.training.lr;
     schedule.min_lr = config.training.min_lr;
-    options.rank = comm->rank();
-    options.world_size = comm->world_size();
     schedule.warmup_iters = config.training.warmup_steps;
     schedule.decay_iters = std::max<int64_t>(total_steps, config.training.warmup_steps + 1);
     schedule.validate();
   }
 
-  // --- checkpoints -------------------------------------------------------------------------
-
-  json state_json() const {
-    const auto rng = model->dropout_generator().state();
-    const auto pos = train_loader->position();
-    return json{{"version", kStateVersion},
-                {"step", step},
-                {"elapsed_s", elapsed()},
-                {"dropout_rng", {{"seed", rng.seed}, {"offset", rng.offset}}},
-                {"loader", {{"epoch", pos.epoch}, {"shard", pos.shard}, {"offset", pos.offset}}},
-                {"best_val_loss", std::isnan(best_val) ? json(nullptr) : json(best_val)},
-                {"best_step", best_step},
-                {"evals_without_improvement", evals_without_improvement},
-                {"recent_losses", std::vector<float>(recent_losses.begin(), recent_losses.end())},
-                {"config", config.to_yaml()}};
-  }
-
-  void write_checkpoint(const fs::path& target) {
-    io::AtomicDir dir(target);
   // --- data parallelism --------------------------------------------------------------------
 
   // Gradient buckets of 4M elements (16 MiB): per-message latency is then negligible, and several
@@ -389,6 +389,28 @@ struct Trainer::Impl {
     return moments;
   }
 
+  // --- checkpoints -------------------------------------------------------------------------
+
+  json state_json() const {
+    const auto rng = model->dropout_generator().state();
+    const auto pos = train_loader->position();
+    return json{{"version", kStateVersion},
+                {"step", step},
+                {"elapsed_s", elapsed()},
+                {"dropout_rng", {{"seed", rng.seed}, {"offset", rng.offset}}},
+                {"loader", {{"epoch", pos.epoch}, {"shard", pos.shard}, {"offset", pos.offset}}},
+                {"best_val_loss", std::isnan(best_val) ? json(nullptr) : json(best_val)},
+                {"best_step", best_step},
+                {"evals_without_improvement", evals_without_improvement},
+                {"recent_losses", std::vector<float>(recent_losses.begin(), recent_losses.end())},
+                {"config", config.to_yaml()}};
+  }
+
+  // Every rank calls this (a sharded optimizer's moments are gathered); rank 0 alone writes.
+  void write_checkpoint(const fs::path& target) {
+    const io::NamedTensors moments = optimizer_moments();
+    if (!is_root()) return;
+    io::AtomicDir dir(target);
     io::write_model_files(*model, dir.path());
     io::write_safetensors(dir.path() / kOptimizerFile, moments,
                           {{"step", std::to_string(optimizer->step_count())}});
@@ -403,10 +425,7 @@ struct Trainer::Impl {
     last_checkpoint = dir.string();
     event("checkpoint", dir.string());
     prune_checkpoints();
-  // Every rank calls this (a sharded optimizer's moments are gathered); rank 0 alone writes.
   }
-    const io::NamedTensors moments = optimizer_moments();
-    if (!is_root()) return;
 
   std::vector<fs::path> complete_checkpoints() const {
     std::vector<fs::path> out;
@@ -423,6 +442,7 @@ struct Trainer::Impl {
   }
 
   void prune_checkpoints() {
+    if (!is_root()) return;
     auto all = complete_checkpoints();
     const auto keep = static_cast<std::size_t>(config.checkpoint.keep_last);
     for (std::size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
@@ -442,7 +462,6 @@ struct Trainer::Impl {
     auto loaded = io::load_gpt(dir);
     LMF_CHECK(loaded->config().n_layer == model->config().n_layer && loaded->config().n_embd == model->config().n_embd &&
                   loaded->config().vocab_size == model->config().vocab_size,
-    if (!is_root()) return;
               "resume: ", dir.string(), " holds a model of a different shape than this config");
     model->load_state_dict(loaded->state_dict());
     const auto file = io::read_safetensors(dir / kOptimizerFile);
@@ -501,6 +520,7 @@ struct Trainer::Impl {
   }
 
   void log_json(const json& j) {
+    if (!metrics.is_open()) return;  // ranks other than 0 log nothing
     metrics << j.dump() << '\n';
     metrics.flush();
   }
@@ -520,7 +540,6 @@ struct Trainer::Impl {
     model->eval();
     val_loader->reset();
     const int64_t batches = std::min<int64_t>(config.eval.batches, std::max<int64_t>(1, val_loader->batches_per_epoch()));
-    if (!metrics.is_open()) return;  // ranks other than 0 log nothing
     double total = 0;
     for (int64_t i = 0; i < batches; ++i) {
       const auto batch = val_loader->next();
@@ -606,6 +625,9 @@ struct Trainer::Impl {
         loss_sum += loss.item();
         scale(loss, inv_accum).backward();
       }
+      // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
+      // every rank, so that the NaN and spike guards decide alike everywhere.
+      if (comm->world_size() > 1) loss_sum = comm->all_reduce_scalar(loss_sum, dist::ReduceOp::avg);
       const float loss = static_cast<float>(loss_sum * inv_accum);
       bool skipped = false;
       double norm = 0;
@@ -619,28 +641,6 @@ struct Trainer::Impl {
       } else if (spike(loss)) {
         skipped = true;
         event("skip", fmt::format("loss spike {:.4f}", loss));
-      } else {
-        norm = t.grad_clip > 0 ? optim::clip_grad_norm(*model->slab(), t.grad_clip) : optim::grad_norm(*model->slab());
-        if (!std::isfinite(norm)) {
-          LMF_CHECK(t.on_nan == "skip", "step ", step + 1, ": gradient norm is ", norm, "; stopping. Last good checkpoint: ",
-                    last_checkpoint.empty() ? "none" : last_checkpoint);
-          skipped = true;
-      // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
-      // every rank, so that the NaN and spike guards decide alike everywhere.
-      if (comm->world_size() > 1) loss_sum = comm->all_reduce_scalar(loss_sum, dist::ReduceOp::avg);
-          event("skip", "non-finite gradient norm");
-        }
-      }
-      if (!skipped) {
-        optimizer->set_lr(lr);
-        optimizer->step();
-        recent_losses.push_back(loss);
-        if (recent_losses.size() > kSpikeWindow) recent_losses.pop_front();
-      }
-      ++step;
-      tokens_since_log += tokens_per_step;
-      result.last_train_loss = loss;
-
       } else if (zero_enabled()) {
         norm = zero_reduce_gradients(t.grad_clip);
         if (!std::isfinite(norm)) {
@@ -649,8 +649,28 @@ struct Trainer::Impl {
           skipped = true;
           event("skip", "non-finite gradient norm");
         }
-      bool stop = false;
+      } else {
         average_gradients();
+        norm = t.grad_clip > 0 ? optim::clip_grad_norm(*model->slab(), t.grad_clip) : optim::grad_norm(*model->slab());
+        if (!std::isfinite(norm)) {
+          LMF_CHECK(t.on_nan == "skip", "step ", step + 1, ": gradient norm is ", norm, "; stopping. Last good checkpoint: ",
+                    last_checkpoint.empty() ? "none" : last_checkpoint);
+          skipped = true;
+          event("skip", "non-finite gradient norm");
+        }
+      }
+      if (!skipped) {
+        optimizer->set_lr(lr);
+        optimizer->step();
+        if (zero_enabled()) zero_gather_parameters();
+        recent_losses.push_back(loss);
+        if (recent_losses.size() > kSpikeWindow) recent_losses.pop_front();
+      }
+      ++step;
+      tokens_since_log += tokens_per_step;
+      result.last_train_loss = loss;
+
+      bool stop = false;
       if (step % config.logging.interval == 0 || step == total_steps) {
         const auto now = std::chrono::steady_clock::now();
         const double dt = std::chrono::duration<double>(now - log_clock).count();
@@ -662,7 +682,6 @@ struct Trainer::Impl {
         const double eta = total_steps > 0 && m.tokens_per_sec > 0
                                ? double(total_steps - step) * tokens_per_step / m.tokens_per_sec
                                : std::numeric_limits<double>::quiet_NaN();
-        if (zero_enabled()) zero_gather_parameters();
         bar.step(step, loss, lr, norm, m.tokens_per_sec, m.elapsed_s, eta);
         if (callbacks.on_step && !callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
       } else if (callbacks.on_step) {
@@ -683,6 +702,9 @@ struct Trainer::Impl {
       if (comm->world_size() > 1) comm->all_reduce_host(wants_stop, 2, dist::ReduceOp::max);
       if (wants_stop[0] > 0) {
         result.stop_reason = "signal";
+        stop = true;
+      } else if (wants_stop[1] > 0 && !stop) {
+        result.stop_reason = "callback";
         stop = true;
       }
       if (stop) break;
@@ -708,9 +730,6 @@ struct Trainer::Impl {
     result.steps = step;
     result.best_val_loss = best_val;
     result.best_step = best_step;
-      } else if (wants_stop[1] > 0 && !stop) {
-        result.stop_reason = "callback";
-        stop = true;
     return result;
   }
 };

@@ -42,6 +42,9 @@ class AtomicDir {
 /// Names of the files of a checkpoint directory.
 inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kConfigFile = "config.json";
+/// LoRA adapters of a checkpoint (docs/formats.md): their tensors and the options that built them.
+inline constexpr const char* kAdapterFile = "adapters.safetensors";
+inline constexpr const char* kAdapterConfigFile = "adapter_config.json";
 
 /// config.json text for `config` in Hugging Face GPT-2 form (model_type "gpt2",
 /// GPT2LMHeadModel, n_layer/n_head/n_embd/n_positions/n_ctx/vocab_size, layer_norm_epsilon 1e-5,
@@ -60,8 +63,23 @@ nn::GPTConfig read_gpt_config(const std::filesystem::path& config_json);
 /// the Hub); Conv1D weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are transposed to
 /// (IN, OUT). lm_head.weight is omitted: it is tied to wte.weight, and Hugging Face re-ties it on
 /// load. A model without biases writes zero biases, which Hugging Face's layers require and
-/// which compute the same function.
+/// which compute the same function. A model with LoRA adapters writes its base weights there
+/// (still plain GPT-2) and the adapters with write_adapter_files.
 void write_model_files(const nn::GPT& gpt, const std::filesystem::path& dir);
+
+/// Writes adapters.safetensors ("h.{i}.<layer>.lora_A" (r, IN), ".lora_B" (OUT, r)) and
+/// adapter_config.json ({"rank", "alpha", "dropout", "targets"}) into `dir`. The model must have
+/// adapters.
+void write_adapter_files(const nn::GPT& gpt, const std::filesystem::path& dir);
+
+/// Whether `dir` holds adapter files (either of the two counts, so a half-copied pair is an error
+/// on load rather than a silently unadapted model).
+bool has_adapter_files(const std::filesystem::path& dir);
+
+/// Attaches the adapters described in `dir` to `gpt` (nn::add_lora: base frozen, slabs rebuilt)
+/// and loads their values. Every tensor's presence and shape is checked against
+/// adapter_config.json and the model before anything is allocated; errors name the file and key.
+void load_adapters(nn::GPT& gpt, const std::filesystem::path& dir);
 
 /// Writes a complete checkpoint directory at `dir` atomically (AtomicDir + write_model_files).
 void save_gpt(const nn::GPT& gpt, const std::filesystem::path& dir);
@@ -71,7 +89,9 @@ void save_gpt(const nn::GPT& gpt, const std::filesystem::path& dir);
 /// attn.bias / attn.masked_bias buffers; accepts an absent lm_head.weight, and a present one only
 /// when it equals wte.weight (an untied head cannot be represented, so it is an error rather than
 /// silently dropped). Every tensor's shape is checked against config.json; missing and unknown
-/// tensors are errors naming the file and the tensor. The model is returned on the CPU.
+/// tensors are errors naming the file and the tensor. The model is returned on the CPU. When the
+/// directory also holds adapter files, the adapters are re-attached (load_adapters), so resuming,
+/// evaluating and generating see the adapted model; nn::merge_lora turns it into a plain one.
 std::unique_ptr<nn::GPT> load_gpt(const std::filesystem::path& dir, uint64_t seed = 0);
 
 }  // namespace lmf::io

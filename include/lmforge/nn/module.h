@@ -94,6 +94,9 @@ class Module {
  protected:
   /// Registers a parameter (requires_grad is set) and returns it.
   Tensor register_parameter(std::string name, Tensor value);
+  /// Unregisters a parameter of this module (not of a submodule); throws when there is none.
+  /// The slabs keep its storage until the owning model calls flatten_parameters again.
+  void remove_parameter(const std::string& name);
   /// Registers a submodule owned by this module (usually a member); returns it.
   template <class M>
   M& register_module(std::string name, M& module) {

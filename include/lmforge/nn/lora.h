@@ -1,0 +1,71 @@
+// LoRA: low-rank adapters on a GPT's Linear layers, y = x·Wᵀ + b + (alpha/r)·dropout(x)·Aᵀ·Bᵀ.
+// Adapters are ordinary parameters of their Linear ("h.0.attn.c_attn.lora_A"), so the slabs, AdamW,
+// clipping and checkpoints treat them like any other; the base weights are frozen, never copied.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lmforge/core/rng.h"
+#include "lmforge/core/tensor.h"
+
+namespace lmf::nn {
+
+class GPT;
+
+/// The layers that may carry adapters, by their name inside a block.
+inline const std::vector<std::string>& lora_target_names() {
+  static const std::vector<std::string> names = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                 "mlp.c_proj"};
+  return names;
+}
+
+struct LoraOptions {
+  int64_t rank = 8;   ///< r, the inner dimension of B·A
+  float alpha = 16.f;  ///< the update is scaled by alpha / rank
+  float dropout = 0.f;  ///< on the adapter's input only, in training mode
+  std::vector<std::string> targets = lora_target_names();  ///< subset of lora_target_names()
+  uint64_t seed = 0;  ///< draws A
+  /// Throws lmf::Error naming the first invalid field (rank < 1, alpha <= 0, dropout outside
+  /// [0, 1), an unknown or repeated target, no targets).
+  void validate() const;
+};
+
+/// One adapter. A (r, IN) starts Kaiming-uniform in ±1/sqrt(IN) (PEFT's default), B (OUT, r)
+/// starts at zero, so an adapted model computes exactly the base function until B is trained.
+struct LoraAdapter {
+  Tensor A;  ///< (r, IN)
+  Tensor B;  ///< (OUT, r)
+  int64_t rank = 0;
+  float alpha = 0.f;
+  float dropout = 0.f;
+  Generator* dropout_gen = nullptr;  ///< the model's dropout generator
+  float scale() const { return alpha / static_cast<float>(rank); }
+};
+
+/// The adapter's contribution (alpha/r)·dropout(x)·Aᵀ·Bᵀ: x (..., IN) -> (..., OUT).
+Tensor lora_forward(const LoraAdapter& adapter, const Tensor& x, bool training);
+
+/// Attaches adapters to every target Linear of every block, freezes every base parameter
+/// (requires_grad false: only adapters train) and re-flattens the slabs on the model's device,
+/// so build optimizers afterwards. Adapter parameters are named "<layer>.lora_A" / ".lora_B"
+/// and follow their layer's weight and bias. Throws when the model already has adapters.
+void add_lora(GPT& gpt, const LoraOptions& options);
+
+/// Folds every adapter into its base weight (W += (alpha/r)·B·A), removes the adapters, marks
+/// every parameter trainable again (as a freshly built model) and re-flattens the slabs. The
+/// merged model computes the adapted function without dropout. Throws when there are none.
+void merge_lora(GPT& gpt);
+
+bool has_lora(const GPT& gpt);
+
+class Linear;
+/// The Linear called `target` (one of lora_target_names()) in block `block`.
+const Linear& lora_target(const GPT& gpt, int64_t block, const std::string& target);
+
+/// The options the model's adapters were built with (targets in lora_target_names() order, seed
+/// 0), or nullopt when it has none.
+std::optional<LoraOptions> lora_options(const GPT& gpt);
+
+}  // namespace lmf::nn

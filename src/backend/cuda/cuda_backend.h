@@ -1,0 +1,105 @@
+// The CUDA entry points of lmforge's ops: raw device pointers and sizes in, like cpu_kernels.h, plus
+// the device so each call runs on the right GPU and can take workspace from that device's caching
+// allocator. Implemented in src/backend/cuda/*.cpp on top of kernels/; in a build without CUDA every
+// function here is an inline stub that throws one clear lmf::Error, so the op layer needs no #ifdefs.
+// Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
+// Gradient rule: activation grads are written (=).
+#pragma once
+#include <cstdint>
+
+#include "lmforge/core/device.h"
+#include "lmforge/core/error.h"
+
+#ifdef LMF_WITH_CUDA
+#define LMF_CUDA_ENTRY(signature) signature;
+#else
+#define LMF_CUDA_ENTRY(signature) \
+  [[noreturn]] inline signature { throw ::lmf::Error("CUDA backend not available in this build"); }
+#endif
+
+namespace lmf::cuda {
+
+// --- elementwise and reductions (elementwise.cpp) ---------------------------------------------------
+// a, out (N); b (NB) read as b[i % NB].
+LMF_CUDA_ENTRY(void add_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb))
+LMF_CUDA_ENTRY(void sub_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb))
+LMF_CUDA_ENTRY(void mul_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb))
+LMF_CUDA_ENTRY(void scale_forward(Device device, float* out, const float* a, float factor, int64_t n))
+/// da (N) = dout * b; db (NB) = sum over the broadcast of dout * a; either may be null.
+LMF_CUDA_ENTRY(void mul_backward(Device device, float* da, float* db, const float* dout, const float* a,
+                                 const float* b, int64_t n, int64_t nb))
+/// out (cols) = factor * sum over rows of in (rows, cols); deterministic.
+LMF_CUDA_ENTRY(void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols,
+                                float factor))
+/// dst (N) += alpha * src.
+LMF_CUDA_ENTRY(void add_inplace(Device device, float* dst, const float* src, float alpha, int64_t n))
+/// out[0] = factor * sum of x (N) (of x² when square), computed and kept on the device.
+LMF_CUDA_ENTRY(void sum_all(Device device, float* out, const float* x, int64_t n, float factor, bool square))
+/// x (OUTER, D, INNER) -> out (OUTER, INNER) = factor * sum over D, and its backward.
+LMF_CUDA_ENTRY(void sum_dim_forward(Device device, float* out, const float* x, int64_t outer, int64_t d,
+                                    int64_t inner, float factor))
+LMF_CUDA_ENTRY(void sum_dim_backward(Device device, float* dx, const float* dout, int64_t outer, int64_t d,
+                                     int64_t inner, float factor))
+/// out (N) = factor * scalar[0] (scalar on the device).
+LMF_CUDA_ENTRY(void broadcast_scalar(Device device, float* out, const float* scalar, float factor, int64_t n))
+
+// --- matrix products (matmul.cpp) -------------------------------------------------------------------
+/// c (M, N) = op(a) · op(b) (+= when accumulate), the same contract as cpu::gemm; f32 operands are
+/// packed to bf16 and multiplied on tensor cores with fp32 accumulation (or by cuBLASLt, per
+/// lmf::matmul_backend()).
+LMF_CUDA_ENTRY(void gemm(Device device, const float* a, const float* b, float* c, int64_t m, int64_t n,
+                         int64_t k, bool trans_a, bool trans_b, bool accumulate = false))
+/// `batch` products with element strides between matrices (0 shares an operand), as cpu::gemm_batched.
+LMF_CUDA_ENTRY(void gemm_batched(Device device, int64_t batch, const float* a, int64_t stride_a, const float* b,
+                                 int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n,
+                                 int64_t k, bool trans_a, bool trans_b, bool accumulate = false))
+/// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT) (bias may be null), bias fused in the epilogue.
+LMF_CUDA_ENTRY(void linear_forward(Device device, float* out, const float* x, const float* w, const float* bias,
+                                   int64_t n, int64_t out_features, int64_t in_features))
+
+// --- model ops (model_ops.cpp) ----------------------------------------------------------------------
+/// Throws lmf::Error naming the first id outside [0, V) (ids equal to `allowed` pass). Reads one
+/// value back to the host: a synchronisation, the price of a clear error for a bad data file.
+LMF_CUDA_ENTRY(void check_ids_i32(Device device, const char* op, const int32_t* ids, int64_t n, int64_t v,
+                                  int32_t allowed))
+LMF_CUDA_ENTRY(void check_ids_u16(Device device, const char* op, const uint16_t* ids, int64_t n, int64_t v))
+LMF_CUDA_ENTRY(void embedding_forward_i32(Device device, float* out, const float* weight, const int32_t* ids,
+                                          int64_t n, int64_t c))
+LMF_CUDA_ENTRY(void embedding_forward_u16(Device device, float* out, const float* weight, const uint16_t* ids,
+                                          int64_t n, int64_t c))
+/// dweight (V, C) written; deterministic (sorted ids, one owner per row).
+LMF_CUDA_ENTRY(void embedding_backward_i32(Device device, float* dweight, const float* dout, const int32_t* ids,
+                                           int64_t n, int64_t c, int64_t v))
+LMF_CUDA_ENTRY(void embedding_backward_u16(Device device, float* dweight, const float* dout, const uint16_t* ids,
+                                           int64_t n, int64_t c, int64_t v))
+LMF_CUDA_ENTRY(void layer_norm_forward(Device device, float* out, float* mean, float* rstd, const float* x,
+                                       const float* weight, const float* bias, int64_t n, int64_t c, float eps))
+LMF_CUDA_ENTRY(void layer_norm_backward(Device device, float* dx, float* dweight, float* dbias, const float* dout,
+                                        const float* x, const float* weight, const float* mean,
+                                        const float* rstd, int64_t n, int64_t c))
+LMF_CUDA_ENTRY(void gelu_forward(Device device, float* out, const float* x, int64_t n))
+LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n))
+LMF_CUDA_ENTRY(void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c))
+LMF_CUDA_ENTRY(void softmax_backward(Device device, float* dx, const float* dy, const float* y, int64_t n,
+                                     int64_t c))
+/// out, lse as cpu::attention_forward; the backward also needs the forward's output `out`.
+LMF_CUDA_ENTRY(void attention_forward(Device device, float* out, float* lse, const float* q, const float* k,
+                                      const float* v, int64_t bh, int64_t t, int64_t hs))
+LMF_CUDA_ENTRY(void attention_backward(Device device, float* dq, float* dk, float* dv, const float* dout,
+                                       const float* out, const float* q, const float* k, const float* v,
+                                       const float* lse, int64_t bh, int64_t t, int64_t hs))
+/// loss[0] = mean row loss over rows not ignored, count[0] = their number (f32), lse (N); all on
+/// the device. Targets must have been checked.
+LMF_CUDA_ENTRY(void cross_entropy_forward(Device device, float* loss, float* count, float* lse,
+                                          const float* logits, const int32_t* targets, int64_t n, int64_t v,
+                                          int32_t ignore_index))
+/// dlogits (N, V) = (softmax - onehot) * dloss[0] / count[0] (dloss, count on the device).
+LMF_CUDA_ENTRY(void cross_entropy_backward(Device device, float* dlogits, const float* logits, const float* lse,
+                                           const int32_t* targets, const float* dloss, const float* count,
+                                           int64_t n, int64_t v, int32_t ignore_index))
+LMF_CUDA_ENTRY(void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed,
+                                  uint64_t base))
+
+}  // namespace lmf::cuda
+
+#undef LMF_CUDA_ENTRY

@@ -1,0 +1,59 @@
+// Host glue for the elementwise ops, reductions and the in-place axpy (kernels/elementwise.cu,
+// kernels/reduce.cu): select the tensor's GPU and launch.
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_common.h"
+
+namespace lmf::cuda {
+
+namespace k = lmf::kernels;
+
+void add_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
+  DeviceGuard guard(device);
+  k::add_forward(out, a, b, n, nb, kStream);
+}
+void sub_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
+  DeviceGuard guard(device);
+  k::sub_forward(out, a, b, n, nb, kStream);
+}
+void mul_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
+  DeviceGuard guard(device);
+  k::mul_forward(out, a, b, n, nb, kStream);
+}
+void scale_forward(Device device, float* out, const float* a, float factor, int64_t n) {
+  DeviceGuard guard(device);
+  k::scale_forward(out, a, factor, n, kStream);
+}
+void mul_backward(Device device, float* da, float* db, const float* dout, const float* a, const float* b,
+                  int64_t n, int64_t nb) {
+  DeviceGuard guard(device);
+  k::mul_backward(da, db, dout, a, b, n, nb, kStream);
+}
+void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor) {
+  DeviceGuard guard(device);
+  k::column_sums(out, in, nullptr, rows, cols, factor, kStream);
+}
+void add_inplace(Device device, float* dst, const float* src, float alpha, int64_t n) {
+  DeviceGuard guard(device);
+  k::add_inplace(dst, src, alpha, n, kStream);
+}
+void sum_all(Device device, float* out, const float* x, int64_t n, float factor, bool square) {
+  DeviceGuard guard(device);
+  Tensor scratch = workspace(device, sizeof(float) * k::kReducePartials);
+  k::sum_all(out, x, n, factor, square, scratch.data<float>(), kStream);
+}
+void sum_dim_forward(Device device, float* out, const float* x, int64_t outer, int64_t d, int64_t inner,
+                     float factor) {
+  DeviceGuard guard(device);
+  k::sum_dim_forward(out, x, outer, d, inner, factor, kStream);
+}
+void sum_dim_backward(Device device, float* dx, const float* dout, int64_t outer, int64_t d, int64_t inner,
+                      float factor) {
+  DeviceGuard guard(device);
+  k::sum_dim_backward(dx, dout, outer, d, inner, factor, kStream);
+}
+void broadcast_scalar(Device device, float* out, const float* scalar, float factor, int64_t n) {
+  DeviceGuard guard(device);
+  k::broadcast_scalar(out, scalar, factor, n, kStream);
+}
+
+}  // namespace lmf::cuda

@@ -1,0 +1,121 @@
+// LoRA adapter files next to a plain GPT-2 model.safetensors: the base stays loadable by any GPT-2
+// reader, and the adapters (adapters.safetensors + adapter_config.json) travel beside it. Both
+// files are untrusted: the config is validated and every tensor shape checked before any adapter
+// memory is allocated.
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "lmforge/io/checkpoint.h"
+#include "lmforge/nn/lora.h"
+
+namespace lmf::io {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string lora_name(int64_t block, const std::string& target, const char* which) {
+  return "h." + std::to_string(block) + "." + target + "." + which;
+}
+
+nn::LoraOptions read_adapter_config(const fs::path& path) {
+  const std::string file = path.string();
+  std::ifstream in(path, std::ios::binary);
+  LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const json j = json::parse(text, nullptr, false);
+  LMF_CHECK(!j.is_discarded() && j.is_object(), file, ": not a JSON object");
+  for (const char* key : {"rank", "alpha", "dropout", "targets"})
+    LMF_CHECK(j.contains(key), file, ": missing key \"", key, "\"");
+  LMF_CHECK(j["rank"].is_number_integer(), file, ": key \"rank\" must be an integer");
+  LMF_CHECK(j["alpha"].is_number() && j["dropout"].is_number(), file,
+            ": keys \"alpha\" and \"dropout\" must be numbers");
+  LMF_CHECK(j["targets"].is_array(), file, ": key \"targets\" must be a list of layer names");
+  nn::LoraOptions options;
+  options.rank = j["rank"].get<int64_t>();
+  options.alpha = j["alpha"].get<float>();
+  options.dropout = j["dropout"].get<float>();
+  options.targets.clear();
+  for (const json& t : j["targets"]) {
+    LMF_CHECK(t.is_string(), file, ": key \"targets\" holds ", t.dump(), ", not a layer name");
+    options.targets.push_back(t.get<std::string>());
+  }
+  try {
+    options.validate();
+  } catch (const Error& e) {
+    throw Error(str(file, ": ", e.what()));
+  }
+  return options;
+}
+
+}  // namespace
+
+void write_adapter_files(const nn::GPT& gpt, const fs::path& dir) {
+  const std::optional<nn::LoraOptions> options = nn::lora_options(gpt);
+  LMF_CHECK(options, "write_adapter_files: the model has no LoRA adapters");
+  NamedTensors tensors;
+  for (int64_t i = 0; i < gpt.num_blocks(); ++i) {
+    for (const auto& target : options->targets) {
+      const nn::LoraAdapter* adapter = nn::lora_target(gpt, i, target).lora();
+      LMF_CHECK(adapter, "write_adapter_files: block ", i, " has no adapter on ", target,
+                " although other blocks do");
+      tensors.emplace_back(lora_name(i, target, "lora_A"), adapter->A);
+      tensors.emplace_back(lora_name(i, target, "lora_B"), adapter->B);
+    }
+  }
+  write_safetensors(dir / kAdapterFile, tensors, {{"format", "lmforge-lora"}});
+  const json config = {{"rank", options->rank},
+                       {"alpha", options->alpha},
+                       {"dropout", options->dropout},
+                       {"targets", options->targets}};
+  write_file_atomic(dir / kAdapterConfigFile, config.dump(2) + "\n");
+}
+
+bool has_adapter_files(const fs::path& dir) {
+  return fs::exists(dir / kAdapterFile) || fs::exists(dir / kAdapterConfigFile);
+}
+
+void load_adapters(nn::GPT& gpt, const fs::path& dir) {
+  for (const char* name : {kAdapterFile, kAdapterConfigFile})
+    LMF_CHECK(fs::exists(dir / name), (dir / name).string(), ": missing (a checkpoint with LoRA "
+              "adapters needs both ", kAdapterFile, " and ", kAdapterConfigFile, ")");
+  nn::LoraOptions options = read_adapter_config(dir / kAdapterConfigFile);
+  const std::string file = (dir / kAdapterFile).string();
+  SafetensorsFile st = read_safetensors(dir / kAdapterFile);
+
+  // Every expected tensor with its shape, checked against the file before add_lora allocates
+  // rank-sized adapters: a hostile rank cannot ask for more memory than the file holds.
+  std::map<std::string, Shape> expected;
+  for (int64_t i = 0; i < gpt.num_blocks(); ++i) {
+    for (const auto& target : options.targets) {
+      const nn::Linear& layer = nn::lora_target(gpt, i, target);
+      expected[lora_name(i, target, "lora_A")] = {options.rank, layer.in_features()};
+      expected[lora_name(i, target, "lora_B")] = {layer.out_features(), options.rank};
+    }
+  }
+  nn::StateDict state;
+  for (const auto& [name, shape] : expected) {
+    auto it = st.tensors.find(name);
+    LMF_CHECK(it != st.tensors.end(), file, ": missing tensor \"", name, "\" (",
+              kAdapterConfigFile, " lists ", options.targets.size(), " targets of rank ",
+              options.rank, ")");
+    LMF_CHECK(it->second.dtype() == DType::f32, file, ": tensor \"", name,
+              "\" must be floating point, not ", dtype_name(it->second.dtype()));
+    LMF_CHECK(it->second.shape() == shape, file, ": tensor \"", name, "\" has shape ",
+              shape_str(it->second.shape()), " but ", kAdapterConfigFile, " and the model imply ",
+              shape_str(shape));
+    state.emplace_back(name, it->second);
+  }
+  for (const auto& [name, t] : st.tensors)
+    LMF_CHECK(expected.count(name), file, ": unexpected tensor \"", name, "\" for targets of ",
+              kAdapterConfigFile);
+  options.seed = 0;  // A's initial draw is overwritten by the file's values
+  nn::add_lora(gpt, options);
+  gpt.load_state_dict(state, /*strict=*/false);
+}
+
+}  // namespace lmf::io
