@@ -1,6 +1,7 @@
-// `lmforge convert --merge-lora CKPT --output DIR`: folds a checkpoint's LoRA adapters into its base
-// weights and writes a plain GPT-2 directory, so the fine-tuned model loads anywhere a GPT-2 does
-// and runs at the base model's speed. The output is written atomically and never silently replaced.
+// `lmforge convert --merge-lora CKPT --output DIR`: folds a checkpoint's LoRA adapters into its
+// base weights and writes a plain GPT-2 directory, so the fine-tuned model loads anywhere a GPT-2
+// does and runs at the base model's speed. The output is written atomically and never silently
+// replaced.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -29,8 +30,10 @@ void run_merge_lora(const ConvertOptions& options) {
   const fs::path source(options.merge_lora), output(options.output);
   LMF_CHECK(fs::is_directory(source), "--merge-lora: '", options.merge_lora,
             "' is not a checkpoint directory");
-  LMF_CHECK(io::has_adapter_files(source), "--merge-lora: '", options.merge_lora, "' has no LoRA "
-            "adapters (no ", io::kAdapterFile, " or ", io::kAdapterConfigFile, "); nothing to merge");
+  LMF_CHECK(io::has_adapter_files(source), "--merge-lora: '", options.merge_lora,
+            "' has no LoRA "
+            "adapters (no ",
+            io::kAdapterFile, " or ", io::kAdapterConfigFile, "); nothing to merge");
   std::error_code ec;
   LMF_CHECK(!fs::equivalent(source, output, ec), "--output must differ from the checkpoint '",
             options.merge_lora, "'");
@@ -58,7 +61,8 @@ void run_merge_lora(const ConvertOptions& options) {
 
 void add_convert_command(CLI::App& app) {
   auto options = std::make_shared<ConvertOptions>();
-  CLI::App* cmd = app.add_subcommand("convert", "Convert checkpoints (merge LoRA adapters into the base)");
+  CLI::App* cmd =
+      app.add_subcommand("convert", "Convert checkpoints (merge LoRA adapters into the base)");
   cmd->add_option("--merge-lora", options->merge_lora,
                   "Checkpoint directory with LoRA adapters to merge into its base weights")
       ->required();

@@ -81,8 +81,10 @@ bool has_adapter_files(const fs::path& dir) {
 
 void load_adapters(nn::GPT& gpt, const fs::path& dir) {
   for (const char* name : {kAdapterFile, kAdapterConfigFile})
-    LMF_CHECK(fs::exists(dir / name), (dir / name).string(), ": missing (a checkpoint with LoRA "
-              "adapters needs both ", kAdapterFile, " and ", kAdapterConfigFile, ")");
+    LMF_CHECK(fs::exists(dir / name), (dir / name).string(),
+              ": missing (a checkpoint with LoRA "
+              "adapters needs both ",
+              kAdapterFile, " and ", kAdapterConfigFile, ")");
   nn::LoraOptions options = read_adapter_config(dir / kAdapterConfigFile);
   const std::string file = (dir / kAdapterFile).string();
   SafetensorsFile st = read_safetensors(dir / kAdapterFile);
@@ -100,9 +102,8 @@ void load_adapters(nn::GPT& gpt, const fs::path& dir) {
   nn::StateDict state;
   for (const auto& [name, shape] : expected) {
     auto it = st.tensors.find(name);
-    LMF_CHECK(it != st.tensors.end(), file, ": missing tensor \"", name, "\" (",
-              kAdapterConfigFile, " lists ", options.targets.size(), " targets of rank ",
-              options.rank, ")");
+    LMF_CHECK(it != st.tensors.end(), file, ": missing tensor \"", name, "\" (", kAdapterConfigFile,
+              " lists ", options.targets.size(), " targets of rank ", options.rank, ")");
     LMF_CHECK(it->second.dtype() == DType::f32, file, ": tensor \"", name,
               "\" must be floating point, not ", dtype_name(it->second.dtype()));
     LMF_CHECK(it->second.shape() == shape, file, ": tensor \"", name, "\" has shape ",

@@ -26,7 +26,8 @@ Tensor Linear::forward(const Tensor& x) const {
 }
 
 void Linear::attach_lora(std::unique_ptr<LoraAdapter> adapter) {
-  LMF_CHECK(adapter && !lora_, "Linear::attach_lora: ", lora_ ? "already has an adapter" : "null adapter");
+  LMF_CHECK(adapter && !lora_, "Linear::attach_lora: ",
+            lora_ ? "already has an adapter" : "null adapter");
   LMF_CHECK(adapter->A.shape() == Shape({adapter->rank, in_features_}) &&
                 adapter->B.shape() == Shape({out_features_, adapter->rank}),
             "Linear::attach_lora: A ", shape_str(adapter->A.shape()), " and B ",

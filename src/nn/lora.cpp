@@ -48,11 +48,13 @@ const Linear& lora_target(const GPT& gpt, int64_t block, const std::string& targ
   if (target == "attn.c_proj") return b.attn().c_proj();
   if (target == "mlp.c_fc") return b.mlp().c_fc();
   if (target == "mlp.c_proj") return b.mlp().c_proj();
-  throw Error(str("'", target, "' is not a LoRA target (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)"));
+  throw Error(
+      str("'", target, "' is not a LoRA target (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)"));
 }
 
 Tensor lora_forward(const LoraAdapter& adapter, const Tensor& x, bool training) {
-  Tensor h = adapter.dropout > 0.f ? dropout(x, adapter.dropout, training, *adapter.dropout_gen) : x;
+  Tensor h =
+      adapter.dropout > 0.f ? dropout(x, adapter.dropout, training, *adapter.dropout_gen) : x;
   h = linear(h, adapter.A);  // (..., r)
   h = linear(h, adapter.B);  // (..., OUT)
   return scale(h, adapter.scale());
@@ -118,7 +120,8 @@ void merge_lora(GPT& gpt) {
       if (!layer.lora()) continue;
       const std::unique_ptr<LoraAdapter> adapter = layer.detach_lora();
       // On the CPU: a GPU matmul rounds its operands to bf16, which a merge must not.
-      Tensor delta = matmul(adapter->B.to(Device::cpu()), adapter->A.to(Device::cpu()));  // (OUT, IN)
+      Tensor delta =
+          matmul(adapter->B.to(Device::cpu()), adapter->A.to(Device::cpu()));  // (OUT, IN)
       Tensor weight = layer.weight();
       add_(weight, delta.to(weight.device()), adapter->scale());
     }

@@ -1,12 +1,12 @@
 // LoRA fine-tuning driven like a user drives it: pretrain a tiny char model, fine-tune adapters on
 // different text, check that the domain loss falls while the saved base weights stay bit-identical,
 // that a resumed LoRA run matches an uninterrupted one, and that `lmforge convert --merge-lora`
-// writes a plain checkpoint evaluating to the adapted model's loss; bad convert inputs fail cleanly.
-#include <catch2/catch.hpp>
-
+// writes a plain checkpoint evaluating to the adapted model's loss; bad convert inputs fail
+// cleanly.
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -37,7 +37,9 @@ std::string read_text(const fs::path& path) {
   return ss.str();
 }
 
-void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
 
 std::string quote(const std::string& s) { return "'" + s + "'"; }
 
@@ -50,8 +52,8 @@ fs::path work_dir(const std::string& name) {
 
 Run lmforge(const fs::path& dir, const std::string& args) {
   const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = quote(LMF_CLI) + " " + args + " < /dev/null > " + quote(out.string()) + " 2> " +
-                          quote(err.string());
+  const std::string cmd = quote(LMF_CLI) + " " + args + " < /dev/null > " + quote(out.string()) +
+                          " 2> " + quote(err.string());
   const int rc = std::system(cmd.c_str());
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text(out), read_text(err)};
 }
@@ -79,7 +81,8 @@ struct Corpora {
 const Corpora& corpora() {
   static const Corpora c = [] {
     const fs::path dir = work_dir("data");
-    static const char* words[] = {"alpha", "beta", "gamma", "delta", "rho", "sigma", "tau", "omega"};
+    static const char* words[] = {"alpha", "beta",  "gamma", "delta",
+                                  "rho",   "sigma", "tau",   "omega"};
     std::string text;
     uint32_t state = 7;
     for (int i = 0; i < 3000; ++i) {
@@ -92,8 +95,8 @@ const Corpora& corpora() {
     for (int i = 0; i < 300; ++i) domain += "omega tau beta rho gamma\n";
     write_text(dir / "domain.txt", domain);
     Corpora out{dir / "pre", dir / "dom"};
-    require_ok(lmforge(dir, "prepare --input " + quote((dir / "pretrain.txt").string()) + " --out " +
-                                quote(out.pretrain.string()) + " --tokenizer char"));
+    require_ok(lmforge(dir, "prepare --input " + quote((dir / "pretrain.txt").string()) +
+                                " --out " + quote(out.pretrain.string()) + " --tokenizer char"));
     // The domain text must use the pretrained model's vocabulary.
     require_ok(lmforge(dir, "prepare --input " + quote((dir / "domain.txt").string()) + " --out " +
                                 quote(out.domain.string()) + " --tokenizer " +
@@ -105,11 +108,15 @@ const Corpora& corpora() {
 
 std::string pretrain_yaml(const fs::path& out_dir) {
   return "run:\n"
-         "  out_dir: " + out_dir.string() + "\n"
+         "  out_dir: " +
+         out_dir.string() +
+         "\n"
          "  seed: 5\n"
          "  threads: 1\n"
          "data:\n"
-         "  train: " + corpora().pretrain.string() + "\n"
+         "  train: " +
+         corpora().pretrain.string() +
+         "\n"
          "model:\n"
          "  n_layer: 1\n"
          "  n_head: 2\n"
@@ -134,17 +141,25 @@ std::string pretrain_yaml(const fs::path& out_dir) {
 
 std::string lora_yaml(const fs::path& out_dir, const fs::path& init, int max_steps) {
   return "run:\n"
-         "  out_dir: " + out_dir.string() + "\n"
+         "  out_dir: " +
+         out_dir.string() +
+         "\n"
          "  seed: 9\n"
          "  threads: 1\n"
          "data:\n"
-         "  train: " + corpora().domain.string() + "\n"
+         "  train: " +
+         corpora().domain.string() +
+         "\n"
          "model:\n"
-         "  init: " + init.string() + "\n"
+         "  init: " +
+         init.string() +
+         "\n"
          "  block_size: 16\n"
          "training:\n"
          "  batch_size: 8\n"
-         "  max_steps: " + std::to_string(max_steps) + "\n"
+         "  max_steps: " +
+         std::to_string(max_steps) +
+         "\n"
          "  lr: 0.01\n"
          "  warmup_steps: 2\n"
          "  schedule: constant\n"
@@ -205,15 +220,17 @@ double max_abs_diff(const fs::path& a, const fs::path& b) {
     REQUIRE(y.tensors.count(name));
     const auto u = t.to_vector(), v = y.tensors.at(name).to_vector();
     REQUIRE(u.size() == v.size());
-    for (std::size_t i = 0; i < u.size(); ++i) m = std::max(m, std::abs(double(u[i]) - double(v[i])));
+    for (std::size_t i = 0; i < u.size(); ++i)
+      m = std::max(m, std::abs(double(u[i]) - double(v[i])));
   }
   return m;
 }
 
 }  // namespace
 
-TEST_CASE("LoRA fine-tuning lowers the domain loss, leaves the base intact, and merges to the same loss",
-          "[e2e]") {
+TEST_CASE(
+    "LoRA fine-tuning lowers the domain loss, leaves the base intact, and merges to the same loss",
+    "[e2e]") {
   const fs::path dir = work_dir("finetune");
   const fs::path base = pretrained();
   const double before = eval_loss(dir, base);
@@ -234,8 +251,8 @@ TEST_CASE("LoRA fine-tuning lowers the domain loss, leaves the base intact, and 
   CHECK(same_tensors(tuned / "model.safetensors", base / "model.safetensors"));
 
   const fs::path merged = dir / "merged";
-  const Run convert = lmforge(dir, "convert --merge-lora " + quote(tuned.string()) + " --output " +
-                                       quote(merged.string()));
+  const Run convert = lmforge(
+      dir, "convert --merge-lora " + quote(tuned.string()) + " --output " + quote(merged.string()));
   require_ok(convert);
   CHECK(fs::exists(merged / "model.safetensors"));
   CHECK(fs::exists(merged / "config.json"));
@@ -272,7 +289,8 @@ TEST_CASE("a resumed LoRA run ends with the same adapters as an uninterrupted on
   require_ok(lmforge(dir, "train " + quote((dir / "straight.yaml").string())));
 
   write_text(dir / "split.yaml", lora_yaml(dir / "split", base, 6));
-  require_ok(lmforge(dir, "train " + quote((dir / "split.yaml").string()) + " training.max_steps=3"));
+  require_ok(
+      lmforge(dir, "train " + quote((dir / "split.yaml").string()) + " training.max_steps=3"));
   require_ok(lmforge(dir, "train " + quote((dir / "split.yaml").string())));
   CHECK(read_text(dir / "split" / "metrics.jsonl").find("\"resume\"") != std::string::npos);
 
@@ -283,6 +301,7 @@ TEST_CASE("a resumed LoRA run ends with the same adapters as an uninterrupted on
                      dir / "split" / "final" / "adapters.safetensors") <= 1e-4);
   CHECK(same_tensors(dir / "split" / "final" / "model.safetensors", base / "model.safetensors"));
   // The adapters did train (B starts at zero).
-  CHECK_FALSE(same_tensors(dir / "split" / "final" / "adapters.safetensors",
-                           dir / "split" / "checkpoints" / "step_00000003" / "adapters.safetensors"));
+  CHECK_FALSE(
+      same_tensors(dir / "split" / "final" / "adapters.safetensors",
+                   dir / "split" / "checkpoints" / "step_00000003" / "adapters.safetensors"));
 }

@@ -1,9 +1,8 @@
 // LoRA adapters: a fresh adapter computes the base function, the adapter path's gradients match
 // finite differences, only adapters train under AdamW, merging reproduces the adapted logits, and
 // adapters survive a checkpoint round trip (with the base file left plain GPT-2).
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -102,7 +101,9 @@ TEST_CASE("a fresh adapter (B = 0) leaves the model's output unchanged") {
   CHECK(max_abs_diff(gpt.parameter("h.0.attn.c_attn.lora_A"), Tensor::zeros({4, 8})) > 0.f);
 }
 
-TEST_CASE("add_lora names adapters after their layer, shapes them (r, IN)/(OUT, r) and freezes the base") {
+TEST_CASE(
+    "add_lora names adapters after their layer, shapes them (r, IN)/(OUT, r) and freezes the "
+    "base") {
   GPT gpt(tiny_config(), 5);
   const int64_t base_count = static_cast<int64_t>(gpt.named_parameters().size());
   add_lora(gpt, LoraOptions{3, 6.f, 0.f, {"mlp.c_fc", "attn.c_attn"}, 1});
@@ -134,8 +135,10 @@ TEST_CASE("add_lora names adapters after their layer, shapes them (r, IN)/(OUT, 
 
 TEST_CASE("invalid LoRA options are rejected with the field named") {
   GPT gpt(tiny_config(), 5);
-  CHECK_THROWS_WITH(add_lora(gpt, LoraOptions{0, 8.f, 0.f, lora_target_names(), 0}), Contains("rank"));
-  CHECK_THROWS_WITH(add_lora(gpt, LoraOptions{2, 8.f, 1.f, lora_target_names(), 0}), Contains("dropout"));
+  CHECK_THROWS_WITH(add_lora(gpt, LoraOptions{0, 8.f, 0.f, lora_target_names(), 0}),
+                    Contains("rank"));
+  CHECK_THROWS_WITH(add_lora(gpt, LoraOptions{2, 8.f, 1.f, lora_target_names(), 0}),
+                    Contains("dropout"));
   CHECK_THROWS_WITH(add_lora(gpt, LoraOptions{2, 8.f, 0.f, {"attn.q"}, 0}), Contains("'attn.q'"));
   CHECK_THROWS_WITH(add_lora(gpt, LoraOptions{2, 8.f, 0.f, {"mlp.c_fc", "mlp.c_fc"}, 0}),
                     Contains("twice"));
@@ -158,9 +161,9 @@ TEST_CASE("adapter gradients match central finite differences of the loss") {
   // the second-order error of the central difference stays below that for these small weights.
   const float eps = 1e-2f;
   int checked = 0;
-  for (const std::string name : {"h.0.attn.c_attn.lora_A", "h.0.attn.c_attn.lora_B",
-                                 "h.1.mlp.c_proj.lora_A", "h.1.mlp.c_fc.lora_B",
-                                 "h.0.attn.c_proj.lora_B"}) {
+  for (const std::string name :
+       {"h.0.attn.c_attn.lora_A", "h.0.attn.c_attn.lora_B", "h.1.mlp.c_proj.lora_A",
+        "h.1.mlp.c_fc.lora_B", "h.0.attn.c_proj.lora_B"}) {
     Tensor p = gpt.parameter(name);
     const std::vector<float> grad = p.grad().to_vector();
     float* data = p.data<float>();
@@ -200,7 +203,8 @@ TEST_CASE("only adapter parameters get gradients and change under AdamW") {
         CHECK((!g.defined() || max_abs_diff(g, Tensor::zeros(p.shape())) == 0.f));
       }
       // B starts at zero, so the first gradient reaches B (and not yet A).
-      CHECK(max_abs_diff(gpt.parameter("h.0.attn.c_attn.lora_B").grad(), Tensor::zeros({24, 2})) > 0.f);
+      CHECK(max_abs_diff(gpt.parameter("h.0.attn.c_attn.lora_B").grad(), Tensor::zeros({24, 2})) >
+            0.f);
     }
     adamw.step();
   }
@@ -224,9 +228,9 @@ TEST_CASE("merge_lora folds the adapters into plain weights with the adapted log
   REQUIRE(max_abs_diff(adapted, logits_of(plain)) > 1e-3f);  // the adapters matter
 
   // The expected merged weight, from the definition W + (alpha/r)·B·A computed here in double.
-  const std::vector<float> W = gpt.parameter("h.1.mlp.c_fc.weight").to_vector();   // (4C, C)
-  const std::vector<float> A = gpt.parameter("h.1.mlp.c_fc.lora_A").to_vector();   // (3, C)
-  const std::vector<float> B = gpt.parameter("h.1.mlp.c_fc.lora_B").to_vector();   // (4C, 3)
+  const std::vector<float> W = gpt.parameter("h.1.mlp.c_fc.weight").to_vector();  // (4C, C)
+  const std::vector<float> A = gpt.parameter("h.1.mlp.c_fc.lora_A").to_vector();  // (3, C)
+  const std::vector<float> B = gpt.parameter("h.1.mlp.c_fc.lora_B").to_vector();  // (4C, 3)
   merge_lora(gpt);
   const std::vector<float> merged = gpt.parameter("h.1.mlp.c_fc.weight").to_vector();
   for (int64_t o = 0; o < 32; ++o)
@@ -260,8 +264,9 @@ TEST_CASE("adapters round-trip through a checkpoint; model.safetensors keeps onl
   // The base file is plain GPT-2: no adapter tensors, Conv1D layout of the untouched base weight.
   const auto base_file = lmf::io::read_safetensors(dir / lmf::io::kModelFile);
   for (const auto& [name, t] : base_file.tensors) CHECK_FALSE(is_lora_name(name));
-  const std::vector<float> stored = base_file.tensors.at("h.0.attn.c_attn.weight").to_vector();  // (C, 3C)
-  const std::vector<float> base = base_c_attn.to_vector();                                       // (3C, C)
+  const std::vector<float> stored =
+      base_file.tensors.at("h.0.attn.c_attn.weight").to_vector();  // (C, 3C)
+  const std::vector<float> base = base_c_attn.to_vector();         // (3C, C)
   bool same = true;
   for (int64_t o = 0; o < 24; ++o)
     for (int64_t i = 0; i < 8; ++i) same = same && stored[i * 24 + o] == base[o * 8 + i];
@@ -304,7 +309,8 @@ TEST_CASE("damaged adapter files are errors naming the file") {
   SECTION("an unknown target") {
     std::ofstream(dir / lmf::io::kAdapterConfigFile)
         << R"({"rank": 2, "alpha": 4, "dropout": 0, "targets": ["attn.qkv"]})";
-    CHECK_THROWS_WITH(lmf::io::load_gpt(dir), Contains("adapter_config.json") && Contains("attn.qkv"));
+    CHECK_THROWS_WITH(lmf::io::load_gpt(dir),
+                      Contains("adapter_config.json") && Contains("attn.qkv"));
   }
   SECTION("the tensors without their config") {
     fs::remove(dir / lmf::io::kAdapterConfigFile);

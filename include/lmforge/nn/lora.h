@@ -22,11 +22,11 @@ inline const std::vector<std::string>& lora_target_names() {
 }
 
 struct LoraOptions {
-  int64_t rank = 8;   ///< r, the inner dimension of B·A
-  float alpha = 16.f;  ///< the update is scaled by alpha / rank
+  int64_t rank = 8;     ///< r, the inner dimension of B·A
+  float alpha = 16.f;   ///< the update is scaled by alpha / rank
   float dropout = 0.f;  ///< on the adapter's input only, in training mode
   std::vector<std::string> targets = lora_target_names();  ///< subset of lora_target_names()
-  uint64_t seed = 0;  ///< draws A
+  uint64_t seed = 0;                                       ///< draws A
   /// Throws lmf::Error naming the first invalid field (rank < 1, alpha <= 0, dropout outside
   /// [0, 1), an unknown or repeated target, no targets).
   void validate() const;
