@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
 namespace {
@@ -46,14 +47,10 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
         for (int64_t r = 0; r < rows; ++r) {
           float* sr = s.data() + r * i1;
           const int64_t valid = i0 + r + 1;  // keys 0..i are visible to query i
-          float m = -INFINITY;
-          for (int64_t j = 0; j < valid; ++j) m = std::max(m, sr[j]);
-          float sum = 0.f;
-          for (int64_t j = 0; j < valid; ++j) {
-            sr[j] = std::exp(sr[j] - m);
-            sum += sr[j];
-          }
+          const float m = vec::max_of(sr, valid);
+          const float sum = vec::exp_shift_sum(sr, sr, valid, m);
           const float inv = 1.0f / sum;
+#pragma omp simd
           for (int64_t j = 0; j < valid; ++j) sr[j] *= inv;
           std::fill(sr + valid, sr + i1, 0.f);
           lse_h[i0 + r] = m + std::log(sum);
@@ -88,7 +85,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           float* pr = p.data() + r * i1;
           const int64_t valid = i0 + r + 1;
           const float l = lse_h[i0 + r];
-          for (int64_t j = 0; j < valid; ++j) pr[j] = std::exp(pr[j] - l);
+          vec::exp_shift_scale(pr, pr, valid, l, 1.0f);
           std::fill(pr + valid, pr + i1, 0.f);
         }
         dvm.topRows(i1).noalias() += p.transpose() * gm.middleRows(i0, rows);

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
 
@@ -15,12 +16,8 @@ int64_t cross_entropy_forward(float* losses, float* lse, const float* logits, co
 #pragma omp parallel for schedule(static) reduction(+ : count) if (n * v > 16384)
   for (int64_t i = 0; i < n; ++i) {
     const float* x = logits + i * v;  // (V)
-    float m = -INFINITY;
-    for (int64_t j = 0; j < v; ++j) m = std::max(m, x[j]);
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < v; ++j) s += std::exp(x[j] - m);
-    lse[i] = m + std::log(s);
+    const float m = vec::max_of(x, v);
+    lse[i] = m + std::log(vec::exp_shift_sum(x, v, m));
     if (targets[i] == ignore_index) {
       losses[i] = 0.f;
     } else {
@@ -41,10 +38,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
       std::fill(d, d + v, 0.f);
       continue;
     }
-    const float* x = logits + i * v;
-    const float l = lse[i];
-#pragma omp simd
-    for (int64_t j = 0; j < v; ++j) d[j] = std::exp(x[j] - l) * dloss_scale;
+    vec::exp_shift_scale(d, logits + i * v, v, lse[i], dloss_scale);
     d[targets[i]] -= dloss_scale;
   }
 }

@@ -1,6 +1,6 @@
 // Matrix products for every CPU op, on Eigen maps over raw row-major pointers. The library is built
-// with EIGEN_DONT_PARALLELIZE so that threading is decided here, once: the output rows (times the
-// batch) are cut into blocks and each OpenMP thread runs one single-threaded Eigen GEMM per block.
+// with EIGEN_DONT_PARALLELIZE so that threading is decided here, once: the output (times the
+// batch) is cut into one block per thread and each OpenMP thread runs a single-threaded Eigen GEMM.
 // Shapes: c (M, N) = op(a) (M, K) · op(b) (K, N); the backward of a product is itself two products
 // with transposes, which is why the transpose flags exist.
 #include <omp.h>
@@ -18,12 +18,15 @@ using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 using ConstMap = Eigen::Map<const RowMat>;
 using MutMap = Eigen::Map<RowMat>;
 
-// Rows [r0, r1) of c = op(a) · op(b), single-threaded.
-void gemm_rows(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
-               bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1) {
-  const int64_t rows = r1 - r0;
-  if (rows <= 0 || n == 0) return;
-  MutMap out(c + r0 * n, rows, n);
+using StridedMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+
+// The block rows [r0, r1) x columns [c0, c1) of c = op(a) · op(b), single-threaded.
+void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
+                bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1) {
+  const int64_t rows = r1 - r0, cols = c1 - c0;
+  if (rows <= 0 || cols <= 0) return;
+  StridedMap out(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
   if (k == 0) {
     if (!accumulate) out.setZero();
     return;
@@ -37,9 +40,9 @@ void gemm_rows(const float* a, const float* b, float* c, int64_t m, int64_t n, i
   };
   auto with_rhs = [&](const auto& lhs) {
     if (trans_b) {
-      run(lhs, ConstMap(b, n, k).transpose());
+      run(lhs, ConstMap(b, n, k).middleRows(c0, cols).transpose());
     } else {
-      run(lhs, ConstMap(b, k, n));
+      run(lhs, ConstMap(b, k, n).middleCols(c0, cols));
     }
   };
   if (trans_a) {
@@ -51,11 +54,15 @@ void gemm_rows(const float* a, const float* b, float* c, int64_t m, int64_t n, i
 
 // Below this many multiply-adds a product runs on one thread: the fork costs more than it saves.
 constexpr double kParallelFlops = 1 << 16;
-// Row blocks smaller than this starve Eigen's register blocking.
-constexpr int64_t kMinBlockRows = 16;
+// Blocks narrower than this (rows or columns) starve Eigen's register blocking.
+constexpr int64_t kMinBlock = 16;
 
 }  // namespace
 
+// Each thread packs the operand it shares with the other blocks once per block, so the output is
+// cut along its longer side into as few blocks as keep the threads busy: for the tied LM head
+// (B*T, C) x (C, V), cutting V instead of B*T rows stops every thread from repacking the whole
+// (C, V) weight (GPT-2 124M step at B = 4, T = 64 on 2 Zen 4 cores: see docs/benchmarks.md).
 void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
                   bool trans_a, bool trans_b, bool accumulate) {
@@ -64,20 +71,30 @@ void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* 
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (threads == 1 || flops < kParallelFlops) {
     for (int64_t i = 0; i < batch; ++i)
-      gemm_rows(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                accumulate, 0, m);
+      gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
+                 accumulate, 0, m, 0, n);
     return;
   }
-  // Enough blocks per matrix that batch * blocks covers the threads a few times over.
-  const int64_t wanted = (4 * threads + batch - 1) / batch;
-  const int64_t blocks = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, m / kMinBlockRows));
-  const int64_t block_rows = (m + blocks - 1) / blocks;
+  // Blocks per matrix: enough that batch * blocks is a multiple of the threads (even static split).
+  const int64_t wanted = (threads + batch - 1) / batch;
+  const bool split_cols = n > m;
+  const int64_t side = split_cols ? n : m;
+  const int64_t blocks = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, side / kMinBlock));
+  // Column blocks are rounded to whole 16-float vectors so each starts on a packet boundary.
+  int64_t block_size = (side + blocks - 1) / blocks;
+  if (split_cols) block_size = std::min(side, (block_size + 15) / 16 * 16);
   const int64_t items = batch * blocks;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t i = item / blocks, r0 = (item % blocks) * block_rows;
-    gemm_rows(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-              accumulate, r0, std::min(m, r0 + block_rows));
+    const int64_t i = item / blocks, s0 = (item % blocks) * block_size;
+    const int64_t s1 = std::min(side, s0 + block_size);
+    if (split_cols) {
+      gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
+                 accumulate, 0, m, s0, s1);
+    } else {
+      gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
+                 accumulate, s0, s1, 0, n);
+    }
   }
 }
 

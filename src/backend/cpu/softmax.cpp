@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
 
@@ -12,14 +13,8 @@ void softmax_forward(float* y, const float* x, int64_t n, int64_t c) {
   for (int64_t i = 0; i < n; ++i) {
     const float* xr = x + i * c;  // (C)
     float* yr = y + i * c;
-    float m = -INFINITY;
-    for (int64_t j = 0; j < c; ++j) m = std::max(m, xr[j]);
-    float s = 0.f;
-    for (int64_t j = 0; j < c; ++j) {
-      yr[j] = std::exp(xr[j] - m);
-      s += yr[j];
-    }
-    const float inv = 1.0f / s;
+    const float m = vec::max_of(xr, c);
+    const float inv = 1.0f / vec::exp_shift_sum(yr, xr, c, m);
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) yr[j] *= inv;
   }

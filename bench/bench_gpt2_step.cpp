@@ -1,0 +1,74 @@
+// One GPT training step (forward, backward, AdamW) timed on the CPU, the shape llm.c's CPU trainer
+// is usually quoted at: GPT-2 124M, B = 4, T = 64. Reports ms/step, tokens/s and, given the
+// machine's GEMM ceiling from bench_gemm (--ceiling GFLOP/s), the model FLOPs utilisation, with
+// FLOPs per token = 6 N + 12 L C T (N: parameters without wpe; PaLM's accounting, as llm.c uses).
+// Usage: bench_gpt2_step [--layers L --embd C --heads NH --vocab V --batch B --seq T --steps S
+//                         --ceiling GFLOPS]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "lmforge/autograd.h"
+#include "lmforge/nn/gpt.h"
+#include "lmforge/optim/adamw.h"
+
+int main(int argc, char** argv) {
+  lmf::nn::GPTConfig config;  // GPT-2 124M defaults
+  int64_t B = 4, T = 64, steps = 5;
+  double ceiling = 0.0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const char* key = argv[i];
+    const double value = std::atof(argv[i + 1]);
+    if (!std::strcmp(key, "--layers")) config.n_layer = int64_t(value);
+    else if (!std::strcmp(key, "--embd")) config.n_embd = int64_t(value);
+    else if (!std::strcmp(key, "--heads")) config.n_head = int64_t(value);
+    else if (!std::strcmp(key, "--vocab")) config.vocab_size = int64_t(value);
+    else if (!std::strcmp(key, "--batch")) B = int64_t(value);
+    else if (!std::strcmp(key, "--seq")) T = int64_t(value);
+    else if (!std::strcmp(key, "--steps")) steps = int64_t(value);
+    else if (!std::strcmp(key, "--ceiling")) ceiling = value;
+    else { std::fprintf(stderr, "unknown option %s\n", key); return 2; }
+  }
+  lmf::nn::GPT model(config, 1337);
+  lmf::optim::AdamW opt(model, {6e-4f, 0.9f, 0.95f, 1e-8f, 0.1f});
+  std::mt19937 gen(42);
+  std::uniform_int_distribution<int32_t> token(0, int32_t(config.vocab_size - 1));
+  std::vector<int32_t> data(B * T + 1);
+  for (int32_t& t : data) t = token(gen);
+  const lmf::Tensor ids = lmf::Tensor::from_vector(std::vector<int32_t>(data.begin(), data.end() - 1), {B, T});
+  const lmf::Tensor targets = lmf::Tensor::from_vector(std::vector<int32_t>(data.begin() + 1, data.end()), {B, T});
+
+  std::vector<double> times;
+  float loss = 0.f;
+  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms the allocator caches and is not timed
+    const auto t0 = std::chrono::steady_clock::now();
+    model.zero_grad();
+    const auto out = model.forward(ids, targets);
+    lmf::backward(out.loss);
+    opt.step();
+    loss = out.loss.item();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0) times.push_back(dt);
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  const double n_params = double(model.num_parameters(false));
+  const double flops_per_token =
+      6.0 * n_params + 12.0 * config.n_layer * config.n_embd * double(T);
+  const double gflops = flops_per_token * B * T / median * 1e-9;
+  std::printf("model: L=%lld C=%lld NH=%lld V=%lld, %.1fM parameters; B=%lld T=%lld; threads %d\n",
+              (long long)config.n_layer, (long long)config.n_embd, (long long)config.n_head,
+              (long long)config.vocab_size, model.num_parameters() / 1e6, (long long)B,
+              (long long)T, omp_get_max_threads());
+  std::printf("step: median %.1f ms, best %.1f ms over %lld steps; %.0f tokens/s; %.1f GFLOP/s",
+              median * 1e3, times.front() * 1e3, (long long)steps, B * T / median, gflops);
+  if (ceiling > 0) std::printf("; MFU %.1f%% of %.0f GFLOP/s", 100.0 * gflops / ceiling, ceiling);
+  std::printf("; loss %.4f\n", loss);
+  return 0;
+}
