@@ -14,6 +14,7 @@
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/generate/generate.h"
 #include "lmforge/io/checkpoint.h"
+#include "lmforge/nn/lora.h"
 
 namespace lmf::cli {
 
@@ -74,6 +75,8 @@ void run_generate(const GenerateCliOptions& options) {
 
   const std::unique_ptr<data::Tokenizer> tokenizer = open_tokenizer(options);
   const std::unique_ptr<nn::GPT> gpt = io::load_gpt(options.checkpoint);
+  // The cached forward pass reads the base weights directly; merged, they carry the adapters.
+  if (nn::has_lora(*gpt)) nn::merge_lora(*gpt);
   gpt->eval();
   const int64_t vocab = gpt->config().vocab_size;
   LMF_CHECK(tokenizer->vocab_size() <= vocab, "the tokenizer has ", tokenizer->vocab_size(),

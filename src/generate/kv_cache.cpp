@@ -12,6 +12,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "lmforge/generate/generate.h"
+#include "lmforge/nn/lora.h"
 
 namespace lmf::generate {
 
@@ -123,6 +124,9 @@ Tensor forward_step(const nn::GPT& gpt, KVCache& cache, const Tensor& ids_in) {
   LMF_CHECK(B == cache.batch(), "forward_step: ids have batch ", B, " but the cache holds ",
             cache.batch(), " sequences");
   LMF_CHECK(TN >= 1, "forward_step: no new tokens");
+  // This pass reads the Linear weights directly, so adapters would be silently ignored.
+  LMF_CHECK(!nn::has_lora(gpt), "forward_step: the model has LoRA adapters, which the cached "
+            "forward pass does not apply; merge them first (nn::merge_lora)");
   LMF_CHECK(L + TN <= cache.capacity(), "forward_step: ", L, " cached + ", TN,
             " new positions exceed the cache capacity ", cache.capacity(),
             " (slide the window: clear the cache and feed the last block_size tokens)");

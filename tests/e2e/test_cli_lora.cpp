@@ -262,6 +262,14 @@ TEST_CASE(
   CHECK(std::abs(eval_loss(dir, merged) - after) <= 1e-5);
   CHECK_FALSE(same_tensors(merged / "model.safetensors", base / "model.safetensors"));
 
+  // Greedy generation from the adapted checkpoint continues like the merged one.
+  const std::string generate = " generate --prompt omega --max-new-tokens 24 --temperature 0";
+  const Run from_tuned = lmforge(dir, generate + " --checkpoint " + quote(tuned.string()));
+  require_ok(from_tuned);
+  const Run from_merged = lmforge(dir, generate + " --checkpoint " + quote(merged.string()));
+  require_ok(from_merged);
+  CHECK(from_tuned.out == from_merged.out);
+
   // Bad inputs (checked here rather than in sections, which would retrain for each one).
   require_clean_error(lmforge(dir, "convert --merge-lora " + quote(tuned.string()) + " --output " +
                                        quote(merged.string())),

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "lmforge/autograd.h"
+#include "lmforge/generate/generate.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/io/safetensors.h"
 #include "lmforge/nn/gpt.h"
@@ -316,4 +317,12 @@ TEST_CASE("damaged adapter files are errors naming the file") {
     fs::remove(dir / lmf::io::kAdapterConfigFile);
     CHECK_THROWS_WITH(lmf::io::load_gpt(dir), Contains("adapter_config.json: missing"));
   }
+}
+
+TEST_CASE("the cached generation pass refuses an adapted model instead of ignoring its adapters") {
+  GPT gpt(tiny_config(), 13);
+  add_lora(gpt, LoraOptions{2, 4.f, 0.f, {"attn.c_attn"}, 4});
+  lmf::generate::KVCache cache(gpt.config(), 2);
+  CHECK_THROWS_WITH(lmf::generate::forward_step(gpt, cache, tiny_ids().contiguous_copy()),
+                    Contains("LoRA") && Contains("merge"));
 }
