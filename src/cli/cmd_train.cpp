@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "lmforge/dist/comm.h"
 #include "lmforge/train/trainer.h"
 
 namespace lmf::cli {
@@ -21,7 +22,10 @@ void add_train_command(CLI::App& app) {
     train::Trainer::install_signal_handlers();
     train::Trainer trainer(std::move(config));
     const auto& c = trainer.config();
-    std::fprintf(stderr, "%s\n", fmt::format("lmforge train: {} | {} parameters | out_dir {}", c.run.name,
+    // Under mpirun every rank runs this; rank 0 alone speaks, as it alone logs and checkpoints.
+    const bool root = dist::launch_info().rank == 0;
+    if (root)
+      std::fprintf(stderr, "%s\n", fmt::format("lmforge train: {} | {} parameters | out_dir {}", c.run.name,
                                             trainer.model().num_parameters(), c.run.out_dir).c_str());
     const train::TrainResult r = trainer.fit();
     std::string summary = fmt::format("done: {} steps ({}), last train loss {:.4f}", r.steps, r.stop_reason,
@@ -29,7 +33,7 @@ void add_train_command(CLI::App& app) {
     if (!std::isnan(r.best_val_loss))
       summary += fmt::format(", best val loss {:.4f} at step {}", r.best_val_loss, r.best_step);
     if (r.stop_reason == "signal") summary += "; interrupted: resume with the same command";
-    std::fprintf(stderr, "%s\n", summary.c_str());
+    if (root) std::fprintf(stderr, "%s\n", summary.c_str());
   });
 }
 
