@@ -180,10 +180,16 @@ struct Trainer::Impl {
   }
 
   void check_paths() {
-    LMF_CHECK(!data::expand_shard_paths(paths.train).empty(), "data.train: no token shards match '",
-              config.data.train, "'");
-    if (!paths.val.empty())
-      LMF_CHECK(!data::expand_shard_paths(paths.val).empty(), "data.val: no token shards match '", paths.val, "'");
+    // expand_shard_paths' own errors name a path but not the key that named it.
+    const auto shards = [](const std::string& key, const std::string& spec) {
+      try {
+        LMF_CHECK(!data::expand_shard_paths(spec).empty(), "no token shards match '", spec, "'");
+      } catch (const Error& e) {
+        throw Error(str(key, ": ", e.what()));
+      }
+    };
+    shards("data.train", paths.train);
+    if (!paths.val.empty()) shards("data.val", paths.val);
     if (config.model.init != "scratch")
       LMF_CHECK(looks_like_checkpoint(config.model.init), "model.init: '", config.model.init,
                 "' is neither 'scratch' nor a checkpoint directory with config.json");
@@ -445,7 +451,15 @@ struct Trainer::Impl {
     if (!is_root()) return;
     auto all = complete_checkpoints();
     const auto keep = static_cast<std::size_t>(config.checkpoint.keep_last);
-    for (std::size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
+    for (std::size_t i = 0; i + keep < all.size(); ++i) {
+      // Renamed first: a kill during remove_all must not leave a half-deleted step_ directory that
+      // still has its trainer_state.json and so looks complete. The aside name is never listed.
+      fs::path aside = all[i];
+      aside += ".deleting";
+      fs::remove_all(aside);  // left by an earlier run that was killed here
+      fs::rename(all[i], aside);
+      fs::remove_all(aside);
+    }
   }
 
   void load_checkpoint(const fs::path& dir) {
@@ -701,6 +715,7 @@ struct Trainer::Impl {
       double wants_stop[2] = {g_stop_requested.load() ? 1.0 : 0.0, stop ? 1.0 : 0.0};
       if (comm->world_size() > 1) comm->all_reduce_host(wants_stop, 2, dist::ReduceOp::max);
       if (wants_stop[0] > 0) {
+        g_stop_requested.store(false);  // handled: a later fit() in this process runs normally
         result.stop_reason = "signal";
         stop = true;
       } else if (wants_stop[1] > 0 && !stop) {
@@ -709,7 +724,11 @@ struct Trainer::Impl {
       }
       if (stop) break;
     }
-    if (val_loader && result.stop_reason != "signal" && result.stop_reason != "early_stop" &&
+    // Not after a pause (signal, callback): an evaluation off the eval.interval grid would count
+    // towards early stopping's patience, and the resumed run would stop earlier than an
+    // uninterrupted one.
+    const bool paused = result.stop_reason == "signal" || result.stop_reason == "callback";
+    if (val_loader && !paused && result.stop_reason != "early_stop" &&
         (config.eval.interval == 0 || step % config.eval.interval != 0))
       run_evaluation();
     // A checkpoint of the last step, so resume: auto finds the run complete (or continues it).
