@@ -2,6 +2,7 @@
 // slab (its zero padding adds nothing); other devices go through the ops so no extra kernel is needed.
 #include "lmforge/optim/clip.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/cuda_backend.h"
@@ -13,12 +14,7 @@ namespace {
 
 double sum_squares(const Tensor& g) {
   if (g.device().is_cpu() && g.is_contiguous() && g.dtype() == DType::f32) {
-    const float* p = g.data<float>();
-    const int64_t n = g.numel();
-    double total = 0.0;
-#pragma omp parallel for simd reduction(+ : total) schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) total += double(p[i]) * double(p[i]);
-    return total;
+    return sum_of_squares(g.data<float>(), g.numel());
   }
   if (g.device().is_cuda() && g.is_contiguous() && g.dtype() == DType::f32) {
     // One two-pass reduction of squares on the device (kernels/reduce.cu), no slab-sized temporary.
@@ -48,6 +44,25 @@ std::vector<Tensor> grads_of(const std::vector<Tensor>& params) {
 }
 
 }  // namespace
+
+double sum_of_squares(const float* data, int64_t n) {
+  // An OpenMP reduction combines thread partials in whatever order threads finish, which changes
+  // the last bits between runs; fixed chunks summed in order do not.
+  constexpr int64_t kChunks = 64;
+  double partial[kChunks] = {};
+  const int64_t chunk = (n + kChunks - 1) / kChunks;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t c = 0; c < kChunks; ++c) {
+    const int64_t begin = c * chunk, end = std::min(n, begin + chunk);
+    double total = 0.0;
+#pragma omp simd reduction(+ : total)
+    for (int64_t i = begin; i < end; ++i) total += double(data[i]) * double(data[i]);
+    partial[c] = total;
+  }
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
 
 double grad_norm(const nn::ParameterSlab& slab) { return std::sqrt(sum_squares(slab.grads)); }
 

@@ -347,9 +347,7 @@ struct Trainer::Impl {
     std::copy(g, g + n, zero_full.begin());  // the padding past n stays zero
     comm->reduce_scatter(zero_full.data(), zero_shard.data(), shard_size, dist::ReduceOp::avg);
     std::copy(zero_shard.begin(), zero_shard.begin() + (end - begin), g + begin);
-    double squares = 0;
-#pragma omp parallel for reduction(+ : squares) schedule(static)
-    for (int64_t i = begin; i < end; ++i) squares += double(g[i]) * double(g[i]);
+    const double squares = optim::sum_of_squares(g + begin, end - begin);
     const double norm = std::sqrt(comm->all_reduce_scalar(squares, dist::ReduceOp::sum));
     const double coef = max_norm / (norm + 1e-6);  // torch's clip_grad_norm_ rule, as optim::clip
     if (max_norm > 0 && coef < 1.0)

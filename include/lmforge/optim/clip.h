@@ -1,12 +1,17 @@
 // Global-norm gradient clipping with torch.nn.utils.clip_grad_norm_ semantics. The slab overload
 // is one reduction over the gradient slab, the form the trainer uses every step.
 #pragma once
+#include <cstdint>
 #include <vector>
 
 #include "lmforge/core/tensor.h"
 #include "lmforge/nn/module.h"
 
 namespace lmf::optim {
+
+/// Sum of squares of n floats, accumulated in double over a fixed number of chunks combined in
+/// order, so the result is bit-identical for any thread count and from run to run.
+double sum_of_squares(const float* data, int64_t n);
 
 /// L2 norm over every element of every gradient (accumulated in double).
 double grad_norm(const nn::ParameterSlab& slab);

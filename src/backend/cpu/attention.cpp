@@ -33,7 +33,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
+    vec::AlignedVector scores(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
       const int64_t off = h * t * hs;
@@ -67,8 +67,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
 #pragma omp parallel
   {
-    std::vector<float> probs(static_cast<std::size_t>(kBlockRows * t));   // (Br, T)
-    std::vector<float> dprobs(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
+    vec::AlignedVector probs(static_cast<std::size_t>(kBlockRows * t));   // (Br, T)
+    vec::AlignedVector dprobs(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
       const int64_t off = h * t * hs;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
 namespace {
@@ -63,7 +64,7 @@ void mul_backward(float* da, float* db, const float* dout, const float* a, const
     mul_forward(db, dout, a, n, n);
     return;
   }
-  std::vector<float> prod(static_cast<std::size_t>(n));  // (N / NB, NB)
+  vec::AlignedVector prod(static_cast<std::size_t>(n));  // (N / NB, NB)
   mul_forward(prod.data(), dout, a, n, n);
   column_sums(prod.data(), db, n / nb, nb);
 }

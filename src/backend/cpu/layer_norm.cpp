@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
 
@@ -45,7 +46,7 @@ void layer_norm_backward(float* dx, float* dweight, float* dbias, const float* d
   constexpr int64_t kChunkRows = 32;
   const int64_t chunks = std::max<int64_t>(1, (n + kChunkRows - 1) / kChunkRows);
   const bool params = dweight || dbias;
-  std::vector<float> partial(params ? static_cast<std::size_t>(chunks * 2 * c) : 0);  // (chunks, 2, C)
+  vec::AlignedVector partial(params ? static_cast<std::size_t>(chunks * 2 * c) : 0);  // (chunks, 2, C)
 #pragma omp parallel for schedule(static) if (n * c > 16384)
   for (int64_t ch = 0; ch < chunks; ++ch) {
     float* pdw = params ? partial.data() + ch * 2 * c : nullptr;
