@@ -5,7 +5,7 @@
 #include <lmforge/lmforge.h>
 
 int main() {
-  lmf::Tensor x = lmf::Tensor::from_vector({1.f, 2.f, 3.f}, {3}).set_requires_grad(true);
+  lmf::Tensor x = lmf::Tensor::from_vector(std::vector<float>{1.f, 2.f, 3.f}, {3}).set_requires_grad(true);
   lmf::Tensor loss = lmf::sum(lmf::mul(x, x));  // d/dx = 2x
   loss.backward();
   const auto g = x.grad().to_vector();

@@ -7,14 +7,14 @@
 using lmf::Tensor;
 
 TEST_CASE("gradient of a sum through views is one everywhere") {
-  Tensor x = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}).set_requires_grad(true);
+  Tensor x = Tensor::from_vector(std::vector<float>{1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3}).set_requires_grad(true);
   Tensor y = lmf::slice(lmf::transpose(x, 0, 1), 0, 1, 3);  // (2, 2): x[:, 1:3]^T
   lmf::sum(y).backward();
   CHECK(x.grad().to_vector() == std::vector<float>{0, 1, 1, 0, 1, 1});
 }
 
 TEST_CASE("gradients accumulate across backward calls until zero_grad") {
-  Tensor x = Tensor::from_vector({1, 2}, {2}).set_requires_grad(true);
+  Tensor x = Tensor::from_vector(std::vector<float>{1.f, 2.f}, {2}).set_requires_grad(true);
   lmf::sum(lmf::mul(x, x)).backward();
   lmf::sum(lmf::mul(x, x)).backward();
   CHECK(x.grad().to_vector() == std::vector<float>{4, 8});
@@ -23,14 +23,14 @@ TEST_CASE("gradients accumulate across backward calls until zero_grad") {
 }
 
 TEST_CASE("a tensor used twice receives the sum of both gradients") {
-  Tensor x = Tensor::from_vector({3}, {1}).set_requires_grad(true);
+  Tensor x = Tensor::from_vector(std::vector<float>{3.f}, {1}).set_requires_grad(true);
   Tensor y = lmf::add(lmf::scale(x, 2.f), lmf::mul(x, x));  // 2x + x^2
   lmf::sum(y).backward();
   CHECK(x.grad().item() == Approx(2.f + 2.f * 3.f));
 }
 
 TEST_CASE("NoGradGuard and detach stop recording") {
-  Tensor x = Tensor::from_vector({1, 2}, {2}).set_requires_grad(true);
+  Tensor x = Tensor::from_vector(std::vector<float>{1.f, 2.f}, {2}).set_requires_grad(true);
   {
     lmf::NoGradGuard guard;
     Tensor y = lmf::mul(x, x);
@@ -44,7 +44,7 @@ TEST_CASE("NoGradGuard and detach stop recording") {
 }
 
 TEST_CASE("a deep chain backpropagates without exhausting the stack") {
-  Tensor x = Tensor::from_vector({1}, {1}).set_requires_grad(true);
+  Tensor x = Tensor::from_vector(std::vector<float>{1.f}, {1}).set_requires_grad(true);
   Tensor y = x;
   for (int i = 0; i < 20000; ++i) y = lmf::scale(y, 1.0f);
   lmf::sum(y).backward();

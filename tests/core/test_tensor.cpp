@@ -16,13 +16,13 @@ TEST_CASE("factories fill shapes and values") {
   for (float v : z.to_vector()) CHECK(v == 0.f);
   Tensor f = Tensor::full({4}, 2.5f);
   for (float v : f.to_vector()) CHECK(v == 2.5f);
-  Tensor s = Tensor::from_vector({3.f}, {});
+  Tensor s = Tensor::from_vector(std::vector<float>{3.f}, {});
   CHECK(s.dim() == 0);
   CHECK(s.item() == 3.f);
 }
 
 TEST_CASE("transpose and slice are views that alias storage; contiguous copies in logical order") {
-  Tensor x = Tensor::from_vector({0, 1, 2, 3, 4, 5}, {2, 3});
+  Tensor x = Tensor::from_vector(std::vector<float>{0.f, 1.f, 2.f, 3.f, 4.f, 5.f}, {2, 3});
   Tensor t = lmf::transpose(x, 0, 1);
   CHECK(t.shape() == lmf::Shape{3, 2});
   CHECK_FALSE(t.is_contiguous());
@@ -55,7 +55,7 @@ TEST_CASE("permute and reshape follow row-major order") {
 }
 
 TEST_CASE("bf16 conversion rounds to nearest even and round-trips representable values") {
-  Tensor x = Tensor::from_vector({1.0f, -2.5f, 3.14159265f, 1e-3f}, {4});
+  Tensor x = Tensor::from_vector(std::vector<float>{1.0f, -2.5f, 3.14159265f, 1e-3f}, {4});
   const auto back = x.to(DType::bf16).to(DType::f32).to_vector();
   CHECK(back[0] == 1.0f);
   CHECK(back[1] == -2.5f);
