@@ -60,7 +60,7 @@ void Progress::step(int64_t step, float loss, float lr, double grad_norm, double
     if (total_ > 0) {
       const int width = 24;
       const int filled = static_cast<int>(width * std::min<double>(1.0, double(step) / total_));
-      bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
+      bar = fmt::format("[{:#<{}}{:.<{}}] ", "", filled, "", width - filled);
     }
     std::fprintf(stderr, "\r\033[2K%s", fmt::format("{}step {}{} | loss {:.4f} | lr {:.2e} | {} | ETA {}",
                                                     bar, step, total, loss, lr,
