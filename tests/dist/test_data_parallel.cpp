@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "e2e/cli_run.h"
 #include "lmforge/dist/comm.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/io/safetensors.h"
@@ -35,6 +36,8 @@
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using lmf::test::quote;
+using lmf::test::slurp;
 
 extern char** environ;
 
@@ -43,21 +46,7 @@ namespace {
 constexpr double kWeightTolerance = 2e-5;
 constexpr double kLossTolerance = 1e-4;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-fs::path work_dir(const std::string& name) {
-  fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / "dist" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
+fs::path work_dir(const std::string& name) { return lmf::test::work_dir("dist", name); }
 
 // Open MPI refuses root and more ranks than cores unless told; CI runs as root on few cores.
 void allow_mpirun() {
@@ -90,7 +79,7 @@ int train(const fs::path& dir, int ranks, const fs::path& config, const std::vec
   cmd += "< /dev/null > " + quote((dir / "stdout.txt").string()) + " 2> " + quote((dir / "stderr.txt").string());
   const int rc = std::system(cmd.c_str());
   const int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  if (code != 0) WARN("stderr: " << read_text(dir / "stderr.txt"));
+  if (code != 0) WARN("stderr: " << slurp(dir / "stderr.txt"));
   return code;
 }
 
@@ -219,7 +208,7 @@ TEST_CASE("two ranks resume a checkpoint exactly, also one written by a single p
   // Not bitwise: a single-process resume in this trainer also ends ~5e-7 away from the
   // uninterrupted run, so the two-rank resume is held to the same bound as the other comparisons.
   require_same_checkpoint(dir / "resumed" / "final", dir / "full" / "final", kWeightTolerance);
-  CHECK(read_text(dir / "resumed" / "metrics.jsonl").find("\"event\":\"resume\"") != std::string::npos);
+  CHECK(slurp(dir / "resumed" / "metrics.jsonl").find("\"event\":\"resume\"") != std::string::npos);
 
   REQUIRE(train(dir, 0, config, {out_dir(dir / "single"), "training.batch_size=8", "training.max_steps=3"}) == 0);
   REQUIRE(train(dir, 2, config, {out_dir(dir / "single")}) == 0);
@@ -301,7 +290,7 @@ void fail_one_rank(const fs::path& dir, int signal_number, double* took, std::st
   while (newest_checkpoint(dir / "run").filename() < "step_00000004") {
     if (std::chrono::steady_clock::now() > deadline) {
       kill(job, SIGKILL);
-      FAIL("no checkpoint within 120 s: " << read_text(dir / "stderr.txt"));
+      FAIL("no checkpoint within 120 s: " << slurp(dir / "stderr.txt"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -310,7 +299,7 @@ void fail_one_rank(const fs::path& dir, int signal_number, double* took, std::st
   // Rank 1 is whichever child is not rank 0; either will do, the contract is symmetric.
   REQUIRE(kill(ranks[1], signal_number) == 0);
   const int status = wait_bounded(job, 60, took);
-  *stderr_text = read_text(dir / "stderr.txt");
+  *stderr_text = slurp(dir / "stderr.txt");
   INFO("stderr: " << *stderr_text);
   CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
   for (pid_t rank : ranks) CHECK((kill(rank, 0) != 0 || children_named(job, "lmforge").empty()));

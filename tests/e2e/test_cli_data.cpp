@@ -16,43 +16,24 @@
 #include <string>
 
 #include "data/gpt2_files.h"
+#include "e2e/cli_run.h"
 
 namespace fs = std::filesystem;
 using lmf_test::read_text;
 using lmf_test::write_text;
+using lmf::test::quote;
+using lmf::test::require_clean_error;
+using lmf::test::RunResult;
 
 namespace {
 
-struct Run {
-  int status;
-  std::string out;
-  std::string err;
-};
-
-fs::path work_dir(const std::string& name) {
-  fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / "cli" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path work_dir(const std::string& name) { return lmf::test::work_dir("cli", name); }
 
 // Runs `lmforge ARGS` in a shell (stdin from `input` when given), capturing stdout and stderr.
-Run lmforge(const fs::path& dir, const std::string& args, const std::string& input = "") {
-  fs::path in = dir / "stdin.txt", out = dir / "stdout.txt", err = dir / "stderr.txt";
+RunResult lmforge(const fs::path& dir, const std::string& args, const std::string& input = "") {
+  const fs::path in = dir / "stdin.txt";
   write_text(in.string(), input);
-  std::string cmd = std::string("'") + LMF_CLI + "' " + args + " < '" + in.string() + "' > '" +
-                    out.string() + "' 2> '" + err.string() + "'";
-  int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text(out.string()), read_text(err.string())};
-}
-
-// One clear error line and a non-zero exit.
-void require_clean_error(const Run& run, const std::string& needle) {
-  INFO("stderr: " << run.err);
-  CHECK(run.status != 0);
-  CHECK(run.err.rfind("lmforge: error: ", 0) == 0);
-  CHECK(std::count(run.err.begin(), run.err.end(), '\n') == 1);
-  CHECK(run.err.find(needle) != std::string::npos);
+  return lmf::test::run(quote(LMF_CLI) + " " + args + " < " + quote(in.string()), dir);
 }
 
 std::string generated_text(int lines) {
@@ -94,10 +75,10 @@ TEST_CASE("prepare with a char tokenizer splits one file 90/10 like nanoGPT", "[
                          [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
   };
   write_text((dir / "input.txt").string(), text);
-  Run run = lmforge(dir, "prepare --input '" + (dir / "input.txt").string() + "' --out '" +
+  RunResult run = lmforge(dir, "prepare --input '" + (dir / "input.txt").string() + "' --out '" +
                              (dir / "out").string() + "'");
   INFO(run.err);
-  REQUIRE(run.status == 0);
+  REQUIRE(run.exit_code == 0);
   CHECK(shard_count(dir / "out" / "train.bin") == chars(text.substr(0, split)));
   CHECK(shard_count(dir / "out" / "val.bin") == chars(text.substr(split)));
   auto meta = read_json(dir / "out" / "meta.json");
@@ -117,20 +98,20 @@ TEST_CASE("prepare with a char tokenizer splits one file 90/10 like nanoGPT", "[
 
   // The shards decode back to the two halves of the text.
   std::string tok = "--tokenizer '" + (dir / "out" / "tokenizer.json").string() + "'";
-  Run train =
+  RunResult train =
       lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "train.bin").string() + "'");
-  CHECK(train.status == 0);
+  CHECK(train.exit_code == 0);
   CHECK(train.out == text.substr(0, split));
-  Run val =
+  RunResult val =
       lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "val.bin").string() + "'");
   CHECK(val.out == text.substr(split));
 
   // tokenize: ids on one line separated by single spaces, and back.
-  Run enc = lmforge(dir, "tokenize " + tok, "alpha 한국\n");
-  REQUIRE(enc.status == 0);
+  RunResult enc = lmforge(dir, "tokenize " + tok, "alpha 한국\n");
+  REQUIRE(enc.exit_code == 0);
   CHECK(enc.out.find("  ") == std::string::npos);
   CHECK(std::count(enc.out.begin(), enc.out.end(), ' ') == 8);  // 9 characters
-  Run dec = lmforge(dir, "tokenize --decode " + tok, enc.out);
+  RunResult dec = lmforge(dir, "tokenize --decode " + tok, enc.out);
   CHECK(dec.out == "alpha 한국\n");
 }
 
@@ -140,10 +121,10 @@ TEST_CASE("prepare the fortunes corpus with <|endoftext|> between documents", "[
     return;
   }
   fs::path dir = work_dir("prepare_fortunes");
-  Run run = lmforge(dir, "prepare --input /usr/share/games/fortunes --out '" +
+  RunResult run = lmforge(dir, "prepare --input /usr/share/games/fortunes --out '" +
                              (dir / "out").string() + "' --eot --threads 2");
   INFO(run.err);
-  REQUIRE(run.status == 0);
+  REQUIRE(run.exit_code == 0);
   auto meta = read_json(dir / "out" / "meta.json");
   int64_t documents = static_cast<int64_t>(meta["sources"].size());
   CHECK(documents > 10);
@@ -155,9 +136,9 @@ TEST_CASE("prepare the fortunes corpus with <|endoftext|> between documents", "[
   CHECK(meta["eot_id"] == meta["vocab_size"].get<int>() - 1);
   // One <|endoftext|> before each document's train part and each non-empty val part.
   std::string tok = "--tokenizer '" + (dir / "out" / "tokenizer.json").string() + "'";
-  Run train =
+  RunResult train =
       lmforge(dir, "tokenize " + tok + " --shard '" + (dir / "out" / "train.bin").string() + "'");
-  REQUIRE(train.status == 0);
+  REQUIRE(train.exit_code == 0);
   std::size_t eots = 0;
   for (std::size_t at = train.out.find("<|endoftext|>"); at != std::string::npos;
        at = train.out.find("<|endoftext|>", at + 1)) {
@@ -171,27 +152,27 @@ TEST_CASE("tokenizer train then prepare with the trained tokenizer", "[e2e][data
   fs::path dir = work_dir("train_bpe");
   std::string text = generated_text(2000);
   write_text((dir / "corpus.txt").string(), text);
-  Run train = lmforge(dir, "tokenizer train --input '" + (dir / "corpus.txt").string() +
+  RunResult train = lmforge(dir, "tokenizer train --input '" + (dir / "corpus.txt").string() +
                                "' --vocab-size 300 --output '" + (dir / "tok.json").string() + "'");
   INFO(train.err);
-  REQUIRE(train.status == 0);
+  REQUIRE(train.exit_code == 0);
   CHECK(train.err.empty());  // no progress bar when stderr is not a terminal
-  Run again =
+  RunResult again =
       lmforge(dir, "tokenizer train --input '" + (dir / "corpus.txt").string() +
                        "' --vocab-size 300 --output '" + (dir / "tok2.json").string() + "'");
   CHECK(read_text((dir / "tok.json").string()) == read_text((dir / "tok2.json").string()));
-  Run info = lmforge(dir, "tokenizer info '" + (dir / "tok.json").string() + "'");
+  RunResult info = lmforge(dir, "tokenizer info '" + (dir / "tok.json").string() + "'");
   CHECK(info.out.find("vocab_size: 300") != std::string::npos);
-  Run prep = lmforge(dir, "prepare --input '" + (dir / "corpus.txt").string() + "' --out '" +
+  RunResult prep = lmforge(dir, "prepare --input '" + (dir / "corpus.txt").string() + "' --out '" +
                               (dir / "out").string() + "' --tokenizer '" +
                               (dir / "tok.json").string() + "' --val-fraction 0.2");
   INFO(prep.err);
-  REQUIRE(prep.status == 0);
+  REQUIRE(prep.exit_code == 0);
   auto meta = read_json(dir / "out" / "meta.json");
   CHECK(meta["vocab_size"] == 300);
   CHECK(meta["tokenizer"]["type"] == "byte_bpe");
-  Run enc = lmforge(dir, "tokenize --tokenizer '" + (dir / "tok.json").string() + "'", text);
-  Run dec =
+  RunResult enc = lmforge(dir, "tokenize --tokenizer '" + (dir / "tok.json").string() + "'", text);
+  RunResult dec =
       lmforge(dir, "tokenize --decode --tokenizer '" + (dir / "tok.json").string() + "'", enc.out);
   CHECK(dec.out == text);
 }
@@ -200,10 +181,10 @@ TEST_CASE("tokenize with GPT-2's files prints GPT-2's ids", "[e2e][data][gpt2]")
   std::string gpt2 = lmf_test::gpt2_encoder_dir();
   if (gpt2.empty()) return;
   fs::path dir = work_dir("tokenize_gpt2");
-  Run run = lmforge(dir, "tokenize --tokenizer '" + gpt2 + "'", "Hello world");
-  CHECK(run.status == 0);
+  RunResult run = lmforge(dir, "tokenize --tokenizer '" + gpt2 + "'", "Hello world");
+  CHECK(run.exit_code == 0);
   CHECK(run.out == "15496 995\n");
-  Run dec = lmforge(dir, "tokenize --decode --tokenizer '" + gpt2 + "'", "15496 995 50256");
+  RunResult dec = lmforge(dir, "tokenize --decode --tokenizer '" + gpt2 + "'", "15496 995 50256");
   CHECK(dec.out == "Hello world<|endoftext|>");
 }
 
@@ -211,9 +192,9 @@ TEST_CASE("bad inputs give one clear error line and a non-zero exit", "[e2e][dat
   fs::path dir = work_dir("bad_inputs");
   std::string text = generated_text(50);
   write_text((dir / "ok.txt").string(), text);
-  Run prep = lmforge(dir, "prepare --input '" + (dir / "ok.txt").string() + "' --out '" +
+  RunResult prep = lmforge(dir, "prepare --input '" + (dir / "ok.txt").string() + "' --out '" +
                               (dir / "out").string() + "'");
-  REQUIRE(prep.status == 0);
+  REQUIRE(prep.exit_code == 0);
   std::string tok = "--tokenizer '" + (dir / "out" / "tokenizer.json").string() + "'";
   std::string train_bin = read_text((dir / "out" / "train.bin").string());
 

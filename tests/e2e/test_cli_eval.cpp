@@ -14,52 +14,20 @@
 #include <sstream>
 #include <string>
 
+#include "e2e/cli_run.h"
 #include "lmforge/autograd.h"
 #include "lmforge/data/shard.h"
 #include "lmforge/io/checkpoint.h"
 
 namespace fs = std::filesystem;
 using lmf::Tensor;
+using lmf::test::quote;
+using lmf::test::run;
+using lmf::test::RunResult;
+using lmf::test::slurp;
+using lmf::test::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lmf_cli_eval_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-// Runs a shell command line, capturing stdout and stderr in files of `dir`.
-RunResult run(const std::string& command, const fs::path& dir) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string line = command + " >" + quote(out.string()) + " 2>" + quote(err.string());
-  const int status = std::system(line.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
 
 RunResult run_eval(const std::string& args, const fs::path& dir) {
   return run(quote(LMF_CLI) + " eval " + args, dir);
@@ -143,7 +111,7 @@ void check_clean_failure(const RunResult& r, const std::string& file) {
 }  // namespace
 
 TEST_CASE("lmforge eval matches an independent PyTorch GPT-2 on the same tokens") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_eval_");
   const fs::path ckpt = tmp.path / "ckpt";
   lmf::io::save_gpt(*random_gpt(), ckpt);
   const fs::path shard = tmp.path / "val.bin";
@@ -192,7 +160,7 @@ TEST_CASE("lmforge eval matches an independent PyTorch GPT-2 on the same tokens"
 }
 
 TEST_CASE("lmforge eval reads transformer.-prefixed checkpoints with a tied lm_head") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_eval_");
   const fs::path ckpt = tmp.path / "ckpt";
   lmf::io::save_gpt(*random_gpt(), ckpt);
   const fs::path shard = tmp.path / "val.bin";
@@ -225,7 +193,7 @@ TEST_CASE("lmforge eval reads transformer.-prefixed checkpoints with a tied lm_h
 }
 
 TEST_CASE("lmforge eval --max-batches limits the tokens evaluated") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_eval_");
   const fs::path ckpt = tmp.path / "ckpt";
   lmf::io::save_gpt(*random_gpt(), ckpt);
   const fs::path shard = tmp.path / "val.bin";
@@ -239,7 +207,7 @@ TEST_CASE("lmforge eval --max-batches limits the tokens evaluated") {
 }
 
 TEST_CASE("lmforge eval fails cleanly on bad checkpoints, shards and options") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_eval_");
   const fs::path ckpt = tmp.path / "ckpt";
   lmf::io::save_gpt(*random_gpt(), ckpt);
   const fs::path shard = tmp.path / "val.bin";

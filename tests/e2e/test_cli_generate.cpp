@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "e2e/cli_run.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/generate/generate.h"
 #include "lmforge/io/checkpoint.h"
@@ -17,45 +18,15 @@
 namespace fs = std::filesystem;
 namespace data = lmf::data;
 namespace gen = lmf::generate;
+using lmf::test::quote;
+using lmf::test::run;
+using lmf::test::RunResult;
+using lmf::test::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lmf_cli_generate_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
 RunResult run_generate(const std::string& args, const fs::path& dir) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string line = quote(LMF_CLI) + " generate " + args + " >" + quote(out.string()) +
-                           " 2>" + quote(err.string());
-  const int status = std::system(line.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return run(quote(LMF_CLI) + " generate " + args, dir);
 }
 
 const char* kCorpus = "hello world, the quick brown fox. héllo ünïcode ✓\n";
@@ -98,7 +69,7 @@ void check_one_error_line(const RunResult& r, const std::string& needle) {
 }  // namespace
 
 TEST_CASE("generate streams the prompt and the library's greedy continuation with a char tokenizer") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_generate_");
   const auto tokenizer = data::CharTokenizer::from_text(kCorpus, {data::kEndOfText});
   const fs::path ckpt = save_checkpoint(tmp.path, tokenizer);
   gen::GenerateOptions options;
@@ -116,7 +87,7 @@ TEST_CASE("generate streams the prompt and the library's greedy continuation wit
 }
 
 TEST_CASE("generate samples deterministically for a seed, and an empty prompt starts at <|endoftext|>") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_generate_");
   const auto tokenizer = data::CharTokenizer::from_text(kCorpus, {data::kEndOfText});
   const fs::path ckpt = save_checkpoint(tmp.path, tokenizer);
   const std::string base = "--checkpoint " + quote(ckpt.string()) +
@@ -135,7 +106,7 @@ TEST_CASE("generate samples deterministically for a seed, and an empty prompt st
 }
 
 TEST_CASE("generate prints byte-level tokens that split UTF-8 characters byte for byte") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_generate_");
   // Byte tokens only: sampled sequences cut multi-byte characters anywhere.
   std::vector<std::string> bytes;
   for (int b = 0; b < 256; ++b) bytes.emplace_back(1, static_cast<char>(b));
@@ -154,7 +125,7 @@ TEST_CASE("generate prints byte-level tokens that split UTF-8 characters byte fo
 }
 
 TEST_CASE("generate rejects bad inputs with one clear error line") {
-  TempDir tmp;
+  TempDir tmp("lmf_cli_generate_");
   const auto tokenizer = data::CharTokenizer::from_text(kCorpus, {data::kEndOfText});
   const fs::path ckpt = save_checkpoint(tmp.path, tokenizer);
   const std::string ok = "--checkpoint " + quote(ckpt.string());

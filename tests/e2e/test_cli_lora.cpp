@@ -16,59 +16,26 @@
 #include <sstream>
 #include <string>
 
+#include "e2e/cli_run.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using lmf::test::lmforge;
+using lmf::test::quote;
+using lmf::test::require_clean_error;
+using lmf::test::RunResult;
+using lmf::test::slurp;
+using lmf::test::write_file;
 
 namespace {
 
-struct Run {
-  int status;
-  std::string out;
-  std::string err;
-};
+fs::path work_dir(const std::string& name) { return lmf::test::work_dir("cli-lora", name); }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-fs::path work_dir(const std::string& name) {
-  fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / "cli-lora" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-Run lmforge(const fs::path& dir, const std::string& args) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = quote(LMF_CLI) + " " + args + " < /dev/null > " + quote(out.string()) +
-                          " 2> " + quote(err.string());
-  const int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text(out), read_text(err)};
-}
-
-void require_ok(const Run& r) {
+void require_ok(const RunResult& r) {
   INFO("stderr: " << r.err);
-  REQUIRE(r.status == 0);
-}
-
-void require_clean_error(const Run& r, const std::string& needle) {
-  INFO("stderr: " << r.err);
-  CHECK(r.status != 0);
-  CHECK(r.err.rfind("lmforge: error: ", 0) == 0);
-  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  CHECK(r.err.find(needle) != std::string::npos);
+  REQUIRE(r.exit_code == 0);
 }
 
 // A pretraining corpus of shuffled words, and a domain corpus: the same letters in one fixed
@@ -90,10 +57,10 @@ const Corpora& corpora() {
       text += words[(state >> 16) % 8];
       text += i % 9 == 8 ? "\n" : " ";
     }
-    write_text(dir / "pretrain.txt", text);
+    write_file(dir / "pretrain.txt", text);
     std::string domain;
     for (int i = 0; i < 300; ++i) domain += "omega tau beta rho gamma\n";
-    write_text(dir / "domain.txt", domain);
+    write_file(dir / "domain.txt", domain);
     Corpora out{dir / "pre", dir / "dom"};
     require_ok(lmforge(dir, "prepare --input " + quote((dir / "pretrain.txt").string()) +
                                 " --out " + quote(out.pretrain.string()) + " --tokenizer char"));
@@ -183,7 +150,7 @@ std::string lora_yaml(const fs::path& out_dir, const fs::path& init, int max_ste
 const fs::path& pretrained() {
   static const fs::path final_dir = [] {
     const fs::path dir = work_dir("pretrain");
-    write_text(dir / "cfg.yaml", pretrain_yaml(dir / "run"));
+    write_file(dir / "cfg.yaml", pretrain_yaml(dir / "run"));
     require_ok(lmforge(dir, "train " + quote((dir / "cfg.yaml").string())));
     return dir / "run" / "final";
   }();
@@ -191,7 +158,7 @@ const fs::path& pretrained() {
 }
 
 double eval_loss(const fs::path& dir, const fs::path& checkpoint) {
-  const Run r = lmforge(dir, "eval --json --checkpoint " + quote(checkpoint.string()) + " --data " +
+  const RunResult r = lmforge(dir, "eval --json --checkpoint " + quote(checkpoint.string()) + " --data " +
                                  quote((corpora().domain / "val.bin").string()));
   require_ok(r);
   return json::parse(r.out).at("loss").get<double>();
@@ -235,11 +202,11 @@ TEST_CASE(
   const fs::path base = pretrained();
   const double before = eval_loss(dir, base);
 
-  write_text(dir / "cfg.yaml", lora_yaml(dir / "run", base, 30));
+  write_file(dir / "cfg.yaml", lora_yaml(dir / "run", base, 30));
   require_ok(lmforge(dir, "train " + quote((dir / "cfg.yaml").string())));
   const fs::path tuned = dir / "run" / "final";
   REQUIRE(fs::exists(tuned / "adapters.safetensors"));
-  const json adapter_config = json::parse(read_text(tuned / "adapter_config.json"));
+  const json adapter_config = json::parse(slurp(tuned / "adapter_config.json"));
   CHECK(adapter_config.at("rank") == 4);
   CHECK(adapter_config.at("alpha") == 8.0);
   CHECK(adapter_config.at("targets") == json({"attn.c_attn", "mlp.c_fc", "mlp.c_proj"}));
@@ -251,7 +218,7 @@ TEST_CASE(
   CHECK(same_tensors(tuned / "model.safetensors", base / "model.safetensors"));
 
   const fs::path merged = dir / "merged";
-  const Run convert = lmforge(
+  const RunResult convert = lmforge(
       dir, "convert --merge-lora " + quote(tuned.string()) + " --output " + quote(merged.string()));
   require_ok(convert);
   CHECK(fs::exists(merged / "model.safetensors"));
@@ -264,9 +231,9 @@ TEST_CASE(
 
   // Greedy generation from the adapted checkpoint continues like the merged one.
   const std::string generate = " generate --prompt omega --max-new-tokens 24 --temperature 0";
-  const Run from_tuned = lmforge(dir, generate + " --checkpoint " + quote(tuned.string()));
+  const RunResult from_tuned = lmforge(dir, generate + " --checkpoint " + quote(tuned.string()));
   require_ok(from_tuned);
-  const Run from_merged = lmforge(dir, generate + " --checkpoint " + quote(merged.string()));
+  const RunResult from_merged = lmforge(dir, generate + " --checkpoint " + quote(merged.string()));
   require_ok(from_merged);
   CHECK(from_tuned.out == from_merged.out);
 
@@ -293,14 +260,14 @@ TEST_CASE(
 TEST_CASE("a resumed LoRA run ends with the same adapters as an uninterrupted one", "[e2e]") {
   const fs::path dir = work_dir("resume");
   const fs::path base = pretrained();
-  write_text(dir / "straight.yaml", lora_yaml(dir / "straight", base, 6));
+  write_file(dir / "straight.yaml", lora_yaml(dir / "straight", base, 6));
   require_ok(lmforge(dir, "train " + quote((dir / "straight.yaml").string())));
 
-  write_text(dir / "split.yaml", lora_yaml(dir / "split", base, 6));
+  write_file(dir / "split.yaml", lora_yaml(dir / "split", base, 6));
   require_ok(
       lmforge(dir, "train " + quote((dir / "split.yaml").string()) + " training.max_steps=3"));
   require_ok(lmforge(dir, "train " + quote((dir / "split.yaml").string())));
-  CHECK(read_text(dir / "split" / "metrics.jsonl").find("\"resume\"") != std::string::npos);
+  CHECK(slurp(dir / "split" / "metrics.jsonl").find("\"resume\"") != std::string::npos);
 
   // Not bit for bit: the reductions behind the loss and gradient norm already vary in the last
   // bits between two identical uninterrupted runs. A resume that lost the moments, the loader

@@ -20,47 +20,23 @@
 #include <thread>
 #include <vector>
 
+#include "e2e/cli_run.h"
 #include "lmforge/io/checkpoint.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using lmf::test::lmforge;
+using lmf::test::quote;
+using lmf::test::require_clean_error;
+using lmf::test::RunResult;
+using lmf::test::slurp;
+using lmf::test::write_file;
 
 extern char** environ;
 
 namespace {
 
-struct Run {
-  int status;
-  std::string out;
-  std::string err;
-};
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
-
-fs::path work_dir(const std::string& name) {
-  fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / "cli-train" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-// Runs `lmforge ARGS` in a shell, capturing stdout and stderr.
-Run lmforge(const fs::path& dir, const std::string& args) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = quote(LMF_CLI) + " " + args + " < /dev/null > " + quote(out.string()) + " 2> " +
-                          quote(err.string());
-  const int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text(out), read_text(err)};
-}
+fs::path work_dir(const std::string& name) { return lmf::test::work_dir("cli-train", name); }
 
 // Starts `lmforge train CONFIG ARGS...` as a child (stdout/stderr to files in `dir`).
 pid_t spawn_train(const fs::path& dir, const fs::path& config, std::vector<std::string> extra = {}) {
@@ -88,15 +64,6 @@ int wait_exit(pid_t pid, int* signal_number = nullptr) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-// One clear error line and a non-zero exit.
-void require_clean_error(const Run& run, const std::vector<std::string>& needles) {
-  INFO("stderr: " << run.err);
-  CHECK(run.status != 0);
-  CHECK(run.err.rfind("lmforge: error: ", 0) == 0);
-  CHECK(std::count(run.err.begin(), run.err.end(), '\n') == 1);
-  for (const auto& needle : needles) CHECK(run.err.find(needle) != std::string::npos);
-}
-
 // A char-level corpus prepared once with `lmforge prepare`.
 const fs::path& prepared_data() {
   static const fs::path data = [] {
@@ -109,11 +76,11 @@ const fs::path& prepared_data() {
       text += words[(state >> 16) % 8];
       text += i % 9 == 8 ? "\n" : " ";
     }
-    write_text(dir / "corpus.txt", text);
-    const Run r = lmforge(dir, "prepare --input " + quote((dir / "corpus.txt").string()) + " --out " +
+    write_file(dir / "corpus.txt", text);
+    const RunResult r = lmforge(dir, "prepare --input " + quote((dir / "corpus.txt").string()) + " --out " +
                                    quote((dir / "data").string()) + " --tokenizer char");
     INFO(r.err);
-    REQUIRE(r.status == 0);
+    REQUIRE(r.exit_code == 0);
     return dir / "data";
   }();
   return data;
@@ -163,7 +130,7 @@ std::string replaced(std::string text, const std::string& from, const std::strin
 
 fs::path write_config(const fs::path& dir, const std::string& yaml) {
   const fs::path path = dir / "cfg.yaml";
-  write_text(path, yaml);
+  write_file(path, yaml);
   return path;
 }
 
@@ -209,7 +176,7 @@ void wait_for(Pred ready, double seconds) {
 TEST_CASE("train: an unknown key names the key, its line and the closest valid key") {
   const fs::path dir = work_dir("unknown_key");
   const std::string yaml = replaced(base_yaml(dir / "run"), "  lr: 0.003", "  lrr: 0.003");
-  const Run r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
+  const RunResult r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
   require_clean_error(r, {"training.lrr", "cfg.yaml:" + std::to_string(line_of(yaml, "lrr")), "'training.lr'"});
   CHECK_FALSE(fs::exists(dir / "run"));
 }
@@ -217,7 +184,7 @@ TEST_CASE("train: an unknown key names the key, its line and the closest valid k
 TEST_CASE("train: a value of the wrong type names the key, its line and what was expected") {
   const fs::path dir = work_dir("wrong_type");
   const std::string yaml = replaced(base_yaml(dir / "run"), "  batch_size: 4", "  batch_size: four");
-  const Run r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
+  const RunResult r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
   require_clean_error(r, {"training.batch_size", "cfg.yaml:" + std::to_string(line_of(yaml, "batch_size")),
                           "integer", "four"});
 }
@@ -225,7 +192,7 @@ TEST_CASE("train: a value of the wrong type names the key, its line and what was
 TEST_CASE("train: an out-of-range value names the key and the allowed range") {
   const fs::path dir = work_dir("out_of_range");
   const std::string yaml = replaced(base_yaml(dir / "run"), "  dropout: 0.0", "  dropout: 1.5");
-  const Run r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
+  const RunResult r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
   require_clean_error(r, {"model.dropout", "1.5", "cfg.yaml:" + std::to_string(line_of(yaml, "dropout"))});
 }
 
@@ -233,20 +200,20 @@ TEST_CASE("train: a missing data file names data.train and the path") {
   const fs::path dir = work_dir("missing_data");
   const std::string missing = (dir / "no_such_dir" / "train.bin").string();
   const std::string yaml = replaced(base_yaml(dir / "run"), "  train: " + prepared_data().string(), "  train: " + missing);
-  const Run r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
+  const RunResult r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
   require_clean_error(r, {"data.train", missing});
 }
 
 TEST_CASE("train: malformed YAML names the file and line") {
   const fs::path dir = work_dir("malformed");
   const std::string yaml = replaced(base_yaml(dir / "run"), "  lr: 0.003", "  lr: [0.003");
-  const Run r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
+  const RunResult r = lmforge(dir, "train " + quote(write_config(dir, yaml).string()));
   require_clean_error(r, {"cfg.yaml:", "YAML"});
 }
 
 TEST_CASE("train: a missing config file is one clear error") {
   const fs::path dir = work_dir("missing_config");
-  const Run r = lmforge(dir, "train " + quote((dir / "nope.yaml").string()));
+  const RunResult r = lmforge(dir, "train " + quote((dir / "nope.yaml").string()));
   require_clean_error(r, {"nope.yaml"});
 }
 
@@ -264,32 +231,32 @@ TEST_CASE("train: bad command-line overrides are named with the override") {
 TEST_CASE("train: a tokenizer larger than model.vocab_size is a vocabulary mismatch") {
   const fs::path dir = work_dir("vocab_mismatch");
   const fs::path cfg = write_config(dir, base_yaml(dir / "run"));
-  const Run r = lmforge(dir, "train " + quote(cfg.string()) + " model.vocab_size=5");
+  const RunResult r = lmforge(dir, "train " + quote(cfg.string()) + " model.vocab_size=5");
   require_clean_error(r, {"vocabulary", "5"});
 }
 
 TEST_CASE("train: block_size beyond an init checkpoint's positions is an error; within them fine-tunes") {
   const fs::path dir = work_dir("init_block");
   const fs::path cfg = write_config(dir, base_yaml(dir / "base"));
-  const Run base = lmforge(dir, "train " + quote(cfg.string()) + " training.max_steps=2");
+  const RunResult base = lmforge(dir, "train " + quote(cfg.string()) + " training.max_steps=2");
   INFO(base.err);
-  REQUIRE(base.status == 0);
+  REQUIRE(base.exit_code == 0);
   const std::string init = (dir / "base" / "final").string();
-  const Run bad = lmforge(dir, "train " + quote(cfg.string()) + " model.init=" + init + " model.block_size=32 run.out_dir=" +
+  const RunResult bad = lmforge(dir, "train " + quote(cfg.string()) + " model.init=" + init + " model.block_size=32 run.out_dir=" +
                                    (dir / "ft").string());
   require_clean_error(bad, {"block_size", "32", "16"});
-  const Run good = lmforge(dir, "train " + quote(cfg.string()) + " model.init=" + init + " model.block_size=8 run.out_dir=" +
+  const RunResult good = lmforge(dir, "train " + quote(cfg.string()) + " model.init=" + init + " model.block_size=8 run.out_dir=" +
                                     (dir / "ft").string() + " training.max_steps=2");
   INFO(good.err);
-  CHECK(good.status == 0);
+  CHECK(good.exit_code == 0);
 }
 
 TEST_CASE("train: metrics.jsonl has one JSON object per line with the documented keys") {
   const fs::path dir = work_dir("metrics");
   const fs::path run = dir / "run";
-  const Run r = lmforge(dir, "train " + quote(write_config(dir, base_yaml(run)).string()));
+  const RunResult r = lmforge(dir, "train " + quote(write_config(dir, base_yaml(run)).string()));
   INFO(r.err);
-  REQUIRE(r.status == 0);
+  REQUIRE(r.exit_code == 0);
   int train = 0, eval = 0, events = 0;
   for (const auto& j : metrics_lines(run)) {
     INFO(j.dump());
@@ -316,12 +283,12 @@ TEST_CASE("train: metrics.jsonl has one JSON object per line with the documented
 TEST_CASE("plot: writes a PNG of a run, and a directory without metrics is one clear error") {
   const fs::path dir = work_dir("plot");
   const fs::path run = dir / "run";
-  REQUIRE(lmforge(dir, "train " + quote(write_config(dir, base_yaml(run)).string())).status == 0);
+  REQUIRE(lmforge(dir, "train " + quote(write_config(dir, base_yaml(run)).string())).exit_code == 0);
   const fs::path png = dir / "loss.png";
-  const Run r = lmforge(dir, "plot " + quote(run.string()) + " -o " + quote(png.string()));
+  const RunResult r = lmforge(dir, "plot " + quote(run.string()) + " -o " + quote(png.string()));
   INFO(r.err);
-  REQUIRE(r.status == 0);
-  const std::string bytes = read_text(png);
+  REQUIRE(r.exit_code == 0);
+  const std::string bytes = slurp(png);
   REQUIRE(bytes.size() > 8);
   CHECK(bytes.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
   // No temporary data files are left beside the output.
@@ -344,7 +311,7 @@ TEST_CASE("train: SIGTERM mid-run saves a checkpoint, exits 0, and the same comm
   wait_for([&] { return fs::exists(run / "metrics.jsonl") && last_train_step(run) >= 3; }, 60);
   REQUIRE(kill(pid, SIGTERM) == 0);
   REQUIRE(wait_exit(pid) == 0);
-  const std::string err = read_text(dir / "stderr.txt");
+  const std::string err = slurp(dir / "stderr.txt");
   INFO(err);
   CHECK(err.find("interrupted") != std::string::npos);
   const auto saved = step_checkpoints(run);
@@ -355,9 +322,9 @@ TEST_CASE("train: SIGTERM mid-run saves a checkpoint, exits 0, and the same comm
   CHECK(lmf::io::load_gpt(saved.back()));
 
   // The same command (with a reachable end) continues from there.
-  const Run resumed = lmforge(dir, "train " + quote(cfg.string()) + " training.max_steps=" + std::to_string(stopped_at + 3));
+  const RunResult resumed = lmforge(dir, "train " + quote(cfg.string()) + " training.max_steps=" + std::to_string(stopped_at + 3));
   INFO(resumed.err);
-  REQUIRE(resumed.status == 0);
+  REQUIRE(resumed.exit_code == 0);
   CHECK(last_train_step(run) == stopped_at + 3);
   int resume_events = 0;
   for (const auto& j : metrics_lines(run)) resume_events += j.value("event", "") == "resume";
@@ -381,14 +348,14 @@ TEST_CASE("train: kill -9 at any moment never corrupts a checkpoint, and resume 
     REQUIRE(kill(pid, SIGKILL) == 0);
     int sig = 0;
     wait_exit(pid, &sig);
-    INFO("killed after " << delay << " ms; stderr: " << read_text(dir / "stderr.txt"));
+    INFO("killed after " << delay << " ms; stderr: " << slurp(dir / "stderr.txt"));
     CHECK((sig == SIGKILL || sig == 0));
     const auto dirs = step_checkpoints(run);
     REQUIRE(!dirs.empty());
     for (const auto& d : dirs) {
       INFO(d.string());
       CHECK_NOTHROW(lmf::io::load_gpt(d));
-      CHECK_NOTHROW(json::parse(read_text(d / "trainer_state.json")));
+      CHECK_NOTHROW(json::parse(slurp(d / "trainer_state.json")));
       CHECK(fs::exists(d / "optimizer.safetensors"));
     }
     const std::string name = dirs.back().filename().string();
@@ -397,9 +364,9 @@ TEST_CASE("train: kill -9 at any moment never corrupts a checkpoint, and resume 
     newest = step;
   }
   // A final resume runs to completion from the newest checkpoint.
-  const Run finish = lmforge(dir, "train " + quote(cfg.string()) + " training.max_steps=" + std::to_string(newest + 2));
+  const RunResult finish = lmforge(dir, "train " + quote(cfg.string()) + " training.max_steps=" + std::to_string(newest + 2));
   INFO(finish.err);
-  REQUIRE(finish.status == 0);
+  REQUIRE(finish.exit_code == 0);
   CHECK(finish.err.find("resume") != std::string::npos);
   CHECK(last_train_step(run) == newest + 2);
   for (const auto& j : metrics_lines(run)) CHECK(j.contains("step"));  // no torn lines survive a resume

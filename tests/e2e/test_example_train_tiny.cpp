@@ -2,19 +2,16 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <cstdio>
 #include <regex>
 #include <string>
 #include <vector>
 
+#include "e2e/cli_run.h"
+
 TEST_CASE("examples/train_tiny lowers the loss on its synthetic data") {
-  const std::string cmd = std::string(LMF_BINARY_DIR) + "/bin/train_tiny \"\" 120 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe);
-  std::string output;
-  char buffer[512];
-  while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
-  REQUIRE(pclose(pipe) == 0);
+  const lmf::test::RunResult r = lmf::test::run_merged(std::string(LMF_BINARY_DIR) + "/bin/train_tiny \"\" 120");
+  const std::string& output = r.out;
+  REQUIRE(r.exit_code == 0);
   std::vector<double> losses;
   const std::regex loss_re(R"(loss ([0-9.]+))");
   for (auto it = std::sregex_iterator(output.begin(), output.end(), loss_re); it != std::sregex_iterator(); ++it)

@@ -5,7 +5,6 @@
 // schedule, clipping or data order (each changes the losses by 1e-2 or more) cannot pass.
 #include <catch2/catch.hpp>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -15,22 +14,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "e2e/cli_run.h"
 #include "lmforge/data/shard.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/gpt.h"
 
 namespace fs = std::filesystem;
+using lmf::test::run_merged;
+using lmf::test::RunResult;
 
 namespace {
-
-std::string run(const std::string& cmd, int* status) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buffer[4096];
-  while (pipe && std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
-  *status = pipe ? pclose(pipe) : -1;
-  return out;
-}
 
 bool torch_available() {
   return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
@@ -70,10 +63,9 @@ TEST_CASE("training a Hugging Face checkpoint follows PyTorch's per-step losses"
                                   << " eps: 1.0e-8, weight_decay: 0.1, grad_clip: 1.0}\n"
                                   << "checkpoint: {interval: 0, resume: never}\n"
                                   << "logging: {interval: 1, progress: none}\n";
-  int status = 0;
-  const std::string train_out = run(std::string(LMF_CLI) + " train " + (dir / "cfg.yaml").string(), &status);
-  INFO(train_out);
-  REQUIRE(status == 0);
+  const RunResult train = run_merged(std::string(LMF_CLI) + " train " + (dir / "cfg.yaml").string());
+  INFO(train.out);
+  REQUIRE(train.exit_code == 0);
   std::vector<double> ours;
   std::ifstream metrics(dir / "run" / "metrics.jsonl");
   for (std::string line; std::getline(metrics, line);) {
@@ -81,13 +73,13 @@ TEST_CASE("training a Hugging Face checkpoint follows PyTorch's per-step losses"
     if (j.contains("train_loss")) ours.push_back(j["train_loss"].get<double>());
   }
 
-  const std::string reference = run("cd " + std::string(LMF_SOURCE_DIR) + "/tests/reference && /usr/bin/python3 train_reference.py" +
+  const RunResult ran_reference = run_merged("cd " + std::string(LMF_SOURCE_DIR) + "/tests/reference && /usr/bin/python3 train_reference.py" +
                                         " --checkpoint " + (dir / "init").string() + " --data " + (dir / "train.bin").string() +
                                         " --batch-size " + std::to_string(batch) + " --block-size " + std::to_string(block) +
-                                        " --steps " + std::to_string(steps) + " --lr 0.003",
-                                    &status);
+                                        " --steps " + std::to_string(steps) + " --lr 0.003");
+  const std::string& reference = ran_reference.out;
   INFO(reference);
-  REQUIRE(status == 0);
+  REQUIRE(ran_reference.exit_code == 0);
   std::vector<double> theirs;
   const std::regex loss_re(R"(step \d+ loss ([-0-9.eE+]+))");
   for (auto it = std::sregex_iterator(reference.begin(), reference.end(), loss_re); it != std::sregex_iterator(); ++it)
