@@ -43,7 +43,19 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 /// detached tensors (never `output` itself with its history) so no reference cycle forms.
 Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, BackwardFn backward);
 
+/// Called by backward() with a leaf that requires grad once its gradient for that call is final.
+using LeafGradHook = std::function<void(const Tensor& leaf)>;
+
 /// Backpropagates from `root`. Without grad_output, root must hold one element (gradient 1).
 void backward(const Tensor& root, const Tensor& grad_output = Tensor());
+
+/// The same, calling `on_leaf_grad_final(leaf)` exactly once for every leaf that requires grad
+/// and is an input of the graph, right after its last contribution from this call has been
+/// accumulated into leaf.grad() (a leaf reached by several edges, such as a tied weight, fires
+/// after the last of them). Leaves fire in the walk's order, so for a layered model the later
+/// layers fire first; the order depends only on the graph's structure. A leaf that an edge
+/// reaches but no gradient does (an unused branch) still fires, once nothing more can arrive.
+/// On a GPU the accumulation has been queued on the device stream, not necessarily finished.
+void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook& on_leaf_grad_final);
 
 }  // namespace lmf

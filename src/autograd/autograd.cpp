@@ -77,7 +77,9 @@ std::vector<Node*> topological_order(Node* root) {
 
 }  // namespace
 
-void backward(const Tensor& root, const Tensor& grad_output) {
+void backward(const Tensor& root, const Tensor& grad_output) { backward(root, grad_output, LeafGradHook()); }
+
+void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook& on_leaf_grad_final) {
   LMF_CHECK(root.defined(), "backward() on an undefined tensor");
   LMF_CHECK(root.requires_grad(), "backward() on a tensor that does not require grad");
   Tensor seed = grad_output;
@@ -91,14 +93,34 @@ void backward(const Tensor& root, const Tensor& grad_output) {
   NoGradGuard no_grad;
   if (root.is_leaf()) {
     accumulate_leaf(root, seed);
+    if (on_leaf_grad_final) on_leaf_grad_final(root);
     return;
   }
   std::unordered_map<Node*, Tensor> pending;
   Node* root_node = root.impl()->grad_fn.get();
   pending[root_node] = seed;
-  for (Node* node : topological_order(root_node)) {
+  const std::vector<Node*> order = topological_order(root_node);
+  // With a hook: the edges still to be walked into each leaf that requires grad. A node, run or
+  // skipped (no gradient reached it), releases its leaf edges after its accumulations; a leaf
+  // whose count reaches zero can receive nothing more.
+  std::unordered_map<const TensorImpl*, int64_t> leaf_edges;
+  const auto is_grad_leaf = [](const Tensor& t) { return t.defined() && t.requires_grad() && !t.impl()->grad_fn; };
+  if (on_leaf_grad_final) {
+    for (Node* node : order)
+      for (const Tensor& input : node->inputs)
+        if (is_grad_leaf(input)) ++leaf_edges[input.impl().get()];
+  }
+  const auto release_leaf_edges = [&](Node* node) {
+    if (!on_leaf_grad_final) return;
+    for (const Tensor& input : node->inputs)
+      if (is_grad_leaf(input) && --leaf_edges[input.impl().get()] == 0) on_leaf_grad_final(input);
+  };
+  for (Node* node : order) {
     auto it = pending.find(node);
-    if (it == pending.end()) continue;
+    if (it == pending.end()) {
+      release_leaf_edges(node);
+      continue;
+    }
     const Tensor g = std::move(it->second);
     pending.erase(it);
     std::vector<Tensor> grads = node->backward(g);
@@ -116,6 +138,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
         accumulate_leaf(input, grads[i]);
       }
     }
+    release_leaf_edges(node);
   }
 }
 

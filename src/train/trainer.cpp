@@ -15,7 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -282,9 +284,17 @@ struct Trainer::Impl {
 
   // --- data parallelism --------------------------------------------------------------------
 
-  // Gradient buckets of 4M elements (16 MiB): per-message latency is then negligible, and several
-  // buckets are in flight together.
+  // Gradient buckets: whole parameters, at least 4M elements (16 MiB) each but the last, so that
+  // per-message latency is negligible and several buckets are in flight together.
   static constexpr int64_t kBucketElements = int64_t(4) << 20;
+  struct GradBucket {
+    int64_t begin = 0, end = 0;  // slab elements, padding included
+    int64_t pending = 0;         // parameters whose gradient is not final yet in this backward
+  };
+  std::vector<GradBucket> buckets;  // in reverse registration order: backward's order
+  std::unordered_map<const TensorImpl*, std::size_t> bucket_of;  // parameter -> bucket
+  std::shared_ptr<const nn::ParameterSlab> bucketed_slab;  // the slab the buckets were built for
+  std::size_t next_bucket = 0;  // buckets start in index order, the same on every rank
   int64_t shard_size = 0;          // ZeRO-1: slab elements per rank (the last shard is padded)
   std::vector<float> zero_full;    // ZeRO-1: world_size * shard_size, reduce-scatter in, all-gather out
   std::vector<float> zero_shard;   // ZeRO-1: shard_size
@@ -326,15 +336,59 @@ struct Trainer::Impl {
     return comm->world_size() == 1 ? local : comm->all_reduce_scalar(local ? 1.0 : 0.0, dist::ReduceOp::max) > 0;
   }
 
-  // Averages the gradient slab over the ranks in buckets that are all queued before the first
-  // wait. They start once backward has finished: overlapping them with backward needs a hook
-  // from the autograd engine when a parameter's gradient is final (docs/distributed.md).
-  void average_gradients() {
-    if (comm->world_size() == 1) return;
+  // Data parallelism without ZeRO averages the gradient slab over the ranks while the backward
+  // pass of the last micro-batch runs: the engine reports each parameter whose gradient is final,
+  // and a bucket's all-reduce is queued once all of its parameters are (and every bucket before it
+  // has been queued, so that every rank queues them in the same order whatever the graph).
+  bool overlap_enabled() const { return comm->world_size() > 1 && !zero_enabled(); }
+
+  // Buckets of whole slab entries, from the last registered (whose gradients backward produces
+  // first) to the first; together they cover the slab.
+  void build_buckets() {
+    const nn::ParameterSlab& slab = *model->slab();
+    buckets.clear();
+    bucket_of.clear();
+    for (std::size_t i = slab.entries.size(); i-- > 0;) {
+      if (buckets.empty() || buckets.back().end - buckets.back().begin >= kBucketElements) {
+        const int64_t top = buckets.empty() ? slab.numel() : buckets.back().begin;
+        buckets.push_back({top, top, 0});
+      }
+      buckets.back().begin = slab.entries[i].offset;
+      bucket_of[slab.entries[i].param.impl().get()] = buckets.size() - 1;
+    }
+    if (!buckets.empty()) buckets.back().begin = 0;
+    bucketed_slab = model->slab();
+  }
+
+  // Before the backward pass whose gradients are averaged: every trainable parameter pending.
+  void begin_gradient_average() {
+    if (bucketed_slab != model->slab()) build_buckets();
+    for (GradBucket& b : buckets) b.pending = 0;
+    for (const auto& e : model->slab()->entries)
+      if (e.param.requires_grad()) ++buckets[bucket_of.at(e.param.impl().get())].pending;
+    next_bucket = 0;
+  }
+
+  // The engine's hook: `leaf` has its final gradient for this step.
+  void on_grad_final(const Tensor& leaf) {
+    const auto it = bucket_of.find(leaf.impl().get());
+    if (it == bucket_of.end()) return;  // not a parameter of the slab
+    --buckets[it->second].pending;
+    start_buckets(false);
+  }
+
+  void start_buckets(bool all) {
     float* g = model->slab()->grads.data<float>();
-    const int64_t n = model->slab()->numel();
-    for (int64_t begin = 0; begin < n; begin += kBucketElements)
-      comm->all_reduce_start(g + begin, std::min(kBucketElements, n - begin), dist::ReduceOp::avg);
+    for (; next_bucket < buckets.size() && (all || buckets[next_bucket].pending <= 0); ++next_bucket) {
+      const GradBucket& b = buckets[next_bucket];
+      if (b.end > b.begin) comm->all_reduce_start(g + b.begin, b.end - b.begin, dist::ReduceOp::avg);
+    }
+  }
+
+  // After that backward pass: buckets holding parameters no gradient reached (or only frozen
+  // ones) are queued now, then everything is waited for.
+  void finish_gradient_average() {
+    start_buckets(true);
     comm->wait_all();
   }
 
@@ -635,7 +689,13 @@ struct Trainer::Impl {
         const auto batch = train_loader->next();
         Tensor loss = model->forward(batch.inputs, batch.targets).loss;
         loss_sum += loss.item();
-        scale(loss, inv_accum).backward();
+        if (overlap_enabled() && micro == t.grad_accum_steps - 1) {
+          begin_gradient_average();
+          lmf::backward(scale(loss, inv_accum), Tensor(), [this](const Tensor& leaf) { on_grad_final(leaf); });
+          finish_gradient_average();
+        } else {
+          scale(loss, inv_accum).backward();
+        }
       }
       // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
       // every rank, so that the NaN and spike guards decide alike everywhere.
@@ -662,7 +722,7 @@ struct Trainer::Impl {
           event("skip", "non-finite gradient norm");
         }
       } else {
-        average_gradients();
+        // The gradients were averaged over the ranks during the last backward pass.
         norm = t.grad_clip > 0 ? optim::clip_grad_norm(*model->slab(), t.grad_clip) : optim::grad_norm(*model->slab());
         if (!std::isfinite(norm)) {
           LMF_CHECK(t.on_nan == "skip", "step ", step + 1, ": gradient norm is ", norm, "; stopping. Last good checkpoint: ",
