@@ -39,7 +39,9 @@ void plot(const fs::path& run_dir, fs::path output) {
 
   std::string script = ext == ".png" ? "set terminal pngcairo size 900,540\n" : "set terminal svg size 900,540\n";
   script += "set output '" + output.string() + "'\nset xlabel 'step'\nset ylabel 'loss'\nset grid\n";
-  script += "set title 'lmforge: " + run_dir.filename().string() + "'\nplot ";
+  // noenhanced: run names such as fortunes_finetune must not turn '_' into a subscript.
+  const fs::path name = run_dir.has_filename() ? run_dir.filename() : run_dir.parent_path().filename();
+  script += "set title 'lmforge: " + name.string() + "' noenhanced\nplot ";
   if (train_points) script += "'" + train_dat.string() + "' using 1:2 with lines title 'train'";
   if (train_points && val_points) script += ", ";
   if (val_points) script += "'" + val_dat.string() + "' using 1:2 with linespoints title 'validation'";
