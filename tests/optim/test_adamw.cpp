@@ -65,7 +65,7 @@ TEST_CASE("AdamW follows torch.optim.AdamW with weight decay on matrices only") 
   AdamW opt(layer, kConfig);
   CHECK(opt.decays(0));        // weight (2, 3)
   CHECK_FALSE(opt.decays(1));  // bias (2)
-  Reference w{as_double(layer.weight())}, b{as_double(layer.bias())};
+  Reference w{as_double(layer.weight()), {}, {}}, b{as_double(layer.bias()), {}, {}};
   for (int t = 1; t <= 3; ++t) {
     set_grads(layer, t);
     w.step(layer.weight().grad().to_vector(), t, kConfig.weight_decay, kConfig);
