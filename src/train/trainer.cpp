@@ -526,9 +526,13 @@ struct Trainer::Impl {
       throw Error(str("resume: ", state_path.string(), ": ", e.what()));
     }
     auto loaded = io::load_gpt(dir);
-    LMF_CHECK(loaded->config().n_layer == model->config().n_layer && loaded->config().n_embd == model->config().n_embd &&
-                  loaded->config().vocab_size == model->config().vocab_size,
-              "resume: ", dir.string(), " holds a model of a different shape than this config");
+    const nn::GPTConfig& have = loaded->config();
+    const nn::GPTConfig& want = model->config();
+    LMF_CHECK(have.n_layer == want.n_layer && have.n_head == want.n_head && have.n_embd == want.n_embd &&
+                  have.block_size == want.block_size && have.vocab_size == want.vocab_size,
+              "resume: ", dir.string(), " holds a model of a different shape (n_layer ", have.n_layer, ", n_head ",
+              have.n_head, ", n_embd ", have.n_embd, ", positions ", have.block_size, ", vocab ", have.vocab_size,
+              ") than this config; use checkpoint.resume: never or another run.out_dir");
     model->load_state_dict(loaded->state_dict());
     const auto file = io::read_safetensors(dir / kOptimizerFile);
     optim::AdamW::State os;

@@ -355,6 +355,20 @@ TEST_CASE("keep_last keeps only the newest periodic checkpoints") {
   CHECK(fs::exists(out / "final" / "model.safetensors"));
 }
 
+TEST_CASE("resume refuses a checkpoint of another architecture, naming it") {
+  const fs::path out = fresh_dir("resume_shape");
+  Trainer(tiny_config(out, 4)).fit();
+  Config other = tiny_config(out, 8);
+  other.model.n_head = 4;  // same parameter shapes, different attention: must not resume silently
+  try {
+    Trainer(other).fit();
+    FAIL("resume accepted a checkpoint with n_head 2 for a config with n_head 4");
+  } catch (const lmf::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("different shape") && Catch::Contains("n_head 2") &&
+                             Catch::Contains(step_name(4)));
+  }
+}
+
 TEST_CASE("config.yaml in the run directory re-parses to the same configuration") {
   const fs::path out = fresh_dir("config_yaml");
   Config c = tiny_config(out, 2);
