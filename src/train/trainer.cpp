@@ -650,8 +650,27 @@ struct Trainer::Impl {
     return sd > 0 && (loss - mean) / sd > config.training.spike_zscore;
   }
 
+  // Directories a killed run left half-written (AtomicDir's `*.tmp-*`, pruning's `*.deleting`):
+  // never complete checkpoints, so removing them at start loses nothing.
+  void remove_leftovers() const {
+    if (!is_root()) return;
+    for (const fs::path& dir : {out_dir, out_dir / "checkpoints"}) {
+      if (!fs::is_directory(dir)) continue;
+      std::vector<fs::path> stale;
+      for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string name = entry.path().filename().string();
+        const bool ours = name.rfind("step_", 0) == 0 || name.rfind("best.", 0) == 0 || name.rfind("final.", 0) == 0;
+        if (entry.is_directory() && ours &&
+            (name.find(".tmp-") != std::string::npos || name.ends_with(".deleting")))
+          stale.push_back(entry.path());
+      }
+      for (const auto& path : stale) fs::remove_all(path);
+    }
+  }
+
   TrainResult fit() {
     fs::create_directories(out_dir);
+    remove_leftovers();
     bool resumed = false;
     if (config.checkpoint.resume == "auto") {
       // Rank 0's listing decides, so that every rank resumes the same step.

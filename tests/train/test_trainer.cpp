@@ -369,6 +369,22 @@ TEST_CASE("resume refuses a checkpoint of another architecture, naming it") {
   }
 }
 
+TEST_CASE("a new start removes half-written directories a killed run left, and nothing else") {
+  const fs::path out = fresh_dir("leftovers");
+  const std::vector<fs::path> stale = {out / "checkpoints" / "step_00000004.tmp-Ab12Cd",
+                                       out / "checkpoints" / "step_00000002.deleting",
+                                       out / "final.tmp-Zz99Yy", out / "best.tmp-Qq11Ww.old"};
+  for (const auto& dir : stale) {
+    fs::create_directories(dir);
+    std::ofstream(dir / "trainer_state.json") << "{}";  // even one that looks complete inside
+  }
+  fs::create_directories(out / "notes");
+  Trainer(tiny_config(out, 2)).fit();
+  for (const auto& dir : stale) CHECK_FALSE(fs::exists(dir));
+  CHECK(fs::exists(out / "notes"));
+  CHECK(fs::exists(out / "final" / "model.safetensors"));
+}
+
 TEST_CASE("config.yaml in the run directory re-parses to the same configuration") {
   const fs::path out = fresh_dir("config_yaml");
   Config c = tiny_config(out, 2);
