@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "e2e/cli_run.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/loader.h"
 
@@ -16,12 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return lmf::test::work_dir("loader", name); }
 
 // A shard holding first, first+1, ..., first+n-1.
 std::string counting_shard(const fs::path& path, int32_t first, int32_t n) {

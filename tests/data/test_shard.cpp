@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "e2e/cli_run.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/shard.h"
 
@@ -17,12 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return lmf::test::work_dir("shard", name); }
 
 std::vector<unsigned char> raw(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

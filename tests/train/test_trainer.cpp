@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "e2e/cli_run.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/prepare.h"
 #include "lmforge/io/checkpoint.h"
@@ -44,12 +45,7 @@ bool same_bytes(const fs::path& a, const fs::path& b) {
   return !x.empty() && x == read_bytes(b);
 }
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(LMF_BINARY_DIR) / "test-data" / "trainer" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path fresh_dir(const std::string& name) { return lmf::test::work_dir("trainer", name); }
 
 // Words drawn by an LCG: enough structure to learn, enough variety not to be memorised at once.
 std::string generated_text(int lines, uint32_t seed) {
