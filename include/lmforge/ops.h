@@ -44,6 +44,10 @@ Tensor gelu(const Tensor& x);
 Tensor softmax(const Tensor& x);
 /// Causal scaled dot-product attention, scale 1/sqrt(HS): q, k, v (B, NH, T, HS) -> (B, NH, T, HS).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v);
+/// GPT self-attention straight from the fused projection: qkv (B, T, 3C), q, k, v side by side, each
+/// C = n_head * HS wide -> (B, T, C), the heads' outputs side by side. The same as splitting qkv into
+/// heads, attention(q, k, v), and merging the heads back, without the permuting copies.
+Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
 /// Mean cross-entropy of logits (N, V) (or (B, T, V)) against targets (N) (or (B, T)) of i32;
 /// targets equal to ignore_index are skipped. Returns a scalar; NaN-free when all are ignored (0).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);

@@ -190,6 +190,11 @@ void store_from_float(char* p, DType dtype, float v) {
   }
 }
 
+template <typename Word>
+void copy_elements(Word* dst, int64_t dst_stride, const Word* src, int64_t src_stride, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j * dst_stride] = src[j * src_stride];
+}
+
 // Copies src into dst elementwise in logical order; both on the CPU, same shape.
 void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
   const Shape& shape = dst.shape();
@@ -220,9 +225,12 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
     }
     const char* sp = sbase + so * static_cast<int64_t>(ss);
     char* dp = dbase + doff * static_cast<int64_t>(ds);
-    if (sd == dd) {
-      for (int64_t j = 0; j < inner; ++j)
-        std::memcpy(dp + j * d_in * static_cast<int64_t>(ds), sp + j * s_in * static_cast<int64_t>(ss), ss);
+    if (sd == dd && s_in == 1 && d_in == 1) {  // contiguous rows: one copy each
+      std::memcpy(dp, sp, static_cast<std::size_t>(inner) * ss);
+    } else if (sd == dd && ss == 4) {
+      copy_elements(reinterpret_cast<uint32_t*>(dp), d_in, reinterpret_cast<const uint32_t*>(sp), s_in, inner);
+    } else if (sd == dd && ss == 2) {
+      copy_elements(reinterpret_cast<uint16_t*>(dp), d_in, reinterpret_cast<const uint16_t*>(sp), s_in, inner);
     } else {
       for (int64_t j = 0; j < inner; ++j)
         store_from_float(dp + j * d_in * static_cast<int64_t>(ds), dd,

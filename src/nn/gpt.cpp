@@ -39,16 +39,7 @@ CausalSelfAttention::CausalSelfAttention(const GPTConfig& config, Generator& ini
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x) const {
-  const int64_t B = x.size(0), T = x.size(1), C = n_embd_, NH = n_head_, HS = C / NH;
-  Tensor qkv = c_attn_.forward(x);                      // (B, T, 3C)
-  qkv = reshape(qkv, {B, T, 3, NH, HS});                // (B, T, 3, NH, HS)
-  // One copy puts q, k and v each contiguous in (B, NH, T, HS) order.
-  qkv = contiguous(permute(qkv, {2, 0, 3, 1, 4}));      // (3, B, NH, T, HS)
-  Tensor q = view(slice(qkv, 0, 0, 1), {B, NH, T, HS});  // (B, NH, T, HS)
-  Tensor k = view(slice(qkv, 0, 1, 2), {B, NH, T, HS});
-  Tensor v = view(slice(qkv, 0, 2, 3), {B, NH, T, HS});
-  Tensor y = attention(q, k, v);                        // (B, NH, T, HS)
-  y = reshape(transpose(y, 1, 2), {B, T, C});           // (B, T, C)
+  Tensor y = causal_self_attention(c_attn_.forward(x), n_head_);  // (B, T, 3C) -> (B, T, C)
   y = c_proj_.forward(y);
   return dropout(y, dropout_, is_training(), *dropout_gen_);
 }

@@ -60,24 +60,25 @@ Tensor embedding(const Tensor& weight_in, const Tensor& ids_in) {
       break;
   }
   return record(out, "embedding", {weight_in, ids_in},
-                [ids = ids.detach(), v, c, n, wide](const Tensor& g_in) {
+                [ids = ids.detach(), weight_leaf = weight_in, v, c, n, wide](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (N, C)
-                  Tensor dweight = Tensor::empty({v, c}, DType::f32, g.device());  // (V, C)
-                  switch (g.device().type) {
-                    case DeviceType::cpu:
-                      if (wide) {
-                        cpu::embedding_backward_i32(dweight.data<float>(), g.data<float>(), ids.data<int32_t>(), n, c, v);
-                      } else {
-                        cpu::embedding_backward_u16(dweight.data<float>(), g.data<float>(), ids.data<uint16_t>(), n, c, v);
-                      }
-                      break;
-                    case DeviceType::cuda:
-                      if (wide) {
-                        cuda::embedding_backward_i32(g.device(), dweight.data<float>(), g.data<float>(), ids.data<int32_t>(), n, c, v);
-                      } else {
-                        cuda::embedding_backward_u16(g.device(), dweight.data<float>(), g.data<float>(), ids.data<uint16_t>(), n, c, v);
-                      }
-                      break;
+                  if (g.device().is_cpu()) {  // a parameter's slab gradient takes the rows directly
+                    const Tensor target = leaf_grad_target(weight_leaf, g.device());
+                    const bool direct = target.defined();
+                    Tensor dweight = direct ? Tensor() : Tensor::empty({v, c}, DType::f32, g.device());  // (V, C)
+                    float* dst = direct ? target.data<float>() : dweight.data<float>();
+                    if (wide) {
+                      cpu::embedding_backward_i32(dst, g.data<float>(), ids.data<int32_t>(), n, c, v, direct);
+                    } else {
+                      cpu::embedding_backward_u16(dst, g.data<float>(), ids.data<uint16_t>(), n, c, v, direct);
+                    }
+                    return std::vector<Tensor>{dweight, Tensor()};
+                  }
+                  Tensor dweight = Tensor::empty({v, c}, DType::f32, g.device());  // (V, C), on a GPU
+                  if (wide) {
+                    cuda::embedding_backward_i32(g.device(), dweight.data<float>(), g.data<float>(), ids.data<int32_t>(), n, c, v);
+                  } else {
+                    cuda::embedding_backward_u16(g.device(), dweight.data<float>(), g.data<float>(), ids.data<uint16_t>(), n, c, v);
                   }
                   return std::vector<Tensor>{dweight, Tensor()};
                 });

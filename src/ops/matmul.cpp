@@ -214,19 +214,31 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
   const bool need_b = has_bias && b_in.requires_grad();
   return record(out, "linear", {x_in, w_in, b_in},
-                [x = x.detach(), w = w.detach(), n, in, out_features, need_x, need_w,
-                 need_b](const Tensor& g_in) {
+                [x = x.detach(), w = w.detach(), w_leaf = w_in, b_leaf = b_in, n, in, out_features, need_x,
+                 need_w, need_b](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (N, OUT)
+                  // On the CPU, a parameter's gradient (a view into the slab) takes dw and db
+                  // directly: no (OUT, IN) temporary, no second pass to add it.
+                  const bool cpu = g.device().is_cpu();
+                  const Tensor w_grad = cpu && need_w ? leaf_grad_target(w_leaf, g.device()) : Tensor();
+                  const Tensor b_grad = cpu && need_b ? leaf_grad_target(b_leaf, g.device()) : Tensor();
                   Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
-                  Tensor dw = need_w ? Tensor::empty(w.shape(), DType::f32, g.device()) : Tensor();
-                  Tensor db = need_b ? Tensor::empty({out_features}, DType::f32, g.device()) : Tensor();
+                  Tensor dw = need_w && !w_grad.defined() ? Tensor::empty(w.shape(), DType::f32, g.device()) : Tensor();
+                  Tensor db = need_b && !b_grad.defined() ? Tensor::empty({out_features}, DType::f32, g.device()) : Tensor();
                   switch (g.device().type) {
                     case DeviceType::cpu:
                       // dx (N, IN) = g (N, OUT) · w (OUT, IN)
                       if (need_x) cpu::gemm(g.data<float>(), w.data<float>(), dx.data<float>(), n, in, out_features, false, false);
                       // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
-                      if (need_w) cpu::gemm(g.data<float>(), x.data<float>(), dw.data<float>(), out_features, in, n, true, false);
-                      if (need_b) cpu::column_sums(g.data<float>(), db.data<float>(), n, out_features);
+                      if (need_w) {
+                        float* target = w_grad.defined() ? w_grad.data<float>() : dw.data<float>();
+                        cpu::gemm(g.data<float>(), x.data<float>(), target, out_features, in, n, true, false,
+                                  w_grad.defined());
+                      }
+                      if (need_b) {
+                        float* target = b_grad.defined() ? b_grad.data<float>() : db.data<float>();
+                        cpu::column_sums(g.data<float>(), target, n, out_features, b_grad.defined());
+                      }
                       break;
                     case DeviceType::cuda: {
                       const Device dev = g.device();

@@ -21,9 +21,10 @@ Result cpu_attention(const std::vector<float>& q, const std::vector<float>& kk, 
   r.dq.resize(q.size());
   r.dk.resize(q.size());
   r.dv.resize(q.size());
-  lmf::cpu::attention_forward(r.out.data(), r.lse.data(), q.data(), kk.data(), v.data(), bh, t, hs);
-  lmf::cpu::attention_backward(r.dq.data(), r.dk.data(), r.dv.data(), dout.data(), q.data(), kk.data(), v.data(),
-                               r.lse.data(), bh, t, hs);
+  const auto l = lmf::cpu::HeadLayout::contiguous(1, t, hs);  // bh heads of one "batch" each
+  lmf::cpu::attention_forward(r.out.data(), l, r.lse.data(), q.data(), kk.data(), v.data(), l, bh, 1, t, hs);
+  lmf::cpu::attention_backward(r.dq.data(), r.dk.data(), r.dv.data(), l, dout.data(), l, q.data(), kk.data(),
+                               v.data(), l, r.lse.data(), bh, 1, t, hs);
   return r;
 }
 

@@ -82,3 +82,62 @@ TEST_CASE("attention rejects mismatched or non-4-D inputs", "[attention][errors]
   CHECK_THROWS_AS(attention(Tensor::zeros({2, 3, 4}), Tensor::zeros({2, 3, 4}), Tensor::zeros({2, 3, 4})), Error);
   CHECK_THROWS_WITH(attention(q, q, Tensor::zeros({1, 2, 4, 4})), Catch::Contains("attention") && Catch::Contains("(1, 2, 4, 4)"));
 }
+
+namespace {
+// q, k, v (B, NH, T, HS) split out of a (B, T, 3C) projection, as GPT code without the fused op does.
+std::vector<Tensor> split_heads(const Tensor& qkv, int64_t nh) {
+  const int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
+  const Tensor heads = permute(reshape(qkv, {b, t, 3, nh, c / nh}), {2, 0, 3, 1, 4});  // (3, B, NH, T, HS)
+  std::vector<Tensor> parts;
+  for (int64_t i = 0; i < 3; ++i) parts.push_back(reshape(slice(heads, 0, i, i + 1), {b, nh, t, c / nh}));
+  return parts;
+}
+}  // namespace
+
+TEST_CASE("causal_self_attention on a (B, T, 3C) projection equals split heads, attention, merged heads",
+          "[attention]") {
+  for (int64_t t : {1, 9, 70}) {
+    INFO("T " << t);
+    const int64_t b = 2, nh = 3, hs = 8, c = nh * hs;
+    const Tensor qkv = random_tensor({b, t, 3 * c}, 11, false);
+    const auto p = split_heads(qkv, nh);
+    const std::vector<double> expect = [&] {  // (B, NH, T, HS) -> (B, T, C), from the double reference
+      const auto heads = reference_attention(p[0], p[1], p[2]);
+      std::vector<double> out(heads.size());
+      for (int64_t bi = 0; bi < b; ++bi)
+        for (int64_t h = 0; h < nh; ++h)
+          for (int64_t i = 0; i < t; ++i)
+            for (int64_t d = 0; d < hs; ++d)
+              out[((bi * t + i) * nh + h) * hs + d] = heads[((bi * nh + h) * t + i) * hs + d];
+      return out;
+    }();
+    const Tensor out = causal_self_attention(qkv, nh);
+    CHECK(out.shape() == Shape{b, t, c});
+    CHECK(close_ratio(out.to_vector(), expect, 1e-4, 1e-5) <= 1);
+  }
+}
+
+TEST_CASE("causal_self_attention's gradient matches finite differences and the unfused ops", "[attention][grad]") {
+  for (int64_t t : {5, 66}) {
+    INFO("T " << t);
+    const Tensor qkv = random_tensor({2, t, 3 * 6}, 12);  // NH 2, HS 3
+    const auto r = gradcheck([](const std::vector<Tensor>& in) { return causal_self_attention(in[0], 2); }, {qkv});
+    INFO(r.report);
+    CHECK(r.ok);
+    // The same gradient through split heads, attention and merged heads.
+    const Tensor weights = random_tensor({2, t, 6}, 13, false);
+    const Tensor a = random_tensor({2, t, 3 * 6}, 12), b = random_tensor({2, t, 3 * 6}, 12);
+    backward(sum(mul(causal_self_attention(a, 2), weights)));
+    const auto p = split_heads(b, 2);
+    const Tensor merged = reshape(transpose(attention(p[0], p[1], p[2]), 1, 2), {2, t, 6});
+    backward(sum(mul(merged, weights)));
+    CHECK(close_ratio(a.grad().to_vector(), to_double(b.grad()), 1e-5, 1e-6) <= 1);
+  }
+}
+
+TEST_CASE("causal_self_attention rejects a width that is not 3 x heads x head size", "[attention][errors]") {
+  CHECK_THROWS_WITH(causal_self_attention(Tensor::zeros({1, 4, 20}), 2),
+                    Catch::Contains("causal_self_attention") && Catch::Contains("(1, 4, 20)"));
+  CHECK_THROWS_AS(causal_self_attention(Tensor::zeros({4, 18}), 2), Error);
+  CHECK_THROWS_AS(causal_self_attention(Tensor::zeros({1, 4, 18}), 0), Error);
+}

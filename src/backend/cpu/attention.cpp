@@ -3,7 +3,9 @@
 // O(threads * Br * T) and the masked upper triangle is never multiplied (block i only sees keys
 // [0, i1)). The forward saves the log-sum-exp of each row; the backward recomputes the
 // probabilities from it rather than keeping B*NH*T*T of them.
-// Shapes: q, k, v, out (BH, T, HS), lse (BH, T); scale = 1/sqrt(HS).
+// Shapes: q, k, v, out (B, NH, T, HS) as strided views (HeadLayout), lse (B*NH, T); scale 1/sqrt(HS).
+// The strides let the GPT read q, k and v straight out of the (B, T, 3C) projection and write its
+// output straight into (B, T, C), with no permuting copies either way.
 //   S = scale q k^T (causal), P = softmax(S), out = P v
 // Gradient: dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
 //           dq = scale dS k, dk = scale dS^T q.
@@ -19,30 +21,44 @@ namespace lmf::cpu {
 namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMap = Eigen::Map<const RowMat>;
-using MutMap = Eigen::Map<RowMat>;
+using Stride = Eigen::OuterStride<>;
+using ConstMap = Eigen::Map<const RowMat, 0, Stride>;  // one head's (T, HS) rows, any row stride
+using MutMap = Eigen::Map<RowMat, 0, Stride>;
+using BlockMap = Eigen::Map<RowMat>;                    // the dense score blocks
 
 // Query rows per block: large enough for efficient GEMMs, small enough that the (Br, T) score
 // block stays in L2 for T up to a few thousand.
 constexpr int64_t kBlockRows = 64;
 
+int64_t head_offset(const HeadLayout& l, int64_t bh, int64_t nh) {
+  return (bh / nh) * l.batch + (bh % nh) * l.head;
+}
+
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t bh, int64_t t, int64_t hs) {
+HeadLayout HeadLayout::contiguous(int64_t nh, int64_t t, int64_t hs) { return {nh * t * hs, t * hs, hs}; }
+HeadLayout HeadLayout::interleaved(int64_t nh, int64_t t, int64_t hs, int64_t parts) {
+  return {t * parts * nh * hs, hs, parts * nh * hs};
+}
+
+void attention_forward(float* out, const HeadLayout& out_l, float* lse, const float* q,
+                       const float* k, const float* v, const HeadLayout& in_l, int64_t b,
+                       int64_t nh, int64_t t, int64_t hs) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  const int64_t bh = b * nh;
 #pragma omp parallel
   {
     vec::AlignedVector scores(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
-      const int64_t off = h * t * hs;
-      ConstMap qm(q + off, t, hs), km(k + off, t, hs), vm(v + off, t, hs);  // (T, HS)
-      MutMap om(out + off, t, hs);
+      const int64_t off = head_offset(in_l, h, nh);
+      const Stride rs(in_l.row);
+      ConstMap qm(q + off, t, hs, rs), km(k + off, t, hs, rs), vm(v + off, t, hs, rs);  // (T, HS)
+      MutMap om(out + head_offset(out_l, h, nh), t, hs, Stride(out_l.row));
       float* lse_h = lse + h * t;  // (T)
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        MutMap s(scores.data(), rows, i1);  // (rows, i1)
+        BlockMap s(scores.data(), rows, i1);  // (rows, i1)
         s.noalias() = scale * qm.middleRows(i0, rows) * km.topRows(i1).transpose();
         for (int64_t r = 0; r < rows; ++r) {
           float* sr = s.data() + r * i1;
@@ -61,25 +77,29 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   }
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
-                        const float* k, const float* v, const float* lse, int64_t bh, int64_t t,
-                        int64_t hs) {
+void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l,
+                        const float* dout, const HeadLayout& dout_l, const float* q, const float* k,
+                        const float* v, const HeadLayout& in_l, const float* lse, int64_t b,
+                        int64_t nh, int64_t t, int64_t hs) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  const int64_t bh = b * nh;
 #pragma omp parallel
   {
     vec::AlignedVector probs(static_cast<std::size_t>(kBlockRows * t));   // (Br, T)
     vec::AlignedVector dprobs(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
-      const int64_t off = h * t * hs;
-      ConstMap qm(q + off, t, hs), km(k + off, t, hs), vm(v + off, t, hs), gm(dout + off, t, hs);
-      MutMap dqm(dq + off, t, hs), dkm(dk + off, t, hs), dvm(dv + off, t, hs);  // (T, HS)
+      const int64_t off = head_offset(in_l, h, nh), doff = head_offset(din_l, h, nh);
+      const Stride rs(in_l.row), drs(din_l.row);
+      ConstMap qm(q + off, t, hs, rs), km(k + off, t, hs, rs), vm(v + off, t, hs, rs);
+      ConstMap gm(dout + head_offset(dout_l, h, nh), t, hs, Stride(dout_l.row));
+      MutMap dqm(dq + doff, t, hs, drs), dkm(dk + doff, t, hs, drs), dvm(dv + doff, t, hs, drs);
       dkm.setZero();
       dvm.setZero();
       const float* lse_h = lse + h * t;
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        MutMap p(probs.data(), rows, i1), dp(dprobs.data(), rows, i1);  // (rows, i1)
+        BlockMap p(probs.data(), rows, i1), dp(dprobs.data(), rows, i1);  // (rows, i1)
         p.noalias() = scale * qm.middleRows(i0, rows) * km.topRows(i1).transpose();
         for (int64_t r = 0; r < rows; ++r) {
           float* pr = p.data() + r * i1;

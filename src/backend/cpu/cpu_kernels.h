@@ -20,8 +20,9 @@ void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_
 void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
                   bool trans_a, bool trans_b, bool accumulate = false);
-/// out (cols) = sum over rows of in (rows, cols); deterministic, accumulated in double.
-void column_sums(const float* in, float* out, int64_t rows, int64_t cols);
+/// out (cols) = sum over rows of in (rows, cols), or += when accumulate; deterministic, accumulated
+/// in double.
+void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool accumulate = false);
 
 // --- elementwise with a periodic second operand (elementwise.cpp) ----------------------------
 // a, out (N); b (NB) with N % NB == 0, read as b[i % NB] (same shape, suffix broadcast, or scalar).
@@ -48,11 +49,12 @@ void fill(float* out, float value, int64_t n);
 /// out (N, C) = weight[ids[n]]; ids already validated against V.
 void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c);
 void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids, int64_t n, int64_t c);
-/// dweight (V, C) = scatter-sum of dout (N, C) by ids; written (zeroed first), deterministic.
+/// dweight (V, C) = scatter-sum of dout (N, C) by ids: written (zeroed first), or added to when
+/// accumulate; deterministic.
 void embedding_backward_i32(float* dweight, const float* dout, const int32_t* ids, int64_t n,
-                            int64_t c, int64_t v);
+                            int64_t c, int64_t v, bool accumulate = false);
 void embedding_backward_u16(float* dweight, const float* dout, const uint16_t* ids, int64_t n,
-                            int64_t c, int64_t v);
+                            int64_t c, int64_t v, bool accumulate = false);
 
 /// x (N, C), weight (C), bias (C) or null -> out (N, C); saves mean (N) and rstd (N).
 void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
@@ -70,13 +72,27 @@ void gelu_backward(float* dx, const float* dout, const float* x, int64_t n);
 void softmax_forward(float* y, const float* x, int64_t n, int64_t c);
 void softmax_backward(float* dx, const float* dy, const float* y, int64_t n, int64_t c);
 
-/// Causal attention. q, k, v, out (B*NH, T, HS); lse (B*NH, T) is the log-sum-exp of each row
-/// of scaled scores, saved for the backward pass, which recomputes the probabilities from it.
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t bh, int64_t t, int64_t hs);
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
-                        const float* k, const float* v, const float* lse, int64_t bh, int64_t t,
-                        int64_t hs);
+/// Where head h of batch b keeps its (T, HS) rows: element (b, h, t, d) is at
+/// b * batch + h * head + t * row + d.
+struct HeadLayout {
+  int64_t batch, head, row;
+  /// (B, NH, T, HS), contiguous.
+  static HeadLayout contiguous(int64_t nh, int64_t t, int64_t hs);
+  /// (B, T, parts, NH, HS): q, k, v inside a (B, T, 3C) projection (parts 3, each starting C
+  /// further), or an attention output in (B, T, C) (parts 1).
+  static HeadLayout interleaved(int64_t nh, int64_t t, int64_t hs, int64_t parts);
+};
+
+/// Causal attention over B * NH heads. q, k, v share the layout in_l, out has out_l; lse (B*NH, T)
+/// is the log-sum-exp of each row of scaled scores, saved for the backward pass, which recomputes
+/// the probabilities from it. dq, dk, dv share din_l and are written (dk, dv zeroed first).
+void attention_forward(float* out, const HeadLayout& out_l, float* lse, const float* q,
+                       const float* k, const float* v, const HeadLayout& in_l, int64_t b,
+                       int64_t nh, int64_t t, int64_t hs);
+void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l,
+                        const float* dout, const HeadLayout& dout_l, const float* q, const float* k,
+                        const float* v, const HeadLayout& in_l, const float* lse, int64_t b,
+                        int64_t nh, int64_t t, int64_t hs);
 
 /// logits (N, V), targets (N) -> losses (N) (0 for ignored rows) and lse (N); returns the
 /// number of rows whose target is not ignore_index. Targets already validated.

@@ -1,5 +1,6 @@
 // Embedding lookup: out (N, C) = weight (V, C)[ids (N)], ids of i32 or u16 (token shards are u16).
-// Gradient: dweight[v] = sum of dout rows whose id is v (written; zero rows for unused ids).
+// Gradient: dweight[v] = sum of dout rows whose id is v (written, zero rows for unused ids; or
+// added to an existing gradient).
 // The backward is parallel over channel blocks: each thread owns whole columns of dweight and
 // walks every id, so there are no races and the summation order is fixed.
 #include <algorithm>
@@ -19,8 +20,8 @@ void embedding_forward(float* out, const float* weight, const Id* ids, int64_t n
 
 template <class Id>
 void embedding_backward(float* dweight, const float* dout, const Id* ids, int64_t n, int64_t c,
-                        int64_t v) {
-  fill(dweight, 0.f, v * c);
+                        int64_t v, bool accumulate) {
+  if (!accumulate) fill(dweight, 0.f, v * c);
   constexpr int64_t kBlock = 64;  // 256 bytes of a row per id: whole cache lines, many blocks
   const int64_t blocks = (c + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n * c > 32768)
@@ -44,12 +45,12 @@ void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids,
   embedding_forward(out, weight, ids, n, c);
 }
 void embedding_backward_i32(float* dweight, const float* dout, const int32_t* ids, int64_t n,
-                            int64_t c, int64_t v) {
-  embedding_backward(dweight, dout, ids, n, c, v);
+                            int64_t c, int64_t v, bool accumulate) {
+  embedding_backward(dweight, dout, ids, n, c, v, accumulate);
 }
 void embedding_backward_u16(float* dweight, const float* dout, const uint16_t* ids, int64_t n,
-                            int64_t c, int64_t v) {
-  embedding_backward(dweight, dout, ids, n, c, v);
+                            int64_t c, int64_t v, bool accumulate) {
+  embedding_backward(dweight, dout, ids, n, c, v, accumulate);
 }
 
 }  // namespace lmf::cpu

@@ -105,7 +105,7 @@ void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_
 
 // Fixed chunks of rows, each summed into its own partial row, then the partials summed in order:
 // the result does not depend on how many threads ran the chunks.
-void column_sums(const float* in, float* out, int64_t rows, int64_t cols) {
+void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool accumulate) {
   if (cols <= 0) return;
   constexpr int64_t kChunkRows = 64;
   const int64_t chunks = std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows);
@@ -124,7 +124,7 @@ void column_sums(const float* in, float* out, int64_t rows, int64_t cols) {
   for (int64_t j = 0; j < cols; ++j) {
     double s = 0.0;
     for (int64_t ch = 0; ch < chunks; ++ch) s += partial[ch * cols + j];
-    out[j] = static_cast<float>(s);
+    out[j] = accumulate ? out[j] + static_cast<float>(s) : static_cast<float>(s);
   }
 }
 
