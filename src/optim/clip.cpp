@@ -64,6 +64,8 @@ double sum_of_squares(const float* data, int64_t n) {
   return total;
 }
 
+double sum_of_squares(const Tensor& t) { return t.numel() == 0 ? 0.0 : sum_squares(t); }
+
 double grad_norm(const nn::ParameterSlab& slab) { return std::sqrt(sum_squares(slab.grads)); }
 
 double grad_norm(const std::vector<Tensor>& params) {

@@ -12,6 +12,9 @@ namespace lmf::optim {
 /// Sum of squares of n floats, accumulated in double over a fixed number of chunks combined in
 /// order, so the result is bit-identical for any thread count and from run to run.
 double sum_of_squares(const float* data, int64_t n);
+/// The same for a tensor on any device: the form above for a contiguous f32 CPU tensor, one
+/// deterministic reduction on a GPU (reading the result back waits for the GPU). 0 when empty.
+double sum_of_squares(const Tensor& t);
 
 /// L2 norm over every element of every gradient (accumulated in double).
 double grad_norm(const nn::ParameterSlab& slab);
