@@ -32,6 +32,7 @@
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/clip.h"
 #include "lmforge/optim/schedule.h"
+#include "train/batch_upload.h"
 #include "train/progress.h"
 
 namespace fs = std::filesystem;
@@ -104,6 +105,8 @@ struct Trainer::Impl {
   std::unique_ptr<data::DataLoader> train_loader;
   std::unique_ptr<data::DataLoader> val_loader;
   std::unique_ptr<dist::Comm> comm;
+  Device device = Device::cpu();        // where the model, its gradients and the moments live
+  std::unique_ptr<BatchUpload> upload;  // token batches to `device`
   optim::LrSchedule schedule;
   int64_t block_size = 0;
   int64_t tokens_per_step = 0;
@@ -151,6 +154,10 @@ struct Trainer::Impl {
               " exceeds the model's ", mc.block_size, " positions (", config.model.init, ")");
     apply_lora(caller_built);
     apply_freeze();
+    // After LoRA (which rebuilds the slabs where they are) and before the optimizer, whose moments
+    // are allocated beside the slab.
+    if (model->slab()->device() != device) model->to(device);
+    upload = std::make_unique<BatchUpload>(device);
     tokens_per_step = config.training.batch_size * block_size * config.training.grad_accum_steps * comm->world_size();
     total_steps = config.training.max_steps;
     if (config.training.max_tokens > 0) {
@@ -165,12 +172,16 @@ struct Trainer::Impl {
     out_dir = config.run.out_dir;
   }
 
+  // run.device -> `device`. `auto` is the CPU (docs/config.md says why); cuda and cuda:N need a
+  // visible GPU. With NCCL, make_comm may still replace cuda by the GPU of this rank.
   void check_device() {
+    LMF_CHECK(config.run.precision == "fp32", "run.precision: bf16 is not implemented in this version (the ops "
+              "store activations in f32; docs/kernels.md lists what is missing); use fp32");
     if (config.run.device == "auto" || config.run.device == "cpu") {
-      LMF_CHECK(config.run.precision == "fp32", "run.precision: bf16 needs a CUDA device (run.device: cuda)");
+      device = Device::cpu();
       return;
     }
-    const Device device = parse_device(config.run.device);
+    const Device requested = parse_device(config.run.device);
     LMF_CHECK(cuda_available(), "run.device: ", config.run.device, " requested but no CUDA GPU is available",
 #ifdef LMF_WITH_CUDA
               " on this machine"
@@ -178,7 +189,9 @@ struct Trainer::Impl {
               " (this build has no CUDA support)"
 #endif
     );
-    throw Error(str("run.device: ", device.str(), ": training on CUDA is not available in this version; use cpu"));
+    LMF_CHECK(requested.index < cuda_device_count(), "run.device: ", config.run.device, " but only ",
+              cuda_device_count(), " CUDA GPU(s) are visible (cuda:0 to cuda:", cuda_device_count() - 1, ")");
+    device = requested;
   }
 
   void check_paths() {
@@ -296,8 +309,8 @@ struct Trainer::Impl {
   std::shared_ptr<const nn::ParameterSlab> bucketed_slab;  // the slab the buckets were built for
   std::size_t next_bucket = 0;  // buckets start in index order, the same on every rank
   int64_t shard_size = 0;          // ZeRO-1: slab elements per rank (the last shard is padded)
-  std::vector<float> zero_full;    // ZeRO-1: world_size * shard_size, reduce-scatter in, all-gather out
-  std::vector<float> zero_shard;   // ZeRO-1: shard_size
+  Tensor zero_full;    // ZeRO-1: (world_size * shard_size) on `device`, reduce-scatter in, all-gather out
+  Tensor zero_shard;   // ZeRO-1: (shard_size) on `device`
 
   bool is_root() const { return comm->rank() == 0; }
   bool zero_enabled() const { return shard_size > 0 && comm->world_size() > 1; }
@@ -307,9 +320,26 @@ struct Trainer::Impl {
     const dist::LaunchInfo launch = dist::launch_info();
     LMF_CHECK(d.backend != "none" || launch.world_size == 1, "distributed.backend: none, but the launcher (",
               launch.launcher, ") started ", launch.world_size, " processes; use auto or mpi");
-    LMF_CHECK(d.backend != "nccl", "distributed.backend: nccl reduces GPU tensors, and training runs on the CPU "
-              "in this version; use mpi (or auto)");
-    comm = dist::make_comm(d.backend, dist::CommOptions{d.timeout});
+    // The communicator must take buffers where the gradients are: NCCL for GPUs, MPI for the CPU.
+    std::string backend = d.backend;
+    if (device.is_cuda() && backend == "auto" && launch.world_size > 1) {
+      LMF_CHECK(dist::nccl_built(), "distributed.backend: auto: run.device ", config.run.device, " with ",
+                launch.world_size, " processes needs NCCL, and this build has none; rebuild with NCCL or train on "
+                "the CPU (run.device: cpu)");
+      backend = "nccl";
+    }
+    LMF_CHECK(backend != "nccl" || device.is_cuda(), "distributed.backend: nccl reduces GPU tensors, and run.device "
+              "is ", config.run.device, "; set run.device: cuda, or use mpi (or auto) on the CPU");
+    LMF_CHECK(backend != "mpi" || device.is_cpu() || launch.world_size == 1, "distributed.backend: mpi reduces host "
+              "buffers, and run.device is ", config.run.device, "; use nccl (or auto) to train on GPUs");
+    comm = dist::make_comm(backend, dist::CommOptions{d.timeout});
+    if (comm->backend() == "nccl") {
+      // Each rank trains on the GPU its communicator was opened on (local rank modulo the GPUs).
+      LMF_CHECK(config.run.device == "cuda" || comm->device() == device, "run.device: ", config.run.device,
+                " names one GPU, but with distributed.backend: nccl rank ", comm->rank(), " uses ",
+                comm->device().str(), "; use run.device: cuda");
+      device = comm->device();
+    }
     // Ranks on one node share its cores: unless run.threads says otherwise, each takes its part.
     if (config.run.threads == 0 && launch.local_size > 1)
       omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
@@ -326,8 +356,8 @@ struct Trainer::Impl {
       shard_size = (n + world - 1) / world;
       const int64_t begin = std::min(n, comm->rank() * shard_size);
       optimizer->shard(begin, std::min(n, begin + shard_size));
-      zero_full.assign(static_cast<std::size_t>(shard_size * world), 0.f);
-      zero_shard.assign(static_cast<std::size_t>(shard_size), 0.f);
+      zero_full = Tensor::zeros({shard_size * world}, DType::f32, device);
+      zero_shard = Tensor::zeros({shard_size}, DType::f32, device);
     }
   }
 
@@ -396,37 +426,44 @@ struct Trainer::Impl {
   // rest of the slab is left stale: the sharded optimizer never reads it), clipped by the global
   // norm. Returns that norm before clipping.
   double zero_reduce_gradients(double max_norm) {
-    float* g = model->slab()->grads.data<float>();
+    const Tensor& g = model->slab()->grads;
     const int64_t n = model->slab()->numel(), begin = optimizer->shard_begin(), end = optimizer->shard_end();
-    std::copy(g, g + n, zero_full.begin());  // the padding past n stays zero
-    comm->reduce_scatter(zero_full.data(), zero_shard.data(), shard_size, dist::ReduceOp::avg);
-    std::copy(zero_shard.begin(), zero_shard.begin() + (end - begin), g + begin);
-    const double squares = optim::sum_of_squares(g + begin, end - begin);
+    copy_floats(zero_full, 0, g, 0, n);  // the padding past n stays zero
+    comm->reduce_scatter(zero_full.data<float>(), zero_shard.data<float>(), shard_size, dist::ReduceOp::avg);
+    copy_floats(g, begin, zero_shard, 0, end - begin);
+    Tensor mine = Tensor::view_of(g.storage(), {end - begin}, DType::f32, begin);
+    const double squares = optim::sum_of_squares(mine);
     const double norm = std::sqrt(comm->all_reduce_scalar(squares, dist::ReduceOp::sum));
     const double coef = max_norm / (norm + 1e-6);  // torch's clip_grad_norm_ rule, as optim::clip
-    if (max_norm > 0 && coef < 1.0)
-      for (int64_t i = begin; i < end; ++i) g[i] *= static_cast<float>(coef);
+    if (max_norm > 0 && coef < 1.0 && end > begin) scale_(mine, static_cast<float>(coef));
     return norm;
   }
 
   // ZeRO-1, parameter half: every rank's updated shard to every rank.
   void zero_gather_parameters() {
-    float* p = model->slab()->params.data<float>();
+    const Tensor& p = model->slab()->params;
     const int64_t n = model->slab()->numel(), begin = optimizer->shard_begin(), end = optimizer->shard_end();
-    std::fill(zero_shard.begin(), zero_shard.end(), 0.f);
-    std::copy(p + begin, p + end, zero_shard.begin());
-    comm->all_gather(zero_shard.data(), zero_full.data(), shard_size);
-    std::copy(zero_full.begin(), zero_full.begin() + n, p);
+    zero_shard.zero_();
+    copy_floats(zero_shard, 0, p, begin, end - begin);
+    comm->all_gather(zero_shard.data<float>(), zero_full.data<float>(), shard_size);
+    copy_floats(p, 0, zero_full, 0, n);
   }
 
   // A sharded moment slab from every rank, as one (world_size * shard_size) tensor in slab layout.
   Tensor gather_shards(const Tensor& shard) {
     const int64_t count = optimizer->shard_end() - optimizer->shard_begin();
-    std::fill(zero_shard.begin(), zero_shard.end(), 0.f);
-    std::copy(shard.data<float>(), shard.data<float>() + count, zero_shard.begin());
-    Tensor full = Tensor::empty({shard_size * comm->world_size()}, DType::f32);
-    comm->all_gather(zero_shard.data(), full.data<float>(), shard_size);
+    zero_shard.zero_();
+    copy_floats(zero_shard, 0, shard, 0, count);
+    Tensor full = Tensor::empty({shard_size * comm->world_size()}, DType::f32, device);
+    comm->all_gather(zero_shard.data<float>(), full.data<float>(), shard_size);
     return full;
+  }
+
+  // n floats from src's storage at element src_at to dst's at dst_at (both f32, same device or not).
+  static void copy_floats(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at, int64_t n) {
+    if (n <= 0) return;
+    copy_bytes(dst.data<float>() + dst_at, dst.device(), src.data<float>() + src_at, src.device(),
+               static_cast<std::size_t>(n) * sizeof(float));
   }
 
   // The moments by name in the checkpoint's layout, whatever the sharding, so that a run resumes
@@ -610,14 +647,22 @@ struct Trainer::Impl {
     model->eval();
     val_loader->reset();
     const int64_t batches = std::min<int64_t>(config.eval.batches, std::max<int64_t>(1, val_loader->batches_per_epoch()));
-    double total = 0;
+    // The batch losses stay where they are computed and are read once at the end.
+    Tensor losses = Tensor::empty({batches}, DType::f32, device);  // (batches)
     for (int64_t i = 0; i < batches; ++i) {
-      const auto batch = val_loader->next();
-      total += model->forward(batch.inputs, batch.targets).loss.item();
+      const auto batch = upload->to_device(val_loader->next());
+      slot(losses, i).copy_(model->forward(batch.inputs, batch.targets).loss);
     }
     model->train();
+    double total = 0;
+    for (float loss : losses.to_vector()) total += loss;
     // Each rank read its own slice of the validation batches; the mean of equal-sized means.
     return static_cast<float>(comm->all_reduce_scalar(total / batches, dist::ReduceOp::avg));
+  }
+
+  // Element i of a 1-D tensor, as a one-element view that can be written with copy_.
+  static Tensor slot(const Tensor& t, int64_t i) {
+    return Tensor::view_of(t.storage(), {}, t.dtype(), t.offset() + i);
   }
 
   // Returns true when early stopping says to stop.
@@ -707,11 +752,13 @@ struct Trainer::Impl {
       }
       const float lr = static_cast<float>(schedule.lr_at(step));
       model->zero_grad();
-      double loss_sum = 0;
+      // Each micro-batch's loss is kept where it was computed; the host reads them once, after the
+      // step's last backward pass, so a GPU runs the micro-batches without waiting for the host.
+      Tensor micro_losses = Tensor::empty({t.grad_accum_steps}, DType::f32, device);  // (grad_accum_steps)
       for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-        const auto batch = train_loader->next();
+        const auto batch = upload->to_device(train_loader->next());
         Tensor loss = model->forward(batch.inputs, batch.targets).loss;
-        loss_sum += loss.item();
+        slot(micro_losses, micro).copy_(loss.detach());
         if (overlap_enabled() && micro == t.grad_accum_steps - 1) {
           begin_gradient_average();
           lmf::backward(scale(loss, inv_accum), Tensor(), [this](const Tensor& leaf) { on_grad_final(leaf); });
@@ -720,6 +767,8 @@ struct Trainer::Impl {
           scale(loss, inv_accum).backward();
         }
       }
+      double loss_sum = 0;
+      for (float l : micro_losses.to_vector()) loss_sum += l;
       // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
       // every rank, so that the NaN and spike guards decide alike everywhere.
       if (comm->world_size() > 1) loss_sum = comm->all_reduce_scalar(loss_sum, dist::ReduceOp::avg);
@@ -820,8 +869,10 @@ struct Trainer::Impl {
     if (result.stop_reason == "signal") event("interrupted", "stopped by signal after saving " + last_checkpoint);
     if (result.stop_reason == "early_stop" && config.early_stopping.restore_best && best_step >= 0) {
       if (is_root()) model->load_state_dict(io::load_gpt(out_dir / "best")->state_dict());
-      Tensor params = model->param_slab();
-      comm->broadcast(params, 0);
+      if (comm->world_size() > 1) {
+        Tensor params = model->param_slab();
+        comm->broadcast(params, 0);
+      }
       event("restore_best", fmt::format("weights of step {} (val_loss {:.4f})", best_step, best_val));
     }
     write_checkpoint(out_dir / "final");

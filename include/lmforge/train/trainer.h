@@ -6,6 +6,8 @@
 //   out_dir/best/, out_dir/final/       best validation loss, end of training
 // Each checkpoint directory holds model.safetensors + config.json (Hugging Face GPT-2 form),
 // optimizer.safetensors, trainer_state.json and tokenizer.json, and is written atomically.
+// The model, its gradients and the AdamW moments live on run.device (the CPU or one GPU per
+// rank); checkpoints are copied to the host and are the same files whichever device wrote them.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -49,6 +51,7 @@ class Trainer {
   /// describes (scratch, our checkpoint, or a Hugging Face GPT-2 directory). No work starts here.
   explicit Trainer(Config config, Callbacks callbacks = {});
   /// Trains a caller-built model instead of config.model (config.model.init must be "scratch").
+  /// The model is moved to run.device if it is elsewhere.
   Trainer(Config config, std::unique_ptr<nn::GPT> model, Callbacks callbacks = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -59,6 +62,7 @@ class Trainer {
   /// Mean validation loss over the fixed validation batches (eval.batches of them).
   float evaluate();
 
+  /// The model being trained, on run.device.
   nn::GPT& model();
   const Config& config() const;
 
