@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "e2e/cli_run.h"
+#include "lmforge/core/device.h"
 #include "lmforge/io/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -226,6 +227,22 @@ TEST_CASE("train: bad command-line overrides are named with the override") {
                       {"training.lrr", "'training.lr'"});
   require_clean_error(lmforge(dir, "train " + quote(cfg.string()) + " training.lr"), {"KEY=VALUE"});
   require_clean_error(lmforge(dir, "train " + quote(cfg.string()) + " model.n_layer=0"), {"model.n_layer", "0"});
+}
+
+TEST_CASE("train: run.device cuda without a GPU, and run.precision bf16, are one clear error each") {
+  const fs::path dir = work_dir("device");
+  const fs::path cfg = write_config(dir, base_yaml(dir / "run"));
+  require_clean_error(lmforge(dir, "train " + quote(cfg.string()) + " run.precision=bf16"),
+                      {"run.precision: bf16", "fp32"});
+  if (lmf::cuda_available()) {
+    WARN("the GPU half is skipped: a CUDA GPU is visible");
+    return;
+  }
+  require_clean_error(lmforge(dir, "train " + quote(cfg.string()) + " run.device=cuda"),
+                      {"run.device: cuda", "no CUDA GPU"});
+  require_clean_error(lmforge(dir, "train " + quote(cfg.string()) + " run.device=cuda:2"),
+                      {"run.device: cuda:2", "no CUDA GPU"});
+  CHECK_FALSE(fs::exists(dir / "run" / "metrics.jsonl"));  // refused before any work
 }
 
 TEST_CASE("train: a tokenizer larger than model.vocab_size is a vocabulary mismatch") {

@@ -579,3 +579,29 @@ TEST_CASE("early stopping decides the same after a stop between evaluations and 
   CHECK(losses_b == losses_a);
   CHECK(same_bytes(dir_a / "final" / "model.safetensors", dir_b / "final" / "model.safetensors"));
 }
+
+TEST_CASE("run.device: cuda without a GPU, and run.precision: bf16, are refused naming the key") {
+  Config c = tiny_config(fresh_dir("device_refused"), 2);
+  c.run.precision = "bf16";
+  CHECK_THROWS_WITH(Trainer(c), Catch::Contains("run.precision: bf16 is not implemented"));
+  c.run.precision = "fp32";
+  if (lmf::cuda_available()) {
+    WARN("the GPU half is skipped: a CUDA GPU is visible (tests/cuda/test_trainer.cpp trains on it)");
+    return;
+  }
+  for (const char* device : {"cuda", "cuda:1"}) {
+    c.run.device = device;
+    CHECK_THROWS_WITH(Trainer(c), Catch::Contains(std::string("run.device: ") + device) &&
+                                      Catch::Contains("no CUDA GPU is available"));
+  }
+  // Without a GPU, auto trains on the CPU.
+  c.run.device = "auto";
+  Trainer trainer(c);
+  CHECK(trainer.model().slab()->device().is_cpu());
+}
+
+TEST_CASE("distributed.backend: nccl on the CPU is refused naming both keys") {
+  Config c = tiny_config(fresh_dir("nccl_cpu"), 2);
+  c.distributed.backend = "nccl";
+  CHECK_THROWS_WITH(Trainer(c), Catch::Contains("distributed.backend: nccl") && Catch::Contains("run.device"));
+}
