@@ -1,5 +1,6 @@
-// The machine's fp32 GEMM ceiling and lmforge's GEMM against it: GFLOP/s of lmf::cpu::gemm (Eigen
-// blocks split across the OpenMP threads) and, when libopenblas.so.0 is installed, of OpenBLAS's
+// The machine's fp32 GEMM ceiling and lmforge's GEMM against it: GFLOP/s of lmf::cpu::gemm (the
+// AVX-512 kernel, or Eigen with LMF_GEMM_EIGEN=1 or without AVX-512, on blocks split across the
+// OpenMP threads) and, when libopenblas.so.0 is installed, of OpenBLAS's
 // cblas_sgemm (loaded at run time, so building needs no OpenBLAS), at 2048^3 and at the GPT-2 124M
 // training shapes for B*T = 256. The best of both at 2048^3 is the ceiling MFU is reported against.
 // Usage: bench_gemm [--quick]   (threads from OMP_NUM_THREADS; OpenBLAS from OPENBLAS_NUM_THREADS)

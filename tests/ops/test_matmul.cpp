@@ -1,7 +1,12 @@
 // Tests of matmul and linear (src/ops/matmul.cpp): 2-D, batched and shared-b products with every
 // transpose combination against a double reference, their gradients, and shape errors.
 #include <catch2/catch.hpp>
+#include <omp.h>
 
+#include <algorithm>
+#include <cstdlib>
+
+#include "backend/cpu/gemm_kernel.h"
 #include "lmforge/ops.h"
 #include "ops/gradcheck.h"
 
@@ -124,4 +129,37 @@ TEST_CASE("linear rejects mismatched weight and bias shapes", "[linear][errors]"
   CHECK_THROWS_AS(linear(x, Tensor::zeros({4})), Error);
   CHECK_THROWS_AS(linear(x, Tensor::zeros({5, 4}), Tensor::zeros({4})), Error);
   CHECK_THROWS_WITH(linear(x, Tensor::zeros({5, 3})), Catch::Contains("linear") && Catch::Contains("(5, 3)"));
+}
+
+TEST_CASE("matmul crosses the GEMM kernel's row, column and K blocks with ragged edges", "[matmul]") {
+  // 8 x 32 micro-tiles, 96-row a blocks, 256-deep K slices, 3072-wide b blocks: every size here
+  // leaves a partial tile, block and slice.
+  const int64_t m = 203, n = 3109, k = 301;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      INFO("trans_a " << ta << " trans_b " << tb);
+      const Tensor a = random_tensor(op_shape({}, m, k, ta), 7, false);
+      const Tensor b = random_tensor(op_shape({}, k, n, tb), 8, false);
+      // K = 301 float products of N(0, 1) values: rounding alone reaches ~1e-5 on entries near zero,
+      // while a lost product term, tile or slice is off by ~0.1 or more.
+      CHECK(close_ratio(matmul(a, b, ta, tb).to_vector(), reference_matmul(a, b, 1, m, n, k, ta, tb, true), 1e-5,
+                        1e-4) <= 1);
+    }
+}
+
+TEST_CASE("matmul and linear give the same bits on one thread and on several", "[matmul]") {
+  if (!cpu::have_avx512() || std::getenv("LMF_GEMM_EIGEN")) {
+    WARN("skipped: the Eigen fallback (no AVX-512 here) sums in an order that depends on the blocks");
+    return;
+  }
+  const Tensor a = random_tensor({150, 70}, 9, false), b = random_tensor({70, 130}, 10, false);
+  const Tensor w = random_tensor({130, 70}, 11, false), bias = random_tensor({130}, 12, false);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const auto c1 = matmul(a, b).to_vector(), l1 = linear(a, w, bias).to_vector();
+  omp_set_num_threads(std::max(2, threads));
+  const auto c2 = matmul(a, b).to_vector(), l2 = linear(a, w, bias).to_vector();
+  omp_set_num_threads(threads);
+  CHECK(c1 == c2);
+  CHECK(l1 == l2);
 }

@@ -1,6 +1,7 @@
-// Matrix products for every CPU op, on Eigen maps over raw row-major pointers. The library is built
-// with EIGEN_DONT_PARALLELIZE so that threading is decided here, once: the output (times the
-// batch) is cut into one block per thread and each OpenMP thread runs a single-threaded Eigen GEMM.
+// Matrix products for every CPU op. Threading is decided here, once: the output (times the batch) is
+// cut into one block per thread and each OpenMP thread runs a single-threaded GEMM on its block,
+// the AVX-512 kernel of gemm_avx512.cpp where the CPU has it, otherwise Eigen (built with
+// EIGEN_DONT_PARALLELIZE) on maps over the raw row-major pointers.
 // Shapes: c (M, N) = op(a) (M, K) · op(b) (K, N); the backward of a product is itself two products
 // with transposes, which is why the transpose flags exist.
 #include <omp.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_kernel.h"
 
 namespace lmf::cpu {
 namespace {
@@ -26,6 +28,9 @@ void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, 
                 int64_t c1) {
   const int64_t rows = r1 - r0, cols = c1 - c0;
   if (rows <= 0 || cols <= 0) return;
+  const Operand op_a{trans_a ? a + r0 : a + r0 * k, trans_a ? m : k, trans_a};
+  const Operand op_b{trans_b ? b + c0 * k : b + c0, trans_b ? k : n, trans_b};
+  if (gemm_kernel(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate)) return;
   StridedMap out(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
   if (k == 0) {
     if (!accumulate) out.setZero();

@@ -1,0 +1,25 @@
+// The hand-written GEMM under lmf::cpu::gemm (gemm_avx512.cpp). Row-major, single-threaded: the
+// threading is gemm_batched's, which hands each thread a block of c.
+#pragma once
+#include <cstdint>
+
+namespace lmf::cpu {
+
+/// One operand of c = op(a) · op(b): `data` with leading dimension `ld` (elements between rows as
+/// stored); trans means it is stored transposed, (K, M) for a or (N, K) for b.
+struct Operand {
+  const float* data;
+  int64_t ld;
+  bool trans;
+};
+
+/// Whether this CPU runs the AVX-512 kernel (AVX-512 F/VL/BW/DQ and FMA).
+bool have_avx512();
+
+/// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
+/// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
+/// environment (the caller then uses Eigen).
+bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
+                 int64_t k, bool accumulate);
+
+}  // namespace lmf::cpu
