@@ -3,7 +3,8 @@
 // machine's GEMM ceiling from bench_gemm (--ceiling GFLOP/s), the model FLOPs utilisation, with
 // FLOPs per token = 6 N + 12 L C T (N: parameters without wpe; PaLM's accounting, as llm.c uses).
 // Usage: bench_gpt2_step [--layers L --embd C --heads NH --vocab V --batch B --seq T --steps S
-//                         --ceiling GFLOPS]
+//                         --ceiling GFLOPS --bf16 0|1]
+// --bf16 1 runs every matrix product in bf16 (AVX-512 BF16) with f32 accumulation.
 #include <omp.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/cpu/gemm_kernel.h"
 #include "lmforge/autograd.h"
 #include "lmforge/nn/gpt.h"
 #include "lmforge/optim/adamw.h"
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(key, "--seq")) T = int64_t(value);
     else if (!std::strcmp(key, "--steps")) steps = int64_t(value);
     else if (!std::strcmp(key, "--ceiling")) ceiling = value;
+    else if (!std::strcmp(key, "--bf16")) lmf::cpu::set_gemm_bf16(value != 0);
     else { std::fprintf(stderr, "unknown option %s\n", key); return 2; }
   }
   lmf::nn::GPT model(config, 1337);
@@ -66,10 +69,11 @@ int main(int argc, char** argv) {
   const double flops_per_token =
       6.0 * n_params + 12.0 * config.n_layer * config.n_embd * double(T);
   const double gflops = flops_per_token * B * T / median * 1e-9;
-  std::printf("model: L=%lld C=%lld NH=%lld V=%lld, %.1fM parameters; B=%lld T=%lld; threads %d\n",
+  std::printf("model: L=%lld C=%lld NH=%lld V=%lld, %.1fM parameters; B=%lld T=%lld; threads %d; "
+              "products in %s\n",
               (long long)config.n_layer, (long long)config.n_embd, (long long)config.n_head,
               (long long)config.vocab_size, model.num_parameters() / 1e6, (long long)B,
-              (long long)T, omp_get_max_threads());
+              (long long)T, omp_get_max_threads(), lmf::cpu::gemm_bf16() ? "bf16" : "f32");
   std::printf("step: median %.1f ms, best %.1f ms over %lld steps; %.0f tokens/s; %.1f GFLOP/s",
               median * 1e3, times.front() * 1e3, (long long)steps, B * T / median, gflops);
   if (ceiling > 0) std::printf("; MFU %.1f%% of %.0f GFLOP/s", 100.0 * gflops / ceiling, ceiling);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "backend/cpu/gemm_kernel.h"
 #include "lmforge/ops.h"
@@ -162,4 +163,41 @@ TEST_CASE("matmul and linear give the same bits on one thread and on several", "
   omp_set_num_threads(threads);
   CHECK(c1 == c2);
   CHECK(l1 == l2);
+}
+
+namespace {
+float round_to_bf16(float x) {  // nearest even, as the kernel packs
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits = ((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16) << 16;
+  std::memcpy(&x, &bits, sizeof bits);
+  return x;
+}
+}  // namespace
+
+TEST_CASE("bf16 products equal the product of bf16-rounded operands, summed in f32", "[matmul][bf16]") {
+  if (!cpu::have_avx512_bf16()) {
+    WARN("skipped: this CPU has no AVX-512 BF16");
+    return;
+  }
+  const int64_t m = 101, n = 77, k = 301;  // odd K: the last bf16 pair of each slice is half padding
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      INFO("trans_a " << ta << " trans_b " << tb);
+      const Tensor a = random_tensor(op_shape({}, m, k, ta), 13, false);
+      const Tensor b = random_tensor(op_shape({}, k, n, tb), 14, false);
+      const auto rounded = [](const Tensor& t) {
+        std::vector<float> v = t.to_vector();
+        for (float& x : v) x = round_to_bf16(x);
+        return Tensor::from_vector(v, t.shape());
+      };
+      const auto exact_bf16 = reference_matmul(rounded(a), rounded(b), 1, m, n, k, ta, tb, true);
+      const auto exact_f32 = reference_matmul(a, b, 1, m, n, k, ta, tb, true);
+      cpu::set_gemm_bf16(true);
+      const auto c = matmul(a, b, ta, tb).to_vector();
+      cpu::set_gemm_bf16(false);
+      CHECK(close_ratio(c, exact_bf16, 1e-5, 1e-4) <= 1);   // only the f32 summation differs
+      CHECK(close_ratio(c, exact_f32, 1e-5, 1e-4) > 1);     // and it is not the f32 product
+      CHECK(close_ratio(matmul(a, b, ta, tb).to_vector(), exact_f32, 1e-5, 1e-4) <= 1);  // off again
+    }
 }

@@ -14,11 +14,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <atomic>
 #include <new>
 
 #include "backend/cpu/gemm_kernel.h"
 
 #define LMF_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+#define LMF_AVX512_BF16 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma,avx512bf16")))
 
 namespace lmf::cpu {
 namespace {
@@ -45,6 +48,31 @@ struct Scratch {
   }
 };
 
+// dst[c * dst_ld + r] = src[r * ld + c] for an 8 x 8 block: eight row loads, 24 in-register
+// shuffles, eight row stores; packing a k-contiguous operand goes through this, not scalar gathers.
+LMF_AVX512 inline void transpose_8x8(const float* src, int64_t ld, float* dst, int64_t dst_ld) {
+  __m256 r[8], t[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+#pragma GCC unroll 4
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
 // op(a)[i0 + r, p0 + p] for r < MR (zero past `rows`), p < kc, into panel[p * MR + r].
 LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows, int64_t p0,
                        int64_t kc) {
@@ -60,14 +88,17 @@ LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows,
     }
     return;
   }
-  for (int r = 0; r < kMR; ++r) {  // stored (M, K): walk each row's k values
+  int64_t p = 0;
+  if (rows == kMR)  // stored (M, K): 8 x 8 blocks transposed in registers
+    for (; p + 8 <= kc; p += 8) transpose_8x8(a.data + i0 * a.ld + p0 + p, a.ld, panel + p * kMR, kMR);
+  for (int r = 0; r < kMR; ++r) {  // the rest one element at a time
     float* dst = panel + r;
     if (r >= rows) {
-      for (int64_t p = 0; p < kc; ++p) dst[p * kMR] = 0.f;
+      for (int64_t q = 0; q < kc; ++q) dst[q * kMR] = 0.f;
       continue;
     }
     const float* src = a.data + (i0 + r) * a.ld + p0;
-    for (int64_t p = 0; p < kc; ++p) dst[p * kMR] = src[p];
+    for (int64_t q = p; q < kc; ++q) dst[q * kMR] = src[q];
   }
 }
 
@@ -85,14 +116,19 @@ LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols,
     }
     return;
   }
-  for (int j = 0; j < kNR; ++j) {  // stored (N, K): walk each column's k values
+  const int full = static_cast<int>(cols / 8 * 8);  // stored (N, K): whole groups of 8 columns
+  const int64_t kc8 = kc / 8 * 8;                    // go through 8 x 8 transposes
+  for (int j = 0; j < full; j += 8)
+    for (int64_t p = 0; p < kc8; p += 8)
+      transpose_8x8(b.data + (j0 + j) * b.ld + p0 + p, b.ld, panel + p * kNR + j, kNR);
+  for (int j = 0; j < kNR; ++j) {  // the rest one element at a time
     float* dst = panel + j;
     if (j >= cols) {
       for (int64_t p = 0; p < kc; ++p) dst[p * kNR] = 0.f;
       continue;
     }
     const float* src = b.data + (j0 + j) * b.ld + p0;
-    for (int64_t p = 0; p < kc; ++p) dst[p * kNR] = src[p];
+    for (int64_t p = j < full ? kc8 : 0; p < kc; ++p) dst[p * kNR] = src[p];
   }
 }
 
@@ -126,6 +162,116 @@ LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float
       }
       _mm512_mask_storeu_ps(cr, m0, v0);
       _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+  }
+}
+
+// --- bf16 products (AVX-512 BF16) -------------------------------------------------------------
+// The same loops over panels of bf16 pairs: a 32-bit lane holds op(x)[.., 2q] in its low half and
+// op(x)[.., 2q + 1] in its high half, so one VDPBF16PS does 32 multiply-adds (two k per lane)
+// into f32 accumulators. Panels are packed in f32 as above, then rounded to nearest even.
+
+// 32-bit lanes of x rounded to bf16 (round to nearest even), in the low 16 bits of each lane.
+LMF_AVX512 inline __m512i bf16_bits(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  return _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+}
+
+// An f32 panel of kc rows of `width` (8 or 32) into ceil(kc / 2) rows of bf16 pairs.
+LMF_AVX512 void pair_panel(uint32_t* dst, const float* src, int64_t kc, int width) {
+  const int64_t pairs = kc / 2;
+  if (width == kNR) {
+    for (int64_t q = 0; q < pairs; ++q)
+      for (int h = 0; h < kNR; h += 16) {
+        const __m512i lo = bf16_bits(_mm512_load_ps(src + 2 * q * kNR + h));
+        const __m512i hi = bf16_bits(_mm512_load_ps(src + (2 * q + 1) * kNR + h));
+        _mm512_store_si512(dst + q * kNR + h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+      }
+  } else {  // width 8: rows 2q and 2q + 1 are one zmm
+    for (int64_t q = 0; q < pairs; ++q) {
+      const __m512i both = bf16_bits(_mm512_loadu_ps(src + 2 * q * kMR));
+      const __m256i lo = _mm512_castsi512_si256(both), hi = _mm512_extracti64x4_epi64(both, 1);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kMR), _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16)));
+    }
+  }
+  if (kc % 2) {  // the odd last row pairs with zeros
+    const float* last = src + (kc - 1) * width;
+    uint32_t* out = dst + pairs * width;
+    for (int j = 0; j < width; ++j) {
+      uint32_t bits;
+      std::memcpy(&bits, last + j, sizeof bits);
+      out[j] = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    }
+  }
+}
+
+// c[0:rows, 0:cols] (+)= a pair panel (kc2 x MR) . b pair panel (kc2 x NR).
+LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const uint32_t* pb, float* c,
+                                       int64_t ldc, int rows, int cols, bool add) {
+  __m512 acc0[kMR], acc1[kMR];
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < kc2; ++q) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(pb), b1 = (__m512bh)_mm512_load_si512(pb + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(pa[r]));
+      acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
+      acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+    }
+    pa += kMR;
+    pb += kNR;
+  }
+  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) {
+    if (r < rows) {
+      float* cr = c + r * ldc;
+      __m512 v0 = acc0[r], v1 = acc1[r];
+      if (add) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+      }
+      _mm512_mask_storeu_ps(cr, m0, v0);
+      _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+  }
+}
+
+LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float* c, int64_t ldc,
+                                      int64_t m, int64_t n, int64_t k, bool accumulate) {
+  thread_local Scratch a_scratch, b_scratch, f32_scratch;
+  const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
+  const int64_t kc2_max = (kKC + 1) / 2;
+  auto* bp = reinterpret_cast<uint32_t*>(b_scratch.get(static_cast<std::size_t>(kc2_max * nc_max)));
+  auto* ap = reinterpret_cast<uint32_t*>(a_scratch.get(static_cast<std::size_t>(kc2_max * kMC)));
+  float* f32 = f32_scratch.get(static_cast<std::size_t>(kKC * kNR));  // one f32 panel at a time
+  for (int64_t j0 = 0; j0 < n; j0 += kNC) {
+    const int64_t nc = std::min(kNC, n - j0);
+    for (int64_t p0 = 0; p0 < k; p0 += kKC) {
+      const int64_t kc = std::min(kKC, k - p0), kc2 = (kc + 1) / 2;
+      const bool add = accumulate || p0 > 0;
+      for (int64_t jr = 0; jr < nc; jr += kNR) {
+        pack_b(f32, b, j0 + jr, std::min<int64_t>(kNR, nc - jr), p0, kc);
+        pair_panel(bp + jr * kc2, f32, kc, kNR);
+      }
+      for (int64_t i0 = 0; i0 < m; i0 += kMC) {
+        const int64_t mc = std::min(kMC, m - i0);
+        for (int64_t ir = 0; ir < mc; ir += kMR) {
+          pack_a(f32, a, i0 + ir, std::min<int64_t>(kMR, mc - ir), p0, kc);
+          pair_panel(ap + ir * kc2, f32, kc, kMR);
+        }
+        for (int64_t jr = 0; jr < nc; jr += kNR) {
+          const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
+            micro_kernel_bf16(kc2, ap + ir * kc2, bp + jr * kc2, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols,
+                              add);
+          }
+        }
+      }
     }
   }
 }
@@ -168,6 +314,18 @@ bool have_avx512() {
   return yes;
 }
 
+bool have_avx512_bf16() {
+  static const bool yes = have_avx512() && __builtin_cpu_supports("avx512bf16");
+  return yes;
+}
+
+namespace {
+std::atomic<bool> g_bf16{false};
+}
+
+void set_gemm_bf16(bool on) { g_bf16.store(on && have_avx512_bf16(), std::memory_order_relaxed); }
+bool gemm_bf16() { return g_bf16.load(std::memory_order_relaxed); }
+
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
                  int64_t k, bool accumulate) {
   static const bool eigen = std::getenv("LMF_GEMM_EIGEN") != nullptr;
@@ -178,7 +336,11 @@ bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
     return true;
   }
-  gemm_avx512(a, b, c, ldc, m, n, k, accumulate);
+  if (gemm_bf16()) {
+    gemm_avx512_bf16(a, b, c, ldc, m, n, k, accumulate);
+  } else {
+    gemm_avx512(a, b, c, ldc, m, n, k, accumulate);
+  }
   return true;
 }
 

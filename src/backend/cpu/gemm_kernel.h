@@ -16,6 +16,13 @@ struct Operand {
 /// Whether this CPU runs the AVX-512 kernel (AVX-512 F/VL/BW/DQ and FMA).
 bool have_avx512();
 
+/// Whether this CPU also has AVX-512 BF16 (VDPBF16PS).
+bool have_avx512_bf16();
+/// Products in bf16: operands rounded to bfloat16 (nearest even) as they are packed, products
+/// summed in f32 by VDPBF16PS. Process-wide; ignored (stays off) on a CPU without AVX-512 BF16.
+void set_gemm_bf16(bool on);
+bool gemm_bf16();
+
 /// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
 /// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
 /// environment (the caller then uses Eigen).
