@@ -7,6 +7,7 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
 #ifdef LMF_WITH_CUDA
@@ -39,27 +40,6 @@ void AdamW::shard(int64_t begin, int64_t end) {
   v_ = Tensor::zeros({std::max<int64_t>(end - begin, 1)}, DType::f32, slab_->device());
   runs_trainable_.clear();  // recut the runs to the shard on the next step
 }
-
-namespace {
-
-// Updates elements [begin, end) of the slabs; `decay_factor` is 1 - lr·wd.
-void adamw_cpu(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end,
-               float decay_factor, float lr, float beta1, float beta2, float eps,
-               float bias_correction1, float bias_correction2_sqrt) {
-  const float step_size = lr / bias_correction1;
-#pragma omp parallel for simd schedule(static) if (end - begin > 32768)
-  for (int64_t i = begin; i < end; ++i) {
-    const float grad = g[i];
-    const float mi = beta1 * m[i] + (1.f - beta1) * grad;
-    const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = std::sqrt(vi) / bias_correction2_sqrt + eps;
-    p[i] = p[i] * decay_factor - step_size * mi / denom;
-  }
-}
-
-}  // namespace
 
 void AdamW::rebuild_runs() {
   runs_.clear();
@@ -121,9 +101,9 @@ void AdamW::step() {
   }
 #endif
   for (const Run& r : runs_) {
-    adamw_cpu(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_), 0,
-              r.end - r.begin, 1.f - config_.lr * r.weight_decay, config_.lr,
-              config_.beta1, config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+    cpu::adamw_update(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_),
+                      r.end - r.begin, 1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1,
+                      config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
   }
 }
 

@@ -45,6 +45,13 @@ void sum_dim_backward(float* dx, const float* dout, int64_t outer, int64_t d, in
 /// out (N) = value.
 void fill(float* out, float value, int64_t n);
 
+// --- optimizer (adamw.cpp) --------------------------------------------------------------------
+/// AdamW (PyTorch's semantics) over n elements: m = β1 m + (1−β1) g, v = β2 v + (1−β2) g²,
+/// p = p · decay_factor − (lr / bias_correction1) m / (√v / bias_correction2_sqrt + eps).
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
+                  float lr, float beta1, float beta2, float eps, float bias_correction1,
+                  float bias_correction2_sqrt);
+
 // --- model ops ---------------------------------------------------------------------------------
 /// out (N, C) = weight[ids[n]]; ids already validated against V.
 void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c);
