@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_kernel.h"
 #include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
 #include "ops/op_checks.h"
@@ -171,6 +172,9 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
                   return matmul_backward(a, b, g.contiguous_copy(), d, need_a, need_b);
                 });
 }
+
+bool cpu_matmul_bf16_available() { return cpu::have_avx512_bf16(); }
+void set_cpu_matmul_bf16(bool on) { cpu::set_gemm_bf16(on); }
 
 Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   check_f32("linear", x_in, "x");

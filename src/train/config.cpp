@@ -143,6 +143,8 @@ const std::vector<Field>& fields() {
         }));
     f.push_back(field<std::string>("run.precision", [](Config& c) -> auto& { return c.run.precision; },
         one_of({"fp32", "bf16"})));
+    f.push_back(field<std::string>("run.matmul_precision", [](Config& c) -> auto& { return c.run.matmul_precision; },
+        one_of({"fp32", "bf16"})));
     f.push_back(field<int>("run.threads", [](Config& c) -> auto& { return c.run.threads; }, at_least(0)));
     // data
     f.push_back(field<std::string>("data.train", [](Config& c) -> auto& { return c.data.train; }));

@@ -177,6 +177,11 @@ struct Trainer::Impl {
   void check_device() {
     LMF_CHECK(config.run.precision == "fp32", "run.precision: bf16 is not implemented in this version (the ops "
               "store activations in f32; docs/kernels.md lists what is missing); use fp32");
+    // Process-wide: set on every start, so a later trainer in the same process gets its own.
+    const bool bf16_products = config.run.matmul_precision == "bf16";
+    LMF_CHECK(!bf16_products || cpu_matmul_bf16_available(), "run.matmul_precision: bf16 needs a CPU with "
+              "AVX-512 BF16 (VDPBF16PS), which this one lacks; use fp32");
+    set_cpu_matmul_bf16(bf16_products);
     if (config.run.device == "auto" || config.run.device == "cpu") {
       device = Device::cpu();
       return;

@@ -15,6 +15,7 @@ struct RunConfig {
   uint64_t seed = 1337;
   std::string device = "auto";     ///< auto | cpu | cuda | cuda:N
   std::string precision = "fp32";  ///< fp32 | bf16
+  std::string matmul_precision = "fp32";  ///< fp32 | bf16: operands of CPU matrix products
   int threads = 0;                 ///< 0: every available core
 };
 

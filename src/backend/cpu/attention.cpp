@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_kernel.h"
 #include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
@@ -29,6 +30,17 @@ using BlockMap = Eigen::Map<RowMat>;                    // the dense score block
 // Query rows per block: large enough for efficient GEMMs, small enough that the (Br, T) score
 // block stays in L2 for T up to a few thousand.
 constexpr int64_t kBlockRows = 64;
+
+// A view of rows of a row-major matrix for gemm_kernel (`trans`: use it transposed).
+Operand rows_of(const float* data, int64_t ld, bool trans = false) { return {data, ld, trans}; }
+
+// c (m, n; ldc) (+)= op(a) op(b) on the AVX-512 kernel (always f32: the scores feed a softmax), or
+// the Eigen expression `fallback` where the kernel does not run.
+template <class Fallback>
+void product(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
+             int64_t k, bool accumulate, Fallback&& fallback) {
+  if (!gemm_kernel(a, b, c, ldc, m, n, k, accumulate, /*allow_bf16=*/false)) fallback();
+}
 
 int64_t head_offset(const HeadLayout& l, int64_t bh, int64_t nh) {
   return (bh / nh) * l.batch + (bh % nh) * l.head;
@@ -58,11 +70,15 @@ void attention_forward(float* out, const HeadLayout& out_l, float* lse, const fl
       float* lse_h = lse + h * t;  // (T)
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        BlockMap s(scores.data(), rows, i1);  // (rows, i1)
-        s.noalias() = scale * qm.middleRows(i0, rows) * km.topRows(i1).transpose();
+        BlockMap s(scores.data(), rows, i1);  // (rows, i1): unscaled q kᵀ
+        product(rows_of(q + off + i0 * in_l.row, in_l.row), rows_of(k + off, in_l.row, true), s.data(), i1,
+                rows, i1, hs, false,
+                [&] { s.noalias() = qm.middleRows(i0, rows) * km.topRows(i1).transpose(); });
         for (int64_t r = 0; r < rows; ++r) {
           float* sr = s.data() + r * i1;
           const int64_t valid = i0 + r + 1;  // keys 0..i are visible to query i
+#pragma omp simd
+          for (int64_t j = 0; j < valid; ++j) sr[j] *= scale;
           const float m = vec::max_of(sr, valid);
           const float sum = vec::exp_shift_sum(sr, sr, valid, m);
           const float inv = 1.0f / sum;
@@ -71,7 +87,9 @@ void attention_forward(float* out, const HeadLayout& out_l, float* lse, const fl
           std::fill(sr + valid, sr + i1, 0.f);
           lse_h[i0 + r] = m + std::log(sum);
         }
-        om.middleRows(i0, rows).noalias() = s * vm.topRows(i1);
+        float* o_rows = out + head_offset(out_l, h, nh) + i0 * out_l.row;
+        product(rows_of(s.data(), i1), rows_of(v + off, in_l.row), o_rows, out_l.row, rows, hs, i1, false,
+                [&] { om.middleRows(i0, rows).noalias() = s * vm.topRows(i1); });
       }
     }
   }
@@ -100,16 +118,25 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
         BlockMap p(probs.data(), rows, i1), dp(dprobs.data(), rows, i1);  // (rows, i1)
-        p.noalias() = scale * qm.middleRows(i0, rows) * km.topRows(i1).transpose();
+        const float* q_rows = q + off + i0 * in_l.row;
+        const float* g_rows = dout + head_offset(dout_l, h, nh) + i0 * dout_l.row;
+        product(rows_of(q_rows, in_l.row), rows_of(k + off, in_l.row, true), p.data(), i1, rows, i1, hs, false,
+                [&] { p.noalias() = qm.middleRows(i0, rows) * km.topRows(i1).transpose(); });
         for (int64_t r = 0; r < rows; ++r) {
           float* pr = p.data() + r * i1;
           const int64_t valid = i0 + r + 1;
           const float l = lse_h[i0 + r];
+#pragma omp simd
+          for (int64_t j = 0; j < valid; ++j) pr[j] *= scale;
           vec::exp_shift_scale(pr, pr, valid, l, 1.0f);
           std::fill(pr + valid, pr + i1, 0.f);
         }
-        dvm.topRows(i1).noalias() += p.transpose() * gm.middleRows(i0, rows);
-        dp.noalias() = gm.middleRows(i0, rows) * vm.topRows(i1).transpose();
+        // dv[0:i1] += pᵀ dout[i0:i1]
+        product(rows_of(p.data(), i1, true), rows_of(g_rows, dout_l.row), dv + doff, din_l.row, i1, hs, rows, true,
+                [&] { dvm.topRows(i1).noalias() += p.transpose() * gm.middleRows(i0, rows); });
+        // dp = dout[i0:i1] vᵀ
+        product(rows_of(g_rows, dout_l.row), rows_of(v + off, in_l.row, true), dp.data(), i1, rows, i1, hs, false,
+                [&] { dp.noalias() = gm.middleRows(i0, rows) * vm.topRows(i1).transpose(); });
         for (int64_t r = 0; r < rows; ++r) {
           const float* pr = p.data() + r * i1;
           float* dr = dp.data() + r * i1;
@@ -119,8 +146,11 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
 #pragma omp simd
           for (int64_t j = 0; j < i1; ++j) dr[j] = scale * pr[j] * (dr[j] - dot);
         }
-        dqm.middleRows(i0, rows).noalias() = dp * km.topRows(i1);
-        dkm.topRows(i1).noalias() += dp.transpose() * qm.middleRows(i0, rows);
+        // dq[i0:i1] = dp k[0:i1];  dk[0:i1] += dpᵀ q[i0:i1]
+        product(rows_of(dp.data(), i1), rows_of(k + off, in_l.row), dq + doff + i0 * din_l.row, din_l.row, rows, hs,
+                i1, false, [&] { dqm.middleRows(i0, rows).noalias() = dp * km.topRows(i1); });
+        product(rows_of(dp.data(), i1, true), rows_of(q_rows, in_l.row), dk + doff, din_l.row, i1, hs, rows, true,
+                [&] { dkm.topRows(i1).noalias() += dp.transpose() * qm.middleRows(i0, rows); });
       }
     }
   }

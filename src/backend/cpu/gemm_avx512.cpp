@@ -327,7 +327,7 @@ void set_gemm_bf16(bool on) { g_bf16.store(on && have_avx512_bf16(), std::memory
 bool gemm_bf16() { return g_bf16.load(std::memory_order_relaxed); }
 
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate) {
+                 int64_t k, bool accumulate, bool allow_bf16) {
   static const bool eigen = std::getenv("LMF_GEMM_EIGEN") != nullptr;
   if (eigen || !have_avx512()) return false;
   if (m <= 0 || n <= 0) return true;
@@ -336,7 +336,7 @@ bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
     return true;
   }
-  if (gemm_bf16()) {
+  if (allow_bf16 && gemm_bf16()) {
     gemm_avx512_bf16(a, b, c, ldc, m, n, k, accumulate);
   } else {
     gemm_avx512(a, b, c, ldc, m, n, k, accumulate);

@@ -25,8 +25,9 @@ bool gemm_bf16();
 
 /// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
 /// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
-/// environment (the caller then uses Eigen).
+/// environment (the caller then uses Eigen). With allow_bf16 false the product stays f32 even
+/// when set_gemm_bf16 is on.
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate);
+                 int64_t k, bool accumulate, bool allow_bf16 = true);
 
 }  // namespace lmf::cpu
