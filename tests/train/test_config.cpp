@@ -57,6 +57,8 @@ TEST_CASE("wrong types and out-of-range values are named with their key and line
              Catch::Contains("training.schedule: must be one of constant, cosine"));
   CHECK_THAT(error_of(std::string(kMinimal) + "model:\n  dropout: 1.5\n"), Catch::Contains("model.dropout"));
   CHECK_THAT(error_of(std::string(kMinimal) + "run:\n  device: gpu\n"), Catch::Contains("run.device"));
+  CHECK_THAT(error_of(std::string(kMinimal) + "run:\n  matmul_precision: fp16\n"),
+             Catch::Contains("run.matmul_precision: must be one of fp32, bf16"));
   CHECK_THAT(error_of(std::string(kMinimal) + "model: 3\n"), Catch::Contains("expected a mapping"));
 }
 

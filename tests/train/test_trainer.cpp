@@ -22,6 +22,7 @@
 #include "lmforge/core/error.h"
 #include "lmforge/data/prepare.h"
 #include "lmforge/io/checkpoint.h"
+#include "lmforge/ops.h"
 #include "lmforge/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -229,6 +230,26 @@ TEST_CASE("a dropout run differs from a run without dropout, so the resume test 
   c.run.out_dir = fresh_dir("dropout_off").string();
   Trainer(c, record_losses(without)).fit();
   CHECK(with != without);
+}
+
+TEST_CASE("run.matmul_precision: bf16 trains close to f32, differs from it, and is switched off again") {
+  if (!lmf::cpu_matmul_bf16_available()) {
+    WARN("skipped: this CPU has no AVX-512 BF16");
+    return;
+  }
+  Config c = tiny_config(fresh_dir("matmul_f32"), 8);
+  std::vector<float> f32, bf16, f32_again;
+  Trainer(c, record_losses(f32)).fit();
+  c.run.matmul_precision = "bf16";
+  c.run.out_dir = fresh_dir("matmul_bf16").string();
+  Trainer(c, record_losses(bf16)).fit();
+  c.run.matmul_precision = "fp32";
+  c.run.out_dir = fresh_dir("matmul_f32_again").string();
+  Trainer(c, record_losses(f32_again)).fit();
+  REQUIRE(bf16.size() == f32.size());
+  CHECK(bf16 != f32);        // the products really ran in bf16
+  CHECK(f32_again == f32);   // and the next f32 trainer is back to f32, bit for bit
+  for (std::size_t i = 0; i < f32.size(); ++i) CHECK(bf16[i] == Approx(f32[i]).epsilon(0.02));
 }
 
 namespace {
