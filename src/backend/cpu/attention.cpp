@@ -60,7 +60,7 @@ void attention_forward(float* out, const HeadLayout& out_l, float* lse, const fl
   const int64_t bh = b * nh;
 #pragma omp parallel
   {
-    vec::AlignedVector scores(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
+    float* scores = vec::thread_scratch<float>(0, static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
       const int64_t off = head_offset(in_l, h, nh);
@@ -70,7 +70,7 @@ void attention_forward(float* out, const HeadLayout& out_l, float* lse, const fl
       float* lse_h = lse + h * t;  // (T)
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        BlockMap s(scores.data(), rows, i1);  // (rows, i1): unscaled q kᵀ
+        BlockMap s(scores, rows, i1);  // (rows, i1): unscaled q kᵀ
         product(rows_of(q + off + i0 * in_l.row, in_l.row), rows_of(k + off, in_l.row, true), s.data(), i1,
                 rows, i1, hs, false,
                 [&] { s.noalias() = qm.middleRows(i0, rows) * km.topRows(i1).transpose(); });
@@ -103,8 +103,8 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
   const int64_t bh = b * nh;
 #pragma omp parallel
   {
-    vec::AlignedVector probs(static_cast<std::size_t>(kBlockRows * t));   // (Br, T)
-    vec::AlignedVector dprobs(static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
+    float* probs = vec::thread_scratch<float>(0, static_cast<std::size_t>(kBlockRows * t));   // (Br, T)
+    float* dprobs = vec::thread_scratch<float>(1, static_cast<std::size_t>(kBlockRows * t));  // (Br, T)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
       const int64_t off = head_offset(in_l, h, nh), doff = head_offset(din_l, h, nh);
@@ -117,7 +117,7 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
       const float* lse_h = lse + h * t;
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        BlockMap p(probs.data(), rows, i1), dp(dprobs.data(), rows, i1);  // (rows, i1)
+        BlockMap p(probs, rows, i1), dp(dprobs, rows, i1);  // (rows, i1)
         const float* q_rows = q + off + i0 * in_l.row;
         const float* g_rows = dout + head_offset(dout_l, h, nh) + i0 * dout_l.row;
         product(rows_of(q_rows, in_l.row), rows_of(k + off, in_l.row, true), p.data(), i1, rows, i1, hs, false,

@@ -64,9 +64,9 @@ void mul_backward(float* da, float* db, const float* dout, const float* a, const
     mul_forward(db, dout, a, n, n);
     return;
   }
-  vec::AlignedVector prod(static_cast<std::size_t>(n));  // (N / NB, NB)
-  mul_forward(prod.data(), dout, a, n, n);
-  column_sums(prod.data(), db, n / nb, nb);
+  float* prod = vec::thread_scratch<float>(0, static_cast<std::size_t>(n));  // (N / NB, NB)
+  mul_forward(prod, dout, a, n, n);
+  column_sums(prod, db, n / nb, nb);
 }
 
 }  // namespace lmf::cpu

@@ -12,6 +12,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_kernel.h"
+#include "backend/cpu/vec_math.h"
 
 namespace lmf::cpu {
 namespace {
@@ -114,10 +115,11 @@ void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool a
   if (cols <= 0) return;
   constexpr int64_t kChunkRows = 64;
   const int64_t chunks = std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows);
-  std::vector<double> partial(static_cast<std::size_t>(chunks * cols), 0.0);  // (chunks, cols)
+  double* partial = vec::thread_scratch<double>(0, static_cast<std::size_t>(chunks * cols));  // (chunks, cols)
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    double* acc = partial.data() + ch * cols;
+    double* acc = partial + ch * cols;
+    std::fill(acc, acc + cols, 0.0);
     const int64_t r1 = std::min(rows, (ch + 1) * kChunkRows);
     for (int64_t r = ch * kChunkRows; r < r1; ++r) {
       const float* row = in + r * cols;

@@ -46,10 +46,10 @@ void layer_norm_backward(float* dx, float* dweight, float* dbias, const float* d
   constexpr int64_t kChunkRows = 32;
   const int64_t chunks = std::max<int64_t>(1, (n + kChunkRows - 1) / kChunkRows);
   const bool params = dweight || dbias;
-  vec::AlignedVector partial(params ? static_cast<std::size_t>(chunks * 2 * c) : 0);  // (chunks, 2, C)
+  float* partial = vec::thread_scratch<float>(0, params ? static_cast<std::size_t>(chunks * 2 * c) : 0);  // (chunks, 2, C)
 #pragma omp parallel for schedule(static) if (n * c > 16384)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    float* pdw = params ? partial.data() + ch * 2 * c : nullptr;
+    float* pdw = params ? partial + ch * 2 * c : nullptr;
     float* pdb = params ? pdw + c : nullptr;
     if (params) std::fill(pdw, pdw + 2 * c, 0.f);
     const int64_t r1 = std::min(n, (ch + 1) * kChunkRows);

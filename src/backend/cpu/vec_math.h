@@ -36,6 +36,29 @@ struct AlignedAllocator {
 };
 using AlignedVector = std::vector<float, AlignedAllocator<float>>;
 
+/// Kernel scratch: 64-byte aligned, one set per thread, grown on demand and never shrunk, so a
+/// steady-state training step allocates nothing. Buffers of different `slot`s (0-3) are distinct;
+/// the contents are unspecified (callers write before they read) and stay valid until the same
+/// thread asks for the same slot of the same type again.
+template <class T>
+T* thread_scratch(int slot, std::size_t n) {
+  struct Buffer {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffers[4];
+  Buffer& b = buffers[slot];
+  const std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+  if (bytes > b.bytes) {
+    std::free(b.data);
+    b.data = std::aligned_alloc(64, bytes);
+    b.bytes = b.data ? bytes : 0;
+    if (!b.data) throw std::bad_alloc();
+  }
+  return static_cast<T*>(b.data);
+}
+
 constexpr int64_t kLanes = 16;
 using Block = Eigen::Array<float, kLanes, 1>;
 
