@@ -44,6 +44,10 @@ Tensor gelu(const Tensor& x);
 Tensor softmax(const Tensor& x);
 /// Causal scaled dot-product attention, scale 1/sqrt(HS): q, k, v (B, NH, T, HS) -> (B, NH, T, HS).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v);
+/// The f32 matrix-product rate of this machine's CPU in GFLOP/s: the best of `reps` n x n x n
+/// products with the current OpenMP threads (the reference the trainer's MFU is reported against;
+/// bench_gemm measures the same with more shapes and OpenBLAS beside it).
+double cpu_gemm_gflops(int64_t n = 1024, int reps = 3);
 /// Whether CPU matrix products can take bf16 operands here (AVX-512 BF16).
 bool cpu_matmul_bf16_available();
 /// CPU matmul and linear with operands rounded to bf16 and f32 accumulation (attention's own

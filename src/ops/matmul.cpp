@@ -4,6 +4,8 @@
 //   d op(a) = dc · op(b)ᵀ,  d op(b) = op(a)ᵀ · dc,  summed over the batch when b is shared.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_kernel.h"
@@ -174,6 +176,22 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
 }
 
 bool cpu_matmul_bf16_available() { return cpu::have_avx512_bf16(); }
+
+double cpu_gemm_gflops(int64_t n, int reps) {
+  LMF_CHECK(n > 0 && reps > 0, "cpu_gemm_gflops: n and reps must be positive, got ", n, " and ", reps);
+  const bool bf16 = cpu::gemm_bf16();
+  cpu::set_gemm_bf16(false);  // the f32 rate, whatever products the run uses
+  std::vector<float> a(static_cast<std::size_t>(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 0.0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::gemm(a.data(), b.data(), c.data(), n, n, n, false, false);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s * 1e-9);
+  }
+  cpu::set_gemm_bf16(bf16);
+  return best;
+}
 void set_cpu_matmul_bf16(bool on) { cpu::set_gemm_bf16(on); }
 
 Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {

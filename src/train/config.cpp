@@ -223,6 +223,7 @@ const std::vector<Field>& fields() {
     f.push_back(field<int64_t>("logging.interval", [](Config& c) -> auto& { return c.logging.interval; }, at_least<int64_t>(1)));
     f.push_back(field<std::string>("logging.progress", [](Config& c) -> auto& { return c.logging.progress; },
         one_of({"auto", "bar", "plain", "none"})));
+    f.push_back(field<double>("logging.peak_gflops", [](Config& c) -> auto& { return c.logging.peak_gflops; }, at_least(0.0)));
     return f;
   }();
   return table;

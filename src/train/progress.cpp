@@ -47,14 +47,14 @@ void Progress::clear_bar() {
   }
 }
 
-void Progress::step(int64_t step, float loss, float lr, double grad_norm, double tokens_per_sec,
+void Progress::step(int64_t step, float loss, float lr, double grad_norm, double tokens_per_sec, double mfu,
                     double elapsed_s, double eta_s) {
   const std::string total = total_ > 0 ? fmt::format("/{}", total_) : "";
+  const std::string rate = format_rate(tokens_per_sec) + (mfu > 0 ? fmt::format(" | MFU {:.0f}%", 100 * mfu) : "");
   if (mode_ == Mode::plain) {
     std::fprintf(stderr, "%s\n",
                  fmt::format("step {}{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {} | {}",
-                             step, total, loss, lr, grad_norm, format_rate(tokens_per_sec),
-                             format_duration(elapsed_s)).c_str());
+                             step, total, loss, lr, grad_norm, rate, format_duration(elapsed_s)).c_str());
   } else if (mode_ == Mode::bar) {
     std::string bar;
     if (total_ > 0) {
@@ -63,8 +63,8 @@ void Progress::step(int64_t step, float loss, float lr, double grad_norm, double
       bar = fmt::format("[{:#<{}}{:.<{}}] ", "", filled, "", width - filled);
     }
     std::fprintf(stderr, "\r\033[2K%s", fmt::format("{}step {}{} | loss {:.4f} | lr {:.2e} | {} | ETA {}",
-                                                    bar, step, total, loss, lr,
-                                                    format_rate(tokens_per_sec), format_duration(eta_s)).c_str());
+                                                    bar, step, total, loss, lr, rate,
+                                                    format_duration(eta_s)).c_str());
     bar_drawn_ = true;
   }
   std::fflush(stderr);

@@ -13,7 +13,8 @@ class Progress {
   Progress(const std::string& mode, int64_t total_steps);
   ~Progress();
 
-  void step(int64_t step, float loss, float lr, double grad_norm, double tokens_per_sec,
+  /// mfu in 0..1, shown when > 0.
+  void step(int64_t step, float loss, float lr, double grad_norm, double tokens_per_sec, double mfu,
             double elapsed_s, double eta_s);
   /// A line that must stay visible (evaluations, checkpoints, events).
   void message(const std::string& line);

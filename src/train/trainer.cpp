@@ -110,6 +110,8 @@ struct Trainer::Impl {
   optim::LrSchedule schedule;
   int64_t block_size = 0;
   int64_t tokens_per_step = 0;
+  double flops_per_token = 0;  // 6 N + 12 L C T (N without wpe), as PaLM and llm.c count
+  double peak_flops = 0;       // per process: logging.peak_gflops, or measured on the CPU; 0: no MFU
   int64_t total_steps = 0;  // 0: bounded by max_time only
 
   // Run state (saved in trainer_state.json).
@@ -170,6 +172,13 @@ struct Trainer::Impl {
     make_optimizer();
     setup_data_parallel();
     out_dir = config.run.out_dir;
+    flops_per_token = 6.0 * double(model->num_parameters(false)) +
+                      12.0 * double(mc.n_layer) * double(mc.n_embd) * double(block_size);
+    if (config.logging.peak_gflops > 0) {
+      peak_flops = config.logging.peak_gflops * 1e9;
+    } else if (device.is_cpu()) {
+      peak_flops = cpu_gemm_gflops() * 1e9;  // ~0.05 s with this run's threads
+    }
   }
 
   // run.device -> `device`. `auto` is the CPU (docs/config.md says why); cuda and cuda:N need a
@@ -631,6 +640,11 @@ struct Trainer::Impl {
     metrics.flush();
   }
 
+  // Model FLOPs utilisation at `tokens_per_sec` (all ranks together) against every rank's peak.
+  double mfu_of(double tokens_per_sec) const {
+    return peak_flops > 0 ? tokens_per_sec * flops_per_token / (peak_flops * comm->world_size()) : 0.0;
+  }
+
   void log_json(const json& j) {
     if (!metrics.is_open()) return;  // ranks other than 0 log nothing
     metrics << j.dump() << '\n';
@@ -823,18 +837,21 @@ struct Trainer::Impl {
       if (step % config.logging.interval == 0 || step == total_steps) {
         const auto now = std::chrono::steady_clock::now();
         const double dt = std::chrono::duration<double>(now - log_clock).count();
-        StepMetrics m{step, loss, lr, norm, dt > 0 ? tokens_since_log / dt : 0.0, elapsed(), skipped};
+        const double rate = dt > 0 ? tokens_since_log / dt : 0.0;
+        StepMetrics m{step, loss, lr, norm, rate, mfu_of(rate), elapsed(), skipped};
         log_clock = now;
         tokens_since_log = 0;
-        log_json({{"step", m.step}, {"train_loss", m.train_loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
-                  {"tokens_per_sec", m.tokens_per_sec}, {"elapsed_s", m.elapsed_s}});
+        json line{{"step", m.step}, {"train_loss", m.train_loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+                            {"tokens_per_sec", m.tokens_per_sec}, {"elapsed_s", m.elapsed_s}};
+        if (m.mfu > 0) line["mfu"] = m.mfu;
+        log_json(line);
         const double eta = total_steps > 0 && m.tokens_per_sec > 0
                                ? double(total_steps - step) * tokens_per_step / m.tokens_per_sec
                                : std::numeric_limits<double>::quiet_NaN();
-        bar.step(step, loss, lr, norm, m.tokens_per_sec, m.elapsed_s, eta);
+        bar.step(step, loss, lr, norm, m.tokens_per_sec, m.mfu, m.elapsed_s, eta);
         if (callbacks.on_step && !callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
       } else if (callbacks.on_step) {
-        StepMetrics m{step, loss, lr, norm, 0.0, elapsed(), skipped};
+        StepMetrics m{step, loss, lr, norm, 0.0, 0.0, elapsed(), skipped};
         if (!callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
       }
       if (val_loader && config.eval.interval > 0 && step % config.eval.interval == 0) {

@@ -21,6 +21,7 @@
 #include "e2e/cli_run.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/prepare.h"
+#include "lmforge/data/tokenizer.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/ops.h"
 #include "lmforge/train/trainer.h"
@@ -250,6 +251,37 @@ TEST_CASE("run.matmul_precision: bf16 trains close to f32, differs from it, and 
   CHECK(bf16 != f32);        // the products really ran in bf16
   CHECK(f32_again == f32);   // and the next f32 trainer is back to f32, bit for bit
   for (std::size_t i = 0; i < f32.size(); ++i) CHECK(bf16[i] == Approx(f32[i]).epsilon(0.02));
+}
+
+TEST_CASE("logged steps carry MFU: tokens/s x (6N + 12LCT) over logging.peak_gflops, or a measured CPU peak") {
+  Config c = tiny_config(fresh_dir("mfu"), 4);
+  c.logging.peak_gflops = 2.5;
+  Trainer(c).fit();
+  // n_layer 1, n_embd 32, block 16, vocab from the corpus' tokenizer: N without wpe = 12 C^2 + 13 C
+  // (block) + 2 C (ln_f) + V C (wte, also the head).
+  const int64_t vocab = lmf::data::load_tokenizer((corpus() / "tokenizer.json").string())->vocab_size();
+  const double n = 12.0 * 32 * 32 + 13.0 * 32 + 2.0 * 32 + double(vocab) * 32;
+  const double flops_per_token = 6.0 * n + 12.0 * 1 * 32 * 16;
+  std::ifstream in(fs::path(c.run.out_dir) / "metrics.jsonl");
+  int steps = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("train_loss")) continue;
+    REQUIRE(j.contains("mfu"));
+    CHECK(j.at("mfu").get<double>() ==
+          Approx(j.at("tokens_per_sec").get<double>() * flops_per_token / 2.5e9).epsilon(1e-9));
+    ++steps;
+  }
+  CHECK(steps == 4);
+  // Without a given peak the trainer measures the CPU's and still reports a plausible MFU.
+  c.logging.peak_gflops = 0;
+  c.run.out_dir = fresh_dir("mfu_measured").string();
+  std::vector<double> mfus;
+  Callbacks cb;
+  cb.on_step = [&](const lmf::train::StepMetrics& m) { mfus.push_back(m.mfu); return true; };
+  Trainer(c, cb).fit();
+  REQUIRE(mfus.size() == 4);
+  for (double m : mfus) CHECK((m > 0 && m < 1.5));
 }
 
 namespace {

@@ -95,6 +95,7 @@ struct DistributedConfig {
 struct LoggingConfig {
   int64_t interval = 10;
   std::string progress = "auto";  ///< auto | bar | plain | none
+  double peak_gflops = 0;         ///< MFU reference per process; 0: measured at start on a CPU
 };
 
 struct Config {

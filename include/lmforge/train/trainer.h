@@ -25,6 +25,7 @@ struct StepMetrics {
   float lr = 0;
   double grad_norm = 0;          ///< before clipping
   double tokens_per_sec = 0;     ///< over the last logging interval
+  double mfu = 0;                ///< model FLOPs utilisation over the interval (0..1); 0 when unknown
   double elapsed_s = 0;          ///< wall time of this run (resumed runs continue the count)
   bool skipped = false;          ///< the update was skipped (NaN/Inf with on_nan: skip, or a spike)
 };
