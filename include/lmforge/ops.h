@@ -26,6 +26,9 @@ Tensor scale(const Tensor& a, float factor);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 /// x (..., IN) · w (OUT, IN)ᵀ + b (OUT); b may be undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+/// gelu(linear(x, w, b)) in one pass on the CPU: the GELU is the GEMM's epilogue, applied to
+/// each output tile while it is in cache; the same bits as the two ops. (On a GPU: the two ops.)
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 /// Which implementation multiplies matrices on a GPU (the config's `matmul: custom|cublas`): the
 /// hand-written tensor-core kernel or cuBLASLt. Both round f32 operands to bf16 and accumulate in
 /// f32. Process-wide; the CPU always uses Eigen.

@@ -54,7 +54,7 @@ MLP::MLP(const GPTConfig& config, Generator& init_gen, Generator& dropout_gen)
 }
 
 Tensor MLP::forward(const Tensor& x) const {
-  Tensor h = gelu(c_fc_.forward(x));  // (B, T, 4C)
+  Tensor h = c_fc_.forward_gelu(x);  // (B, T, 4C)
   h = c_proj_.forward(h);             // (B, T, C)
   return dropout(h, dropout_, is_training(), *dropout_gen_);
 }

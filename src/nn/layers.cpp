@@ -25,6 +25,10 @@ Tensor Linear::forward(const Tensor& x) const {
   return lora_ ? add(y, lora_forward(*lora_, x, is_training())) : y;
 }
 
+Tensor Linear::forward_gelu(const Tensor& x) const {
+  return lora_ ? gelu(forward(x)) : linear_gelu(x, weight_, bias_);
+}
+
 void Linear::attach_lora(std::unique_ptr<LoraAdapter> adapter) {
   LMF_CHECK(adapter && !lora_, "Linear::attach_lora: ",
             lora_ ? "already has an adapter" : "null adapter");

@@ -175,7 +175,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
                 });
 }
 
-bool cpu_matmul_bf16_available() { return cpu::have_avx512_bf16(); }
+bool cpu_matmul_bf16_available() { return cpu::gemm_kernel_enabled() && cpu::have_avx512_bf16(); }
 
 double cpu_gemm_gflops(int64_t n, int reps) {
   LMF_CHECK(n > 0 && reps > 0, "cpu_gemm_gflops: n and reps must be positive, got ", n, " and ", reps);
@@ -194,84 +194,130 @@ double cpu_gemm_gflops(int64_t n, int reps) {
 }
 void set_cpu_matmul_bf16(bool on) { cpu::set_gemm_bf16(on); }
 
-Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
-  check_f32("linear", x_in, "x");
-  check_f32("linear", w_in, "w");
-  check_same_device("linear", x_in, "x", w_in, "w");
+namespace {
+
+// linear's inputs, checked, made contiguous, and what its backward needs.
+struct LinearArgs {
+  Tensor x, w, b, w_leaf, b_leaf;  // x (N, IN), w (OUT, IN), b (OUT) or undefined; the leaves as given
+  int64_t n = 0, in = 0, out = 0;
+  Shape out_shape;
+  bool need_x = false, need_w = false, need_b = false;
+};
+
+LinearArgs linear_args(const char* op, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  check_f32(op, x_in, "x");
+  check_f32(op, w_in, "w");
+  check_same_device(op, x_in, "x", w_in, "w");
   LMF_CHECK(x_in.dim() >= 1 && w_in.dim() == 2 && x_in.size(-1) == w_in.size(1),
-            "linear: x ", shape_str(x_in.shape()), " does not match w ", shape_str(w_in.shape()),
+            op, ": x ", shape_str(x_in.shape()), " does not match w ", shape_str(w_in.shape()),
             " (expected x (..., IN) and w (OUT, IN))");
-  const bool has_bias = b_in.defined();
-  const int64_t in = w_in.size(1), out_features = w_in.size(0), n = x_in.numel() / std::max<int64_t>(in, 1);
-  if (has_bias) {
-    check_f32("linear", b_in, "b");
-    check_same_device("linear", x_in, "x", b_in, "b");
-    LMF_CHECK(b_in.shape() == Shape{out_features}, "linear: bias of shape ", shape_str(b_in.shape()),
-              " for w ", shape_str(w_in.shape()), " (expected (", out_features, "))");
+  LinearArgs a;
+  a.in = w_in.size(1);
+  a.out = w_in.size(0);
+  a.n = x_in.numel() / std::max<int64_t>(a.in, 1);
+  if (b_in.defined()) {
+    check_f32(op, b_in, "b");
+    check_same_device(op, x_in, "x", b_in, "b");
+    LMF_CHECK(b_in.shape() == Shape{a.out}, op, ": bias of shape ", shape_str(b_in.shape()), " for w ",
+              shape_str(w_in.shape()), " (expected (", a.out, "))");
+    a.b = b_in.contiguous_copy();
   }
-  Shape out_shape = x_in.shape();
-  out_shape.back() = out_features;
-  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
-  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());
-  switch (x.device().type) {
-    case DeviceType::cpu: {
-      float* po = out.data<float>();  // (N, OUT)
-      if (has_bias) {  // start from the bias rows so the GEMM accumulates onto them
-        const Tensor b = b_in.contiguous_copy();
-        const float* pb = b.data<float>();
-#pragma omp parallel for schedule(static) if (n * out_features > 32768)
-        for (int64_t i = 0; i < n; ++i)
-          std::copy(pb, pb + out_features, po + i * out_features);
+  a.out_shape = x_in.shape();
+  a.out_shape.back() = a.out;
+  a.x = x_in.contiguous_copy();
+  a.w = w_in.contiguous_copy();
+  a.w_leaf = w_in;
+  a.b_leaf = b_in;
+  a.need_x = x_in.requires_grad();
+  a.need_w = w_in.requires_grad();
+  a.need_b = b_in.defined() && b_in.requires_grad();
+  return a;
+}
+
+// pre (N, OUT) = x wᵀ + b on the CPU; with gelu_out, also gelu(pre) in the GEMM's epilogue.
+void linear_cpu(const LinearArgs& a, float* pre, float* gelu_out) {
+  if (a.b.defined()) {  // start from the bias rows so the GEMM accumulates onto them
+    const float* pb = a.b.data<float>();
+#pragma omp parallel for schedule(static) if (a.n * a.out > 32768)
+    for (int64_t i = 0; i < a.n; ++i) std::copy(pb, pb + a.out, pre + i * a.out);
+  }
+  cpu::gemm(a.x.data<float>(), a.w.data<float>(), pre, a.n, a.out, a.in, false, true, a.b.defined(), gelu_out);
+}
+
+// dx, dw, db of linear from g (N, OUT), contiguous. On the CPU, a parameter's gradient (a view
+// into the slab) takes dw and db directly: no (OUT, IN) temporary, no second pass to add it.
+std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g) {
+  const int64_t n = a.n, in = a.in, out = a.out;
+  const bool cpu = g.device().is_cpu();
+  const Tensor w_grad = cpu && a.need_w ? leaf_grad_target(a.w_leaf, g.device()) : Tensor();
+  const Tensor b_grad = cpu && a.need_b ? leaf_grad_target(a.b_leaf, g.device()) : Tensor();
+  Tensor dx = a.need_x ? Tensor::empty(a.x.shape(), DType::f32, g.device()) : Tensor();
+  Tensor dw = a.need_w && !w_grad.defined() ? Tensor::empty(a.w.shape(), DType::f32, g.device()) : Tensor();
+  Tensor db = a.need_b && !b_grad.defined() ? Tensor::empty({out}, DType::f32, g.device()) : Tensor();
+  switch (g.device().type) {
+    case DeviceType::cpu:
+      // dx (N, IN) = g (N, OUT) · w (OUT, IN)
+      if (a.need_x) cpu::gemm(g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false);
+      // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
+      if (a.need_w) {
+        float* target = w_grad.defined() ? w_grad.data<float>() : dw.data<float>();
+        cpu::gemm(g.data<float>(), a.x.data<float>(), target, out, in, n, true, false, w_grad.defined());
       }
-      cpu::gemm(x.data<float>(), w.data<float>(), po, n, out_features, in, false, true, has_bias);
+      if (a.need_b) {
+        float* target = b_grad.defined() ? b_grad.data<float>() : db.data<float>();
+        cpu::column_sums(g.data<float>(), target, n, out, b_grad.defined());
+      }
       break;
-    }
     case DeviceType::cuda: {
-      const Tensor b = has_bias ? b_in.contiguous_copy() : Tensor();
-      cuda::linear_forward(x.device(), out.data<float>(), x.data<float>(), w.data<float>(),
-                           has_bias ? b.data<float>() : nullptr, n, out_features, in);
+      const Device dev = g.device();
+      if (a.need_x) cuda::gemm(dev, g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false);
+      if (a.need_w) cuda::gemm(dev, g.data<float>(), a.x.data<float>(), dw.data<float>(), out, in, n, true, false);
+      if (a.need_b) cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out, 1.f);
       break;
     }
   }
-  const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
-  const bool need_b = has_bias && b_in.requires_grad();
-  return record(out, "linear", {x_in, w_in, b_in},
-                [x = x.detach(), w = w.detach(), w_leaf = w_in, b_leaf = b_in, n, in, out_features, need_x,
-                 need_w, need_b](const Tensor& g_in) {
-                  const Tensor g = g_in.contiguous_copy();  // (N, OUT)
-                  // On the CPU, a parameter's gradient (a view into the slab) takes dw and db
-                  // directly: no (OUT, IN) temporary, no second pass to add it.
-                  const bool cpu = g.device().is_cpu();
-                  const Tensor w_grad = cpu && need_w ? leaf_grad_target(w_leaf, g.device()) : Tensor();
-                  const Tensor b_grad = cpu && need_b ? leaf_grad_target(b_leaf, g.device()) : Tensor();
-                  Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
-                  Tensor dw = need_w && !w_grad.defined() ? Tensor::empty(w.shape(), DType::f32, g.device()) : Tensor();
-                  Tensor db = need_b && !b_grad.defined() ? Tensor::empty({out_features}, DType::f32, g.device()) : Tensor();
-                  switch (g.device().type) {
-                    case DeviceType::cpu:
-                      // dx (N, IN) = g (N, OUT) · w (OUT, IN)
-                      if (need_x) cpu::gemm(g.data<float>(), w.data<float>(), dx.data<float>(), n, in, out_features, false, false);
-                      // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
-                      if (need_w) {
-                        float* target = w_grad.defined() ? w_grad.data<float>() : dw.data<float>();
-                        cpu::gemm(g.data<float>(), x.data<float>(), target, out_features, in, n, true, false,
-                                  w_grad.defined());
-                      }
-                      if (need_b) {
-                        float* target = b_grad.defined() ? b_grad.data<float>() : db.data<float>();
-                        cpu::column_sums(g.data<float>(), target, n, out_features, b_grad.defined());
-                      }
-                      break;
-                    case DeviceType::cuda: {
-                      const Device dev = g.device();
-                      if (need_x) cuda::gemm(dev, g.data<float>(), w.data<float>(), dx.data<float>(), n, in, out_features, false, false);
-                      if (need_w) cuda::gemm(dev, g.data<float>(), x.data<float>(), dw.data<float>(), out_features, in, n, true, false);
-                      if (need_b) cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out_features, 1.f);
-                      break;
-                    }
-                  }
-                  return std::vector<Tensor>{dx, dw, db};
-                });
+  return {dx, dw, db};
+}
+
+// What a backward closure keeps of LinearArgs: no autograd history on x, w and b.
+LinearArgs detached(LinearArgs a) {
+  a.x = a.x.detach();
+  a.w = a.w.detach();
+  if (a.b.defined()) a.b = a.b.detach();
+  return a;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  const LinearArgs a = linear_args("linear", x_in, w_in, b_in);
+  Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
+  switch (a.x.device().type) {
+    case DeviceType::cpu:
+      linear_cpu(a, out.data<float>(), nullptr);
+      break;
+    case DeviceType::cuda:
+      cuda::linear_forward(a.x.device(), out.data<float>(), a.x.data<float>(), a.w.data<float>(),
+                           a.b.defined() ? a.b.data<float>() : nullptr, a.n, a.out, a.in);
+      break;
+  }
+  return record(out, "linear", {x_in, w_in, b_in}, [a = detached(a)](const Tensor& g_in) {
+    return linear_backward(a, g_in.contiguous_copy());
+  });
+}
+
+Tensor linear_gelu(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  if (x_in.defined() && x_in.device().is_cuda()) return gelu(linear(x_in, w_in, b_in));
+  const LinearArgs a = linear_args("linear_gelu", x_in, w_in, b_in);
+  Tensor pre = Tensor::empty(a.out_shape, DType::f32, a.x.device());  // x wᵀ + b, kept for backward
+  Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
+  linear_cpu(a, pre.data<float>(), out.data<float>());
+  return record(out, "linear_gelu", {x_in, w_in, b_in}, [a = detached(a), pre](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous_copy();  // (N, OUT)
+    Tensor dpre = Tensor::empty(pre.shape(), DType::f32, g.device());
+    cpu::gelu_backward(dpre.data<float>(), g.data<float>(), pre.data<float>(), pre.numel());
+    return linear_backward(a, dpre);
+  });
 }
 
 }  // namespace lmf

@@ -149,7 +149,7 @@ TEST_CASE("matmul crosses the GEMM kernel's row, column and K blocks with ragged
 }
 
 TEST_CASE("matmul and linear give the same bits on one thread and on several", "[matmul]") {
-  if (!cpu::have_avx512() || std::getenv("LMF_GEMM_EIGEN")) {
+  if (!cpu::gemm_kernel_enabled()) {
     WARN("skipped: the Eigen fallback (no AVX-512 here) sums in an order that depends on the blocks");
     return;
   }
@@ -176,8 +176,8 @@ float round_to_bf16(float x) {  // nearest even, as the kernel packs
 }  // namespace
 
 TEST_CASE("bf16 products equal the product of bf16-rounded operands, summed in f32", "[matmul][bf16]") {
-  if (!cpu::have_avx512_bf16()) {
-    WARN("skipped: this CPU has no AVX-512 BF16");
+  if (!cpu_matmul_bf16_available()) {
+    WARN("skipped: no AVX-512 BF16 here (or LMF_GEMM_EIGEN is set)");
     return;
   }
   const int64_t m = 101, n = 77, k = 301;  // odd K: the last bf16 pair of each slice is half padding
@@ -200,4 +200,32 @@ TEST_CASE("bf16 products equal the product of bf16-rounded operands, summed in f
       CHECK(close_ratio(c, exact_f32, 1e-5, 1e-4) > 1);     // and it is not the f32 product
       CHECK(close_ratio(matmul(a, b, ta, tb).to_vector(), exact_f32, 1e-5, 1e-4) <= 1);  // off again
     }
+}
+
+TEST_CASE("linear_gelu gives the bits of gelu(linear), forward and backward, across K slices", "[matmul][gelu]") {
+  for (int64_t in : {7, 300}) {  // 300: the GEMM finishes in a second 256-deep slice, where the epilogue runs
+    INFO("IN " << in);
+    const Tensor x1 = random_tensor({3, 50, in}, 15), x2 = random_tensor({3, 50, in}, 15);
+    const Tensor w1 = random_tensor({70, in}, 16), w2 = random_tensor({70, in}, 16);
+    const Tensor b1 = random_tensor({70}, 17), b2 = random_tensor({70}, 17);
+    const Tensor weights = random_tensor({3, 50, 70}, 18, false);
+    const Tensor fused = linear_gelu(x1, w1, b1), plain = gelu(linear(x2, w2, b2));
+    CHECK(fused.to_vector() == plain.to_vector());
+    backward(sum(mul(fused, weights)));
+    backward(sum(mul(plain, weights)));
+    CHECK(x1.grad().to_vector() == x2.grad().to_vector());
+    CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+    CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+  }
+}
+
+TEST_CASE("linear_gelu gradients match finite differences, with and without bias", "[matmul][gelu][grad]") {
+  const Tensor x = random_tensor({2, 3, 5}, 19), w = random_tensor({4, 5}, 20), b = random_tensor({4}, 21);
+  auto r = gradcheck([](const std::vector<Tensor>& in) { return linear_gelu(in[0], in[1], in[2]); }, {x, w, b});
+  INFO(r.report);
+  CHECK(r.ok);
+  r = gradcheck([](const std::vector<Tensor>& in) { return linear_gelu(in[0], in[1]); }, {x, w});
+  INFO(r.report);
+  CHECK(r.ok);
+  CHECK_THROWS_WITH(linear_gelu(x, random_tensor({4, 6}, 22)), Catch::Contains("linear_gelu"));
 }

@@ -20,6 +20,8 @@ class Linear : public Module {
 
   /// x (..., IN) -> (..., OUT), plus the LoRA adapter's term when one is attached.
   Tensor forward(const Tensor& x) const;
+  /// gelu(forward(x)); without a LoRA adapter the GELU runs in the matrix product's epilogue.
+  Tensor forward_gelu(const Tensor& x) const;
 
   const Tensor& weight() const { return weight_; }  ///< (OUT, IN)
   const Tensor& bias() const { return bias_; }      ///< (OUT), undefined without bias

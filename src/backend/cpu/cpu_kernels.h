@@ -13,13 +13,14 @@ namespace lmf::cpu {
 /// c (M, N) = op(a) · op(b), or += when accumulate. op(a) is (M, K): a is (M, K), or (K, M) when
 /// trans_a; op(b) is (K, N): b is (K, N), or (N, K) when trans_b. Row-major, contiguous.
 /// Parallel over row blocks of c; runs on the calling thread when already inside a parallel region.
+/// With gelu_out, also gelu_out (M, N) = gelu(c) for the finished c, each tile while it is in cache.
 void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, bool trans_a,
-          bool trans_b, bool accumulate = false);
+          bool trans_b, bool accumulate = false, float* gelu_out = nullptr);
 /// `batch` independent products; strides in elements between consecutive matrices (a stride of 0
 /// shares that operand across the batch; c's stride must not be 0). Parallel over batch x row blocks.
 void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
-                  bool trans_a, bool trans_b, bool accumulate = false);
+                  bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr);
 /// out (cols) = sum over rows of in (rows, cols), or += when accumulate; deterministic, accumulated
 /// in double.
 void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool accumulate = false);
@@ -73,6 +74,8 @@ void layer_norm_backward(float* dx, float* dweight, float* dbias, const float* d
 
 /// out (N) = gelu(x), tanh approximation; dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n);
+/// gelu_forward on the calling thread only (the GEMM epilogue of linear_gelu); the same bits.
+void gelu_row(float* out, const float* x, int64_t n);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n);
 
 /// y (N, C) = softmax of each row of x; dx = y * (dy - sum(dy * y)).

@@ -17,16 +17,20 @@ constexpr int64_t kBlock = 4096;
 
 }  // namespace
 
+void gelu_row(float* out, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += vec::kLanes) {
+    const int64_t lanes = std::min(vec::kLanes, n - i);
+    const vec::Block xa = vec::load(x + i, lanes, 0.f);
+    vec::store(out + i, 0.5f * xa * (1.0f + (kSqrt2OverPi * (xa + kCubic * xa.cube())).tanh()), lanes);
+  }
+}
+
 void gelu_forward(float* out, const float* x, int64_t n) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > 16384)
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t i0 = blk * kBlock, len = std::min(kBlock, n - i0);
-    for (int64_t i = i0; i < i0 + len; i += vec::kLanes) {
-      const int64_t lanes = std::min(vec::kLanes, i0 + len - i);
-      const vec::Block xa = vec::load(x + i, lanes, 0.f);
-      vec::store(out + i, 0.5f * xa * (1.0f + (kSqrt2OverPi * (xa + kCubic * xa.cube())).tanh()), lanes);
-    }
+    const int64_t i0 = blk * kBlock;
+    gelu_row(out + i0, x + i0, std::min(kBlock, n - i0));
   }
 }
 

@@ -23,15 +23,11 @@ using MutMap = Eigen::Map<RowMat>;
 
 using StridedMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
 
-// The block rows [r0, r1) x columns [c0, c1) of c = op(a) · op(b), single-threaded.
-void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
-                bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
-                int64_t c1) {
+// gemm_block on Eigen, for CPUs without AVX-512.
+void gemm_block_eigen(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
+                      bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
+                      int64_t c1) {
   const int64_t rows = r1 - r0, cols = c1 - c0;
-  if (rows <= 0 || cols <= 0) return;
-  const Operand op_a{trans_a ? a + r0 : a + r0 * k, trans_a ? m : k, trans_a};
-  const Operand op_b{trans_b ? b + c0 * k : b + c0, trans_b ? k : n, trans_b};
-  if (gemm_kernel(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate)) return;
   StridedMap out(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
   if (k == 0) {
     if (!accumulate) out.setZero();
@@ -58,6 +54,22 @@ void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, 
   }
 }
 
+// The block rows [r0, r1) x columns [c0, c1) of c = op(a) · op(b), single-threaded.
+// With gelu (M, N), also the GELU of the finished block into it.
+void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
+                bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1, float* gelu) {
+  const int64_t rows = r1 - r0, cols = c1 - c0;
+  if (rows <= 0 || cols <= 0) return;
+  const Operand op_a{trans_a ? a + r0 : a + r0 * k, trans_a ? m : k, trans_a};
+  const Operand op_b{trans_b ? b + c0 * k : b + c0, trans_b ? k : n, trans_b};
+  float* gelu_block = gelu ? gelu + r0 * n + c0 : nullptr;
+  if (gemm_kernel(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate, true, gelu_block, n)) return;
+  gemm_block_eigen(a, b, c, m, n, k, trans_a, trans_b, accumulate, r0, r1, c0, c1);
+  if (gelu_block)
+    for (int64_t r = 0; r < rows; ++r) gelu_row(gelu_block + r * n, c + (r0 + r) * n + c0, cols);
+}
+
 // Below this many multiply-adds a product runs on one thread: the fork costs more than it saves.
 constexpr double kParallelFlops = 1 << 16;
 // Blocks narrower than this (rows or columns) starve Eigen's register blocking.
@@ -71,14 +83,15 @@ constexpr int64_t kMinBlock = 16;
 // (C, V) weight (GPT-2 124M step at B = 4, T = 64 on 2 Zen 4 cores: see docs/benchmarks.md).
 void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
-                  bool trans_a, bool trans_b, bool accumulate) {
+                  bool trans_a, bool trans_b, bool accumulate, float* gelu_out) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
+  const auto gelu_of = [&](int64_t i) { return gelu_out ? gelu_out + i * stride_c : nullptr; };
   const double flops = static_cast<double>(batch) * m * n * std::max<int64_t>(k, 1);
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (threads == 1 || flops < kParallelFlops) {
     for (int64_t i = 0; i < batch; ++i)
       gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, 0, m, 0, n);
+                 accumulate, 0, m, 0, n, gelu_of(i));
     return;
   }
   // Blocks per matrix: enough that batch * blocks is a multiple of the threads (even static split).
@@ -96,17 +109,17 @@ void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* 
     const int64_t s1 = std::min(side, s0 + block_size);
     if (split_cols) {
       gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, 0, m, s0, s1);
+                 accumulate, 0, m, s0, s1, gelu_of(i));
     } else {
       gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, s0, s1, 0, n);
+                 accumulate, s0, s1, 0, n, gelu_of(i));
     }
   }
 }
 
 void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, bool trans_a,
-          bool trans_b, bool accumulate) {
-  gemm_batched(1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, accumulate);
+          bool trans_b, bool accumulate, float* gelu_out) {
+  gemm_batched(1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, accumulate, gelu_out);
 }
 
 // Fixed chunks of rows, each summed into its own partial row, then the partials summed in order:

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <new>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_kernel.h"
 
 #define LMF_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
@@ -133,8 +134,9 @@ LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols,
 }
 
 // c[0:rows, 0:cols] (+)= a panel (kc x MR) . b panel (kc x NR).
+// With g, also g[0:rows, 0:cols] = gelu(c) once c is final.
 LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc,
-                             int rows, int cols, bool add) {
+                             int rows, int cols, bool add, float* g, int64_t ldg) {
   __m512 acc0[kMR], acc1[kMR];
 #pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
@@ -162,6 +164,7 @@ LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float
       }
       _mm512_mask_storeu_ps(cr, m0, v0);
       _mm512_mask_storeu_ps(cr + 16, m1, v1);
+      if (g) gelu_row(g + r * ldg, cr, cols);
     }
   }
 }
@@ -208,7 +211,7 @@ LMF_AVX512 void pair_panel(uint32_t* dst, const float* src, int64_t kc, int widt
 
 // c[0:rows, 0:cols] (+)= a pair panel (kc2 x MR) . b pair panel (kc2 x NR).
 LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const uint32_t* pb, float* c,
-                                       int64_t ldc, int rows, int cols, bool add) {
+                                       int64_t ldc, int rows, int cols, bool add, float* g, int64_t ldg) {
   __m512 acc0[kMR], acc1[kMR];
 #pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
@@ -236,12 +239,14 @@ LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const ui
       }
       _mm512_mask_storeu_ps(cr, m0, v0);
       _mm512_mask_storeu_ps(cr + 16, m1, v1);
+      if (g) gelu_row(g + r * ldg, cr, cols);
     }
   }
 }
 
 LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float* c, int64_t ldc,
-                                      int64_t m, int64_t n, int64_t k, bool accumulate) {
+                                      int64_t m, int64_t n, int64_t k, bool accumulate, float* g,
+                                      int64_t ldg) {
   thread_local Scratch a_scratch, b_scratch, f32_scratch;
   const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
   const int64_t kc2_max = (kKC + 1) / 2;
@@ -253,6 +258,7 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
     for (int64_t p0 = 0; p0 < k; p0 += kKC) {
       const int64_t kc = std::min(kKC, k - p0), kc2 = (kc + 1) / 2;
       const bool add = accumulate || p0 > 0;
+      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its tiles get the epilogue
       for (int64_t jr = 0; jr < nc; jr += kNR) {
         pack_b(f32, b, j0 + jr, std::min<int64_t>(kNR, nc - jr), p0, kc);
         pair_panel(bp + jr * kc2, f32, kc, kNR);
@@ -267,8 +273,9 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
           const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
+            float* gt = last ? g + (i0 + ir) * ldg + j0 + jr : nullptr;
             micro_kernel_bf16(kc2, ap + ir * kc2, bp + jr * kc2, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols,
-                              add);
+                              add, gt, ldg);
           }
         }
       }
@@ -277,7 +284,7 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
 }
 
 LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m,
-                            int64_t n, int64_t k, bool accumulate) {
+                            int64_t n, int64_t k, bool accumulate, float* g, int64_t ldg) {
   thread_local Scratch a_scratch, b_scratch;
   const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
   float* bp = b_scratch.get(static_cast<std::size_t>(kKC * nc_max));
@@ -287,6 +294,7 @@ LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_
     for (int64_t p0 = 0; p0 < k; p0 += kKC) {
       const int64_t kc = std::min(kKC, k - p0);
       const bool add = accumulate || p0 > 0;
+      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its tiles get the epilogue
       for (int64_t jr = 0; jr < nc; jr += kNR)
         pack_b(bp + jr * kc, b, j0 + jr, std::min<int64_t>(kNR, nc - jr), p0, kc);
       for (int64_t i0 = 0; i0 < m; i0 += kMC) {
@@ -297,7 +305,9 @@ LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_
           const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
-            micro_kernel(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add);
+            float* gt = last ? g + (i0 + ir) * ldg + j0 + jr : nullptr;
+            micro_kernel(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add, gt,
+                         ldg);
           }
         }
       }
@@ -319,27 +329,35 @@ bool have_avx512_bf16() {
   return yes;
 }
 
+bool gemm_kernel_enabled() {
+  static const bool yes = have_avx512() && std::getenv("LMF_GEMM_EIGEN") == nullptr;
+  return yes;
+}
+
 namespace {
 std::atomic<bool> g_bf16{false};
 }
 
-void set_gemm_bf16(bool on) { g_bf16.store(on && have_avx512_bf16(), std::memory_order_relaxed); }
+void set_gemm_bf16(bool on) {
+  g_bf16.store(on && gemm_kernel_enabled() && have_avx512_bf16(), std::memory_order_relaxed);
+}
 bool gemm_bf16() { return g_bf16.load(std::memory_order_relaxed); }
 
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate, bool allow_bf16) {
-  static const bool eigen = std::getenv("LMF_GEMM_EIGEN") != nullptr;
-  if (eigen || !have_avx512()) return false;
+                 int64_t k, bool accumulate, bool allow_bf16, float* gelu, int64_t ldg) {
+  if (!gemm_kernel_enabled()) return false;
   if (m <= 0 || n <= 0) return true;
   if (k <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+    for (int64_t i = 0; i < m; ++i) {
+      if (!accumulate) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+      if (gelu) gelu_row(gelu + i * ldg, c + i * ldc, n);
+    }
     return true;
   }
   if (allow_bf16 && gemm_bf16()) {
-    gemm_avx512_bf16(a, b, c, ldc, m, n, k, accumulate);
+    gemm_avx512_bf16(a, b, c, ldc, m, n, k, accumulate, gelu, ldg);
   } else {
-    gemm_avx512(a, b, c, ldc, m, n, k, accumulate);
+    gemm_avx512(a, b, c, ldc, m, n, k, accumulate, gelu, ldg);
   }
   return true;
 }

@@ -18,16 +18,21 @@ bool have_avx512();
 
 /// Whether this CPU also has AVX-512 BF16 (VDPBF16PS).
 bool have_avx512_bf16();
+/// Whether gemm_kernel runs here: AVX-512, and LMF_GEMM_EIGEN not set in the environment.
+bool gemm_kernel_enabled();
 /// Products in bf16: operands rounded to bfloat16 (nearest even) as they are packed, products
-/// summed in f32 by VDPBF16PS. Process-wide; ignored (stays off) on a CPU without AVX-512 BF16.
+/// summed in f32 by VDPBF16PS. Process-wide; stays off unless the kernel is enabled and the CPU
+/// has AVX-512 BF16.
 void set_gemm_bf16(bool on);
 bool gemm_bf16();
 
 /// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
 /// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
 /// environment (the caller then uses Eigen). With allow_bf16 false the product stays f32 even
-/// when set_gemm_bf16 is on.
+/// when set_gemm_bf16 is on. With gelu (leading dimension ldg), each finished tile's GELU is also
+/// written there while the tile is in cache (the epilogue of linear_gelu).
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate, bool allow_bf16 = true);
+                 int64_t k, bool accumulate, bool allow_bf16 = true, float* gelu = nullptr,
+                 int64_t ldg = 0);
 
 }  // namespace lmf::cpu
