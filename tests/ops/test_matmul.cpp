@@ -229,3 +229,20 @@ TEST_CASE("linear_gelu gradients match finite differences, with and without bias
   CHECK(r.ok);
   CHECK_THROWS_WITH(linear_gelu(x, random_tensor({4, 6}, 22)), Catch::Contains("linear_gelu"));
 }
+
+TEST_CASE("bf16 products give the same bits whichever way the operands are stored", "[matmul][bf16]") {
+  if (!cpu_matmul_bf16_available()) {
+    WARN("skipped: no AVX-512 BF16 here (or LMF_GEMM_EIGEN is set)");
+    return;
+  }
+  // K-contiguous operands (a as (M, K), b as (N, K)) are packed straight into bf16 pairs, the other
+  // layouts through an f32 panel: the packed panels, and so the products, must be identical.
+  const int64_t m = 40, n = 70, k = 512;
+  const Tensor a = random_tensor({m, k}, 23, false), b_nk = random_tensor({n, k}, 24, false);
+  const Tensor a_km = contiguous(transpose(a, 0, 1)), b_kn = contiguous(transpose(b_nk, 0, 1));
+  cpu::set_gemm_bf16(true);
+  const auto direct = matmul(a, b_nk, false, true).to_vector();
+  const auto via_f32 = matmul(a_km, b_kn, true, false).to_vector();
+  cpu::set_gemm_bf16(false);
+  CHECK(direct == via_f32);
+}

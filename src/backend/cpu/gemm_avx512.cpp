@@ -49,12 +49,9 @@ struct Scratch {
   }
 };
 
-// dst[c * dst_ld + r] = src[r * ld + c] for an 8 x 8 block: eight row loads, 24 in-register
-// shuffles, eight row stores; packing a k-contiguous operand goes through this, not scalar gathers.
-LMF_AVX512 inline void transpose_8x8(const float* src, int64_t ld, float* dst, int64_t dst_ld) {
-  __m256 r[8], t[8];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+// dst[c * dst_ld + r] = r[r][c]: eight rows in registers transposed with 24 shuffles, stored.
+LMF_AVX512 inline void transpose_store_8x8(__m256 (&r)[8], float* dst, int64_t dst_ld) {
+  __m256 t[8];
 #pragma GCC unroll 4
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
@@ -72,6 +69,15 @@ LMF_AVX512 inline void transpose_8x8(const float* src, int64_t ld, float* dst, i
     _mm256_storeu_ps(dst + i * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
     _mm256_storeu_ps(dst + (i + 4) * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
   }
+}
+
+// dst[c * dst_ld + r] = src[r * ld + c] for an 8 x 8 block: packing a k-contiguous operand goes
+// through this, not scalar gathers.
+LMF_AVX512 inline void transpose_8x8(const float* src, int64_t ld, float* dst, int64_t dst_ld) {
+  __m256 r[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+  transpose_store_8x8(r, dst, dst_ld);
 }
 
 // op(a)[i0 + r, p0 + p] for r < MR (zero past `rows`), p < kc, into panel[p * MR + r].
@@ -181,6 +187,17 @@ LMF_AVX512 inline __m512i bf16_bits(__m512 x) {
   return _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
 }
 
+// Eight rows of 16 k-contiguous floats (row stride ld) straight into a pair panel: dst[q * dst_ld
+// + r] = (src[r][2q], src[r][2q + 1]) for q, r < 8. VPMOVDW packs each row's sixteen bf16 into
+// eight pairs, an 8 x 8 transpose puts them in panel order: no f32 panel in between.
+LMF_AVX512 inline void pairs_8x16(const float* src, int64_t ld, uint32_t* dst, int64_t dst_ld) {
+  __m256 r[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    r[i] = _mm256_castsi256_ps(_mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(src + i * ld))));
+  transpose_store_8x8(r, reinterpret_cast<float*>(dst), dst_ld);
+}
+
 // An f32 panel of kc rows of `width` (8 or 32) into ceil(kc / 2) rows of bf16 pairs.
 LMF_AVX512 void pair_panel(uint32_t* dst, const float* src, int64_t kc, int width) {
   const int64_t pairs = kc / 2;
@@ -259,15 +276,31 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
       const int64_t kc = std::min(kKC, k - p0), kc2 = (kc + 1) / 2;
       const bool add = accumulate || p0 > 0;
       const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its tiles get the epilogue
+      // k-contiguous operands (the weights of a forward pass, the activations) in whole panels go
+      // straight into pairs; everything else through an f32 panel. Both round the same way.
+      const bool direct = kc % 16 == 0;
       for (int64_t jr = 0; jr < nc; jr += kNR) {
-        pack_b(f32, b, j0 + jr, std::min<int64_t>(kNR, nc - jr), p0, kc);
-        pair_panel(bp + jr * kc2, f32, kc, kNR);
+        const int64_t cols = std::min<int64_t>(kNR, nc - jr);
+        if (direct && b.trans && cols == kNR) {
+          for (int j = 0; j < kNR; j += 8)
+            for (int64_t p = 0; p < kc; p += 16)
+              pairs_8x16(b.data + (j0 + jr + j) * b.ld + p0 + p, b.ld, bp + jr * kc2 + (p / 2) * kNR + j, kNR);
+        } else {
+          pack_b(f32, b, j0 + jr, cols, p0, kc);
+          pair_panel(bp + jr * kc2, f32, kc, kNR);
+        }
       }
       for (int64_t i0 = 0; i0 < m; i0 += kMC) {
         const int64_t mc = std::min(kMC, m - i0);
         for (int64_t ir = 0; ir < mc; ir += kMR) {
-          pack_a(f32, a, i0 + ir, std::min<int64_t>(kMR, mc - ir), p0, kc);
-          pair_panel(ap + ir * kc2, f32, kc, kMR);
+          const int64_t rows = std::min<int64_t>(kMR, mc - ir);
+          if (direct && !a.trans && rows == kMR) {
+            for (int64_t p = 0; p < kc; p += 16)
+              pairs_8x16(a.data + (i0 + ir) * a.ld + p0 + p, a.ld, ap + ir * kc2 + (p / 2) * kMR, kMR);
+          } else {
+            pack_a(f32, a, i0 + ir, rows, p0, kc);
+            pair_panel(ap + ir * kc2, f32, kc, kMR);
+          }
         }
         for (int64_t jr = 0; jr < nc; jr += kNR) {
           const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
