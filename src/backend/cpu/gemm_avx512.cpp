@@ -140,9 +140,8 @@ LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols,
 }
 
 // c[0:rows, 0:cols] (+)= a panel (kc x MR) . b panel (kc x NR).
-// With g, also g[0:rows, 0:cols] = gelu(c) once c is final.
 LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc,
-                             int rows, int cols, bool add, float* g, int64_t ldg) {
+                             int rows, int cols, bool add) {
   __m512 acc0[kMR], acc1[kMR];
 #pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
@@ -170,7 +169,6 @@ LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float
       }
       _mm512_mask_storeu_ps(cr, m0, v0);
       _mm512_mask_storeu_ps(cr + 16, m1, v1);
-      if (g) gelu_row(g + r * ldg, cr, cols);
     }
   }
 }
@@ -228,7 +226,7 @@ LMF_AVX512 void pair_panel(uint32_t* dst, const float* src, int64_t kc, int widt
 
 // c[0:rows, 0:cols] (+)= a pair panel (kc2 x MR) . b pair panel (kc2 x NR).
 LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const uint32_t* pb, float* c,
-                                       int64_t ldc, int rows, int cols, bool add, float* g, int64_t ldg) {
+                                       int64_t ldc, int rows, int cols, bool add) {
   __m512 acc0[kMR], acc1[kMR];
 #pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
@@ -256,7 +254,6 @@ LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const ui
       }
       _mm512_mask_storeu_ps(cr, m0, v0);
       _mm512_mask_storeu_ps(cr + 16, m1, v1);
-      if (g) gelu_row(g + r * ldg, cr, cols);
     }
   }
 }
@@ -275,7 +272,7 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
     for (int64_t p0 = 0; p0 < k; p0 += kKC) {
       const int64_t kc = std::min(kKC, k - p0), kc2 = (kc + 1) / 2;
       const bool add = accumulate || p0 > 0;
-      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its tiles get the epilogue
+      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its blocks get the epilogue
       // k-contiguous operands (the weights of a forward pass, the activations) in whole panels go
       // straight into pairs; everything else through an f32 panel. Both round the same way.
       const bool direct = kc % 16 == 0;
@@ -306,11 +303,12 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
           const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
-            float* gt = last ? g + (i0 + ir) * ldg + j0 + jr : nullptr;
             micro_kernel_bf16(kc2, ap + ir * kc2, bp + jr * kc2, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols,
-                              add, gt, ldg);
+                              add);
           }
         }
+        if (last)  // the finished (MC, NC) block is still in L2: its GELU now, whole rows at a time
+          for (int64_t r = 0; r < mc; ++r) gelu_row(g + (i0 + r) * ldg + j0, c + (i0 + r) * ldc + j0, nc);
       }
     }
   }
@@ -327,7 +325,7 @@ LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_
     for (int64_t p0 = 0; p0 < k; p0 += kKC) {
       const int64_t kc = std::min(kKC, k - p0);
       const bool add = accumulate || p0 > 0;
-      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its tiles get the epilogue
+      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its blocks get the epilogue
       for (int64_t jr = 0; jr < nc; jr += kNR)
         pack_b(bp + jr * kc, b, j0 + jr, std::min<int64_t>(kNR, nc - jr), p0, kc);
       for (int64_t i0 = 0; i0 < m; i0 += kMC) {
@@ -338,11 +336,11 @@ LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_
           const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
-            float* gt = last ? g + (i0 + ir) * ldg + j0 + jr : nullptr;
-            micro_kernel(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add, gt,
-                         ldg);
+            micro_kernel(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add);
           }
         }
+        if (last)  // the finished (MC, NC) block is still in L2: its GELU now, whole rows at a time
+          for (int64_t r = 0; r < mc; ++r) gelu_row(g + (i0 + r) * ldg + j0, c + (i0 + r) * ldc + j0, nc);
       }
     }
   }

@@ -29,8 +29,8 @@ bool gemm_bf16();
 /// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
 /// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
 /// environment (the caller then uses Eigen). With allow_bf16 false the product stays f32 even
-/// when set_gemm_bf16 is on. With gelu (leading dimension ldg), each finished tile's GELU is also
-/// written there while the tile is in cache (the epilogue of linear_gelu).
+/// when set_gemm_bf16 is on. With gelu (leading dimension ldg), the GELU of each finished block of
+/// c is also written there while the block is in cache (the epilogue of linear_gelu).
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
                  int64_t k, bool accumulate, bool allow_bf16 = true, float* gelu = nullptr,
                  int64_t ldg = 0);

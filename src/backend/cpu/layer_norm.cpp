@@ -18,15 +18,19 @@ void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, co
 #pragma omp parallel for schedule(static) if (n * c > 16384)
   for (int64_t i = 0; i < n; ++i) {
     const float* xr = x + i * c;  // (C)
-    double s = 0.0;
-    for (int64_t j = 0; j < c; ++j) s += xr[j];
-    const float m = static_cast<float>(s / c);
-    double v = 0.0;
-    for (int64_t j = 0; j < c; ++j) {
-      const double d = xr[j] - m;
-      v += d * d;
+    // Mean and variance accumulated in double over fixed 16-lane blocks (SIMD, and the same
+    // order whatever the row's address), padding lanes contributing zero.
+    using Wide = Eigen::Array<double, vec::kLanes, 1>;
+    Wide acc = Wide::Zero();
+    for (int64_t j = 0; j < c; j += vec::kLanes)
+      acc += vec::load(xr + j, std::min(vec::kLanes, c - j), 0.f).cast<double>();
+    const float m = static_cast<float>(acc.sum() / c);
+    acc.setZero();
+    for (int64_t j = 0; j < c; j += vec::kLanes) {
+      const int64_t lanes = std::min(vec::kLanes, c - j);
+      acc += vec::keep_first(vec::load(xr + j, lanes, 0.f) - m, lanes).cast<double>().square();
     }
-    const float r = 1.0f / std::sqrt(static_cast<float>(v / c) + eps);
+    const float r = 1.0f / std::sqrt(static_cast<float>(acc.sum() / c) + eps);
     float* orow = out + i * c;
     if (bias) {
 #pragma omp simd
