@@ -18,6 +18,7 @@
 
 #include "cuda/cuda_test_util.h"
 #include "e2e/cli_run.h"
+#include "train/word_corpus.h"
 #include "lmforge/autograd.h"
 #include "lmforge/data/prepare.h"
 #include "lmforge/io/checkpoint.h"
@@ -40,33 +41,9 @@ constexpr int64_t kSteps = 20;
 
 fs::path fresh_dir(const std::string& name) { return lmf::test::work_dir("cuda-trainer", name); }
 
-// Words drawn by an LCG: enough structure to learn, enough variety not to be memorised at once.
-std::string generated_text(int lines, uint32_t seed) {
-  static const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog",
-                                "and", "runs", "far", "away", "from", "home", "today"};
-  std::string text;
-  uint32_t state = seed;
-  for (int l = 0; l < lines; ++l)
-    for (int w = 0; w < 8; ++w) {
-      state = state * 1664525u + 1013904223u;
-      text += words[(state >> 16) % 16];
-      text += w == 7 ? ".\n" : " ";
-    }
-  return text;
-}
-
 const fs::path& corpus() {
-  static const fs::path data = [] {
-    const fs::path dir = fresh_dir("corpus");
-    std::ofstream(dir / "corpus.txt", std::ios::binary) << generated_text(600, 23);
-    lmf::data::PrepareOptions options;
-    options.inputs = {(dir / "corpus.txt").string()};
-    options.out_dir = (dir / "data").string();
-    options.threads = 1;
-    options.progress = false;
-    lmf::data::prepare_dataset(options);
-    return dir / "data";
-  }();
+  static const fs::path data =
+      lmf::test::prepare_char_corpus(fresh_dir("corpus"), lmf::test::generated_text(600, 23));
   return data;
 }
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "e2e/cli_run.h"
+#include "train/word_corpus.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/prepare.h"
 #include "lmforge/data/tokenizer.h"
@@ -49,37 +50,13 @@ bool same_bytes(const fs::path& a, const fs::path& b) {
 
 fs::path fresh_dir(const std::string& name) { return lmf::test::work_dir("trainer", name); }
 
-// Words drawn by an LCG: enough structure to learn, enough variety not to be memorised at once.
-std::string generated_text(int lines, uint32_t seed) {
-  static const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog",
-                                "and", "runs", "far", "away", "from", "home", "today"};
-  std::string text;
-  uint32_t state = seed;
-  for (int l = 0; l < lines; ++l)
-    for (int w = 0; w < 8; ++w) {
-      state = state * 1664525u + 1013904223u;
-      text += words[(state >> 16) % 16];
-      text += w == 7 ? ".\n" : " ";
-    }
-  return text;
-}
-
 // Prepares `text` with the char tokenizer into a fresh directory (train.bin, val.bin, tokenizer).
 fs::path prepare(const std::string& name, const std::string& text, double val_fraction = 0.1) {
-  const fs::path dir = fresh_dir(name);
-  std::ofstream(dir / "corpus.txt", std::ios::binary) << text;
-  lmf::data::PrepareOptions options;
-  options.inputs = {(dir / "corpus.txt").string()};
-  options.out_dir = (dir / "data").string();
-  options.val_fraction = val_fraction;
-  options.threads = 1;
-  options.progress = false;
-  lmf::data::prepare_dataset(options);
-  return dir / "data";
+  return lmf::test::prepare_char_corpus(fresh_dir(name), text, val_fraction);
 }
 
 const fs::path& corpus() {
-  static const fs::path dir = prepare("corpus", generated_text(400, 17));
+  static const fs::path dir = prepare("corpus", lmf::test::generated_text(400, 17));
   return dir;
 }
 

@@ -139,6 +139,26 @@ LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols,
   }
 }
 
+// c[0:rows, 0:cols] (+)= the accumulators of a micro-tile, lanes past `cols` masked off.
+LMF_AVX512 inline void store_tile(const __m512 (&acc0)[kMR], const __m512 (&acc1)[kMR], float* c, int64_t ldc,
+                                  int rows, int cols, bool add) {
+  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) {
+    if (r < rows) {
+      float* cr = c + r * ldc;
+      __m512 v0 = acc0[r], v1 = acc1[r];
+      if (add) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+      }
+      _mm512_mask_storeu_ps(cr, m0, v0);
+      _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+  }
+}
+
 // c[0:rows, 0:cols] (+)= a panel (kc x MR) . b panel (kc x NR).
 LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc,
                              int rows, int cols, bool add) {
@@ -156,21 +176,7 @@ LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float
     pa += kMR;
     pb += kNR;
   }
-  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
-#pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) {
-    if (r < rows) {
-      float* cr = c + r * ldc;
-      __m512 v0 = acc0[r], v1 = acc1[r];
-      if (add) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
-      }
-      _mm512_mask_storeu_ps(cr, m0, v0);
-      _mm512_mask_storeu_ps(cr + 16, m1, v1);
-    }
-  }
+  store_tile(acc0, acc1, c, ldc, rows, cols, add);
 }
 
 // --- bf16 products (AVX-512 BF16) -------------------------------------------------------------
@@ -241,21 +247,7 @@ LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const ui
     pa += kMR;
     pb += kNR;
   }
-  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
-#pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) {
-    if (r < rows) {
-      float* cr = c + r * ldc;
-      __m512 v0 = acc0[r], v1 = acc1[r];
-      if (add) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
-      }
-      _mm512_mask_storeu_ps(cr, m0, v0);
-      _mm512_mask_storeu_ps(cr + 16, m1, v1);
-    }
-  }
+  store_tile(acc0, acc1, c, ldc, rows, cols, add);
 }
 
 LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float* c, int64_t ldc,
