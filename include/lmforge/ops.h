@@ -4,6 +4,7 @@
 // Ops compute in f32; inputs of other float dtypes are rejected with a clear error.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "lmforge/autograd.h"
@@ -41,6 +42,10 @@ MatmulBackend matmul_backend();
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 /// Normalises the last dim: (x - mean) / sqrt(var + eps) * w + b; w and b (C), b may be undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
+/// {x + y, layer_norm(x + y, w, b)} in one pass over each row on the CPU (a residual add and the
+/// layer norm after it); the same bits and gradients as add followed by layer_norm.
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& b,
+                                         float eps = 1e-5f);
 /// GELU, tanh approximation (GPT-2's gelu_new).
 Tensor gelu(const Tensor& x);
 /// Softmax over the last dim.

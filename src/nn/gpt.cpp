@@ -71,8 +71,9 @@ Block::Block(const GPTConfig& config, Generator& init_gen, Generator& dropout_ge
 }
 
 Tensor Block::forward(const Tensor& x) const {
-  Tensor h = add(x, attn_.forward(ln_1_.forward(x)));  // (B, T, C)
-  return add(h, mlp_.forward(ln_2_.forward(h)));
+  // h = x + attn(ln_1(x)) and ln_2(h) in one pass (B, T, C)
+  auto [h, normed] = add_layer_norm(x, attn_.forward(ln_1_.forward(x)), ln_2_.weight(), ln_2_.bias(), ln_2_.eps());
+  return add(h, mlp_.forward(normed));
 }
 
 namespace {

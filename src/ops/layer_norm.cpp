@@ -8,38 +8,34 @@
 namespace lmf {
 using namespace ops_detail;
 
-Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, float eps) {
-  check_f32("layer_norm", x_in, "x");
-  check_f32("layer_norm", w_in, "weight");
-  check_same_device("layer_norm", x_in, "x", w_in, "weight");
-  LMF_CHECK(x_in.dim() >= 1, "layer_norm: x must have at least one dim, got ", shape_str(x_in.shape()));
-  const int64_t c = x_in.size(-1), n = c ? x_in.numel() / c : 0;
-  LMF_CHECK(w_in.shape() == Shape{c}, "layer_norm: weight of shape ", shape_str(w_in.shape()),
-            " for x ", shape_str(x_in.shape()), " (expected (", c, "))");
-  const bool has_bias = b_in.defined();
-  if (has_bias) {
-    check_f32("layer_norm", b_in, "bias");
-    check_same_device("layer_norm", x_in, "x", b_in, "bias");
-    LMF_CHECK(b_in.shape() == Shape{c}, "layer_norm: bias of shape ", shape_str(b_in.shape()),
-              " for x ", shape_str(x_in.shape()), " (expected (", c, "))");
+namespace {
+
+// Checks x (..., C), weight (C) and bias (C, optional); returns C.
+int64_t check_layer_norm(const char* op, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, float eps) {
+  check_f32(op, x_in, "x");
+  check_f32(op, w_in, "weight");
+  check_same_device(op, x_in, "x", w_in, "weight");
+  LMF_CHECK(x_in.dim() >= 1, op, ": x must have at least one dim, got ", shape_str(x_in.shape()));
+  const int64_t c = x_in.size(-1);
+  LMF_CHECK(w_in.shape() == Shape{c}, op, ": weight of shape ", shape_str(w_in.shape()), " for x ",
+            shape_str(x_in.shape()), " (expected (", c, "))");
+  if (b_in.defined()) {
+    check_f32(op, b_in, "bias");
+    check_same_device(op, x_in, "x", b_in, "bias");
+    LMF_CHECK(b_in.shape() == Shape{c}, op, ": bias of shape ", shape_str(b_in.shape()), " for x ",
+              shape_str(x_in.shape()), " (expected (", c, "))");
   }
-  LMF_CHECK(eps >= 0.f, "layer_norm: eps must be non-negative, got ", eps);
-  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
-  const Tensor b = has_bias ? b_in.contiguous_copy() : Tensor();
-  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
-  Tensor mean = Tensor::empty({n}, DType::f32, x.device()), rstd = Tensor::empty({n}, DType::f32, x.device());
-  switch (x.device().type) {
-    case DeviceType::cpu:
-      cpu::layer_norm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
-                              w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
-      break;
-    case DeviceType::cuda:
-      cuda::layer_norm_forward(x.device(), out.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
-                               w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
-      break;
-  }
+  LMF_CHECK(eps >= 0.f, op, ": eps must be non-negative, got ", eps);
+  return c;
+}
+
+// Records out = layer_norm(x_in) given the forward's results: x the contiguous input (x_in or its
+// copy), w the contiguous weight, mean and rstd per row.
+Tensor record_layer_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& x,
+                         const Tensor& w, const Tensor& mean, const Tensor& rstd) {
+  const int64_t c = x.size(-1), n = c ? x.numel() / c : 0;
   const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
-  const bool need_b = has_bias && b_in.requires_grad();
+  const bool need_b = b_in.defined() && b_in.requires_grad();
   return record(out, "layer_norm", {x_in, w_in, b_in},
                 [x = x.detach(), w = w.detach(), mean, rstd, n, c, need_x, need_w, need_b](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (N, C)
@@ -61,6 +57,52 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, fl
                   }
                   return std::vector<Tensor>{dx, dw, db};
                 });
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, float eps) {
+  const int64_t c = check_layer_norm("layer_norm", x_in, w_in, b_in, eps), n = c ? x_in.numel() / c : 0;
+  const bool has_bias = b_in.defined();
+  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  const Tensor b = has_bias ? b_in.contiguous_copy() : Tensor();
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor mean = Tensor::empty({n}, DType::f32, x.device()), rstd = Tensor::empty({n}, DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu:
+      cpu::layer_norm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
+                              w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
+      break;
+    case DeviceType::cuda:
+      cuda::layer_norm_forward(x.device(), out.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
+                               w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
+      break;
+  }
+  return record_layer_norm(out, x_in, w_in, b_in, x, w, mean, rstd);
+}
+
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x_in, const Tensor& y_in, const Tensor& w_in,
+                                         const Tensor& b_in, float eps) {
+  check_f32("add_layer_norm", y_in, "y");
+  check_same_device("add_layer_norm", x_in, "x", y_in, "y");
+  LMF_CHECK(x_in.defined() && x_in.shape() == y_in.shape(), "add_layer_norm: x ", shape_str(x_in.shape()),
+            " and y ", shape_str(y_in.shape()), " must have the same shape");
+  const int64_t c = check_layer_norm("add_layer_norm", x_in, w_in, b_in, eps), n = c ? x_in.numel() / c : 0;
+  if (x_in.device().is_cuda()) {  // the two ops (no fused kernel on the GPU yet)
+    Tensor sum = add(x_in, y_in);
+    return {sum, layer_norm(sum, w_in, b_in, eps)};
+  }
+  const Tensor x = x_in.contiguous_copy(), y = y_in.contiguous_copy(), w = w_in.contiguous_copy();
+  const Tensor b = b_in.defined() ? b_in.contiguous_copy() : Tensor();
+  Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor mean = Tensor::empty({n}, DType::f32, x.device()), rstd = Tensor::empty({n}, DType::f32, x.device());
+  cpu::add_layer_norm_forward(sum.data<float>(), out.data<float>(), mean.data<float>(), rstd.data<float>(),
+                              x.data<float>(), y.data<float>(), w.data<float>(),
+                              b.defined() ? b.data<float>() : nullptr, n, c, eps);
+  // Two nodes, as if add and layer_norm had run: the sum passes its gradient to both inputs.
+  sum = record(sum, "add", {x_in, y_in}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+  return {sum, record_layer_norm(out, sum, w_in, b_in, sum, w, mean, rstd)};
 }
 
 }  // namespace lmf

@@ -70,3 +70,40 @@ TEST_CASE("layer_norm rejects weight or bias of the wrong size", "[layer_norm][e
   CHECK_THROWS_AS(layer_norm(x.to(DType::bf16), Tensor::ones({4}), Tensor()), Error);
   CHECK_THROWS_WITH(layer_norm(x, Tensor::ones({3}), Tensor()), Catch::Contains("layer_norm") && Catch::Contains("(3)"));
 }
+
+TEST_CASE("add_layer_norm gives the bits of add then layer_norm, forward and backward", "[layer_norm]") {
+  for (bool bias : {true, false}) {
+    INFO("bias " << bias);
+    const Tensor x1 = random_tensor({2, 9, 37}, 31), x2 = random_tensor({2, 9, 37}, 31);
+    const Tensor y1 = random_tensor({2, 9, 37}, 32), y2 = random_tensor({2, 9, 37}, 32);
+    const Tensor w1 = random_tensor({37}, 33), w2 = random_tensor({37}, 33);
+    const Tensor b1 = bias ? random_tensor({37}, 34) : Tensor(), b2 = bias ? random_tensor({37}, 34) : Tensor();
+    const Tensor ws = random_tensor({2, 9, 37}, 35, false), wn = random_tensor({2, 9, 37}, 36, false);
+    const auto [sum1, norm1] = add_layer_norm(x1, y1, w1, b1);
+    const Tensor sum2 = add(x2, y2), norm2 = layer_norm(sum2, w2, b2);
+    CHECK(sum1.to_vector() == sum2.to_vector());
+    CHECK(norm1.to_vector() == norm2.to_vector());
+    // Both outputs feed the loss, as in a GPT block (the sum is the next residual).
+    backward(add(sum(mul(sum1, ws)), sum(mul(norm1, wn))));
+    backward(add(sum(mul(sum2, ws)), sum(mul(norm2, wn))));
+    CHECK(x1.grad().to_vector() == x2.grad().to_vector());
+    CHECK(y1.grad().to_vector() == y2.grad().to_vector());
+    CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+    if (bias) CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+  }
+}
+
+TEST_CASE("add_layer_norm gradients match finite differences; mismatched shapes are refused", "[layer_norm][grad]") {
+  const Tensor x = random_tensor({3, 6}, 37), y = random_tensor({3, 6}, 38);
+  const Tensor w = random_tensor({6}, 39), b = random_tensor({6}, 40);
+  const auto r = gradcheck(
+      [](const std::vector<Tensor>& in) {
+        const auto [s, n] = add_layer_norm(in[0], in[1], in[2], in[3]);
+        return add(mul(s, s), n);
+      },
+      {x, y, w, b});
+  INFO(r.report);
+  CHECK(r.ok);
+  CHECK_THROWS_WITH(add_layer_norm(x, random_tensor({3, 5}, 41), w, b),
+                    Catch::Contains("add_layer_norm") && Catch::Contains("(3, 5)"));
+}

@@ -67,6 +67,11 @@ void embedding_backward_u16(float* dweight, const float* dout, const uint16_t* i
 /// x (N, C), weight (C), bias (C) or null -> out (N, C); saves mean (N) and rstd (N).
 void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
                         const float* bias, int64_t n, int64_t c, float eps);
+/// sum (N, C) = x + y, and layer_norm_forward of sum, in one pass over each row (the GPT's
+/// residual add followed by the next layer norm); the same bits as the two kernels.
+void add_layer_norm_forward(float* sum, float* out, float* mean, float* rstd, const float* x,
+                            const float* y, const float* weight, const float* bias, int64_t n,
+                            int64_t c, float eps);
 /// dx (N, C), dweight (C), dbias (C) (null to skip) from dout (N, C) and the saved mean, rstd.
 void layer_norm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                          const float* weight, const float* mean, const float* rstd, int64_t n,

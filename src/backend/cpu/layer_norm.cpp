@@ -13,34 +13,60 @@
 
 namespace lmf::cpu {
 
+namespace {
+
+// One row: out (C) = (x - mean) * rstd * weight + bias, returning mean and rstd.
+inline void layer_norm_row(float* orow, float& mean, float& rstd, const float* xr, const float* weight,
+                           const float* bias, int64_t c, float eps) {
+  // Mean and variance accumulated in double over fixed 16-lane blocks (SIMD, and the same
+  // order whatever the row's address), padding lanes contributing zero.
+  using Wide = Eigen::Array<double, vec::kLanes, 1>;
+  const auto total = [](const Wide& lanes) {  // in lane order
+    double t = 0.0;
+    for (int64_t l = 0; l < vec::kLanes; ++l) t += lanes[l];
+    return t;
+  };
+  Wide acc = Wide::Zero();
+  for (int64_t j = 0; j < c; j += vec::kLanes)
+    acc += vec::load(xr + j, std::min(vec::kLanes, c - j), 0.f).cast<double>();
+  const float m = static_cast<float>(total(acc) / c);
+  acc.setZero();
+  for (int64_t j = 0; j < c; j += vec::kLanes) {
+    const int64_t lanes = std::min(vec::kLanes, c - j);
+    acc += vec::keep_first(vec::load(xr + j, lanes, 0.f) - m, lanes).cast<double>().square();
+  }
+  const float r = 1.0f / std::sqrt(static_cast<float>(total(acc) / c) + eps);
+  if (bias) {
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) orow[j] = (xr[j] - m) * r * weight[j] + bias[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) orow[j] = (xr[j] - m) * r * weight[j];
+  }
+  mean = m;
+  rstd = r;
+}
+
+}  // namespace
+
 void layer_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
                         const float* bias, int64_t n, int64_t c, float eps) {
 #pragma omp parallel for schedule(static) if (n * c > 16384)
+  for (int64_t i = 0; i < n; ++i)
+    layer_norm_row(out + i * c, mean[i], rstd[i], x + i * c, weight, bias, c, eps);
+}
+
+void add_layer_norm_forward(float* sum, float* out, float* mean, float* rstd, const float* x,
+                            const float* y, const float* weight, const float* bias, int64_t n,
+                            int64_t c, float eps) {
+#pragma omp parallel for schedule(static) if (n * c > 16384)
   for (int64_t i = 0; i < n; ++i) {
-    const float* xr = x + i * c;  // (C)
-    // Mean and variance accumulated in double over fixed 16-lane blocks (SIMD, and the same
-    // order whatever the row's address), padding lanes contributing zero.
-    using Wide = Eigen::Array<double, vec::kLanes, 1>;
-    Wide acc = Wide::Zero();
-    for (int64_t j = 0; j < c; j += vec::kLanes)
-      acc += vec::load(xr + j, std::min(vec::kLanes, c - j), 0.f).cast<double>();
-    const float m = static_cast<float>(acc.sum() / c);
-    acc.setZero();
-    for (int64_t j = 0; j < c; j += vec::kLanes) {
-      const int64_t lanes = std::min(vec::kLanes, c - j);
-      acc += vec::keep_first(vec::load(xr + j, lanes, 0.f) - m, lanes).cast<double>().square();
-    }
-    const float r = 1.0f / std::sqrt(static_cast<float>(acc.sum() / c) + eps);
-    float* orow = out + i * c;
-    if (bias) {
+    float* sr = sum + i * c;
+    const float* xr = x + i * c;
+    const float* yr = y + i * c;
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) orow[j] = (xr[j] - m) * r * weight[j] + bias[j];
-    } else {
-#pragma omp simd
-      for (int64_t j = 0; j < c; ++j) orow[j] = (xr[j] - m) * r * weight[j];
-    }
-    mean[i] = m;
-    rstd[i] = r;
+    for (int64_t j = 0; j < c; ++j) sr[j] = xr[j] + yr[j];
+    layer_norm_row(out + i * c, mean[i], rstd[i], sr, weight, bias, c, eps);  // sr is still in L1
   }
 }
 
