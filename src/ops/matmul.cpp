@@ -23,88 +23,63 @@ struct MatmulDims {
   bool trans_a, trans_b;
 };
 
+// A product on the device that holds the operands: cpu::gemm or cuda::gemm (the same contract).
+void gemm_on(const Device& dev, const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
+             bool trans_a, bool trans_b, bool accumulate = false) {
+  if (dev.is_cuda()) {
+    cuda::gemm(dev, a, b, c, m, n, k, trans_a, trans_b, accumulate);
+  } else {
+    cpu::gemm(a, b, c, m, n, k, trans_a, trans_b, accumulate);
+  }
+}
+
+void gemm_batched_on(const Device& dev, int64_t batch, const float* a, int64_t stride_a, const float* b,
+                     int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
+                     bool trans_a, bool trans_b, bool accumulate = false) {
+  if (dev.is_cuda()) {
+    cuda::gemm_batched(dev, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate);
+  } else {
+    cpu::gemm_batched(batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate);
+  }
+}
+
 // Both input gradients of a (possibly batched) product; a, b, g contiguous.
 std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tensor& g,
                                     const MatmulDims& d, bool need_a, bool need_b) {
-  Tensor da = need_a ? Tensor::empty(a.shape(), DType::f32, g.device()) : Tensor();
-  Tensor db = need_b ? Tensor::empty(b.shape(), DType::f32, g.device()) : Tensor();
-  switch (g.device().type) {
-    case DeviceType::cpu: {
-      const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
-      const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
-      if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
-        if (d.shared_b) {
-          cpu::gemm(pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b);
-        } else {
-          cpu::gemm_batched(d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false,
-                            !d.trans_b);
-        }
-      } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
-        cpu::gemm_batched(d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b,
-                          true);
-      }
-      if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
-        if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
-          cpu::gemm(pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false);
-        } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
-          cpu::gemm(pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false);
-        }
-      } else if (need_b) {
-        for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
-          // Shared b with transposed a: one product per batch element, accumulated in order.
-          const int64_t count = d.shared_b ? 1 : d.batch;
-          const float* ai = pa + i * sa;
-          const float* gi = pg + i * sg;
-          const bool acc = d.shared_b && i > 0;
-          if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
-            cpu::gemm_batched(count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m,
-                              !d.trans_a, false, acc);
-          } else {  // db (N, K) = gᵀ (N, M) · op(a) (M, K)
-            cpu::gemm_batched(count, gi, sg, ai, sa, db.data<float>(), d.k * d.n, d.n, d.k, d.m,
-                              true, d.trans_a, acc);
-          }
-        }
-      }
-      break;
+  const Device dev = g.device();
+  Tensor da = need_a ? Tensor::empty(a.shape(), DType::f32, dev) : Tensor();
+  Tensor db = need_b ? Tensor::empty(b.shape(), DType::f32, dev) : Tensor();
+  const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
+  const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
+  if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
+    if (d.shared_b) {
+      gemm_on(dev, pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b);
+    } else {
+      gemm_batched_on(dev, d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false, !d.trans_b);
     }
-    case DeviceType::cuda: {  // the CPU block with the GPU gemm
-      const Device dev = g.device();
-      const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
-      const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
-      if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
-        if (d.shared_b) {
-          cuda::gemm(dev, pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b);
-        } else {
-          cuda::gemm_batched(dev, d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false,
-                            !d.trans_b);
-        }
-      } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
-        cuda::gemm_batched(dev, d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b,
-                          true);
+  } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
+    gemm_batched_on(dev, d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b, true);
+  }
+  if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
+    if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
+      gemm_on(dev, pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false);
+    } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
+      gemm_on(dev, pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false);
+    }
+  } else if (need_b) {
+    for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
+      // Shared b with transposed a: one product per batch element, accumulated in order.
+      const int64_t count = d.shared_b ? 1 : d.batch;
+      const float* ai = pa + i * sa;
+      const float* gi = pg + i * sg;
+      const bool acc = d.shared_b && i > 0;
+      if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
+        gemm_batched_on(dev, count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m, !d.trans_a, false,
+                        acc);
+      } else {  // db (N, K) = gᵀ (N, M) · op(a) (M, K)
+        gemm_batched_on(dev, count, gi, sg, ai, sa, db.data<float>(), d.k * d.n, d.n, d.k, d.m, true, d.trans_a,
+                        acc);
       }
-      if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
-        if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
-          cuda::gemm(dev, pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false);
-        } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
-          cuda::gemm(dev, pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false);
-        }
-      } else if (need_b) {
-        for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
-          // Shared b with transposed a: one product per batch element, accumulated in order.
-          const int64_t count = d.shared_b ? 1 : d.batch;
-          const float* ai = pa + i * sa;
-          const float* gi = pg + i * sg;
-          const bool acc = d.shared_b && i > 0;
-          if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
-            cuda::gemm_batched(dev, count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m,
-                              !d.trans_a, false, acc);
-          } else {  // db (N, K) = gᵀ (N, M) · op(a) (M, K)
-            cuda::gemm_batched(dev, count, gi, sg, ai, sa, db.data<float>(), d.k * d.n, d.n, d.k, d.m,
-                              true, d.trans_a, acc);
-          }
-        }
-      }
-      break;
     }
   }
   return {da, db};
@@ -146,27 +121,11 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
 
   const Tensor a = a_in.contiguous_copy(), b = b_in.contiguous_copy();
   Tensor out = Tensor::empty(out_shape, DType::f32, a.device());
-  switch (a.device().type) {
-    case DeviceType::cpu:
-      if (d.shared_b && !trans_a) {  // (B*M, K) · op(b): one large GEMM
-        cpu::gemm(a.data<float>(), b.data<float>(), out.data<float>(), d.batch * d.m, d.n, d.k,
-                  false, trans_b);
-      } else {
-        cpu::gemm_batched(d.batch, a.data<float>(), d.m * d.k, b.data<float>(),
-                          d.shared_b ? 0 : d.k * d.n, out.data<float>(), d.m * d.n, d.m, d.n, d.k,
-                          trans_a, trans_b);
-      }
-      break;
-    case DeviceType::cuda:
-      if (d.shared_b && !trans_a) {
-        cuda::gemm(a.device(), a.data<float>(), b.data<float>(), out.data<float>(), d.batch * d.m, d.n, d.k,
-                   false, trans_b);
-      } else {
-        cuda::gemm_batched(a.device(), d.batch, a.data<float>(), d.m * d.k, b.data<float>(),
-                           d.shared_b ? 0 : d.k * d.n, out.data<float>(), d.m * d.n, d.m, d.n, d.k, trans_a,
-                           trans_b);
-      }
-      break;
+  if (d.shared_b && !trans_a) {  // (B*M, K) · op(b): one large GEMM
+    gemm_on(a.device(), a.data<float>(), b.data<float>(), out.data<float>(), d.batch * d.m, d.n, d.k, false, trans_b);
+  } else {
+    gemm_batched_on(a.device(), d.batch, a.data<float>(), d.m * d.k, b.data<float>(), d.shared_b ? 0 : d.k * d.n,
+                    out.data<float>(), d.m * d.n, d.m, d.n, d.k, trans_a, trans_b);
   }
   const bool need_a = a_in.requires_grad(), need_b = b_in.requires_grad();
   return record(out, "matmul", {a_in, b_in},
@@ -254,26 +213,20 @@ std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g) {
   Tensor dx = a.need_x ? Tensor::empty(a.x.shape(), DType::f32, g.device()) : Tensor();
   Tensor dw = a.need_w && !w_grad.defined() ? Tensor::empty(a.w.shape(), DType::f32, g.device()) : Tensor();
   Tensor db = a.need_b && !b_grad.defined() ? Tensor::empty({out}, DType::f32, g.device()) : Tensor();
-  switch (g.device().type) {
-    case DeviceType::cpu:
-      // dx (N, IN) = g (N, OUT) · w (OUT, IN)
-      if (a.need_x) cpu::gemm(g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false);
-      // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
-      if (a.need_w) {
-        float* target = w_grad.defined() ? w_grad.data<float>() : dw.data<float>();
-        cpu::gemm(g.data<float>(), a.x.data<float>(), target, out, in, n, true, false, w_grad.defined());
-      }
-      if (a.need_b) {
-        float* target = b_grad.defined() ? b_grad.data<float>() : db.data<float>();
-        cpu::column_sums(g.data<float>(), target, n, out, b_grad.defined());
-      }
-      break;
-    case DeviceType::cuda: {
-      const Device dev = g.device();
-      if (a.need_x) cuda::gemm(dev, g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false);
-      if (a.need_w) cuda::gemm(dev, g.data<float>(), a.x.data<float>(), dw.data<float>(), out, in, n, true, false);
-      if (a.need_b) cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out, 1.f);
-      break;
+  const Device dev = g.device();
+  // dx (N, IN) = g (N, OUT) · w (OUT, IN)
+  if (a.need_x) gemm_on(dev, g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false);
+  // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
+  if (a.need_w) {
+    float* target = w_grad.defined() ? w_grad.data<float>() : dw.data<float>();
+    gemm_on(dev, g.data<float>(), a.x.data<float>(), target, out, in, n, true, false, w_grad.defined());
+  }
+  if (a.need_b) {  // db (OUT) = column sums of g
+    if (cpu) {
+      float* target = b_grad.defined() ? b_grad.data<float>() : db.data<float>();
+      cpu::column_sums(g.data<float>(), target, n, out, b_grad.defined());
+    } else {
+      cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out, 1.f);
     }
   }
   return {dx, dw, db};
