@@ -15,7 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <unordered_map>
 
@@ -40,6 +42,17 @@ using json = nlohmann::json;
 
 namespace lmf::train {
 namespace {
+
+// The CPU's f32 GEMM rate with the current thread count, measured (~0.05 s) once per process and
+// thread count: every later trainer in the process reuses it.
+double measured_cpu_gflops() {
+  static std::mutex mutex;
+  static std::map<int, double> by_threads;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const int threads = omp_get_max_threads();
+  const auto it = by_threads.find(threads);
+  return it != by_threads.end() ? it->second : by_threads[threads] = cpu_gemm_gflops();
+}
 
 std::atomic<bool> g_stop_requested{false};
 extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
@@ -177,7 +190,7 @@ struct Trainer::Impl {
     if (config.logging.peak_gflops > 0) {
       peak_flops = config.logging.peak_gflops * 1e9;
     } else if (device.is_cpu()) {
-      peak_flops = cpu_gemm_gflops() * 1e9;  // ~0.05 s with this run's threads
+      peak_flops = measured_cpu_gflops() * 1e9;
     }
   }
 
