@@ -80,62 +80,58 @@ LMF_AVX512 inline void transpose_8x8(const float* src, int64_t ld, float* dst, i
   transpose_store_8x8(r, dst, dst_ld);
 }
 
-// op(a)[i0 + r, p0 + p] for r < MR (zero past `rows`), p < kc, into panel[p * MR + r].
-LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows, int64_t p0,
-                       int64_t kc) {
-  if (a.trans) {  // stored (K, M): the MR values of one k are contiguous
+// A panel of width W (MR for a, NR for b) holds, for each k, W values side by side:
+// panel[p * W + r] for p < kc, r < W, zero past `count`. An operand reaches it one of two ways.
+
+// The W values of each k are contiguous in memory (src[p * ld + r]): masked row copies.
+template <int W>
+LMF_AVX512 void pack_contiguous(float* panel, const float* src, int64_t ld, int64_t count, int64_t kc) {
+  static_assert(W == 8 || W == 32, "panel widths are MR = 8 and NR = 32");
+  if constexpr (W == 8) {
+    const __mmask8 m = count >= 8 ? 0xFF : static_cast<__mmask8>((1u << count) - 1);
+    for (int64_t p = 0; p < kc; ++p) _mm256_storeu_ps(panel + p * W, _mm256_maskz_loadu_ps(m, src + p * ld));
+  } else {
+    const __mmask16 m0 = count >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1);
+    const __mmask16 m1 = count >= 32 ? 0xFFFF : count > 16 ? static_cast<__mmask16>((1u << (count - 16)) - 1) : 0;
     for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a.data + (p0 + p) * a.ld + i0;
-      float* dst = panel + p * kMR;
-      if (rows == kMR) {
-        _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
-      } else {
-        for (int r = 0; r < kMR; ++r) dst[r] = r < rows ? src[r] : 0.f;
-      }
+      _mm512_store_ps(panel + p * W, _mm512_maskz_loadu_ps(m0, src + p * ld));
+      _mm512_store_ps(panel + p * W + 16, _mm512_maskz_loadu_ps(m1, src + p * ld + 16));
     }
-    return;
   }
-  int64_t p = 0;
-  if (rows == kMR)  // stored (M, K): 8 x 8 blocks transposed in registers
-    for (; p + 8 <= kc; p += 8) transpose_8x8(a.data + i0 * a.ld + p0 + p, a.ld, panel + p * kMR, kMR);
-  for (int r = 0; r < kMR; ++r) {  // the rest one element at a time
+}
+
+// Each of the W vectors is k-contiguous (src[r * ld + p]): 8 x 8 blocks transposed in registers,
+// the ragged rest one element at a time.
+template <int W>
+LMF_AVX512 void pack_transposed(float* panel, const float* src, int64_t ld, int64_t count, int64_t kc) {
+  const int64_t full = count / 8 * 8, kc8 = kc / 8 * 8;
+  for (int64_t r = 0; r < full; r += 8)
+    for (int64_t p = 0; p < kc8; p += 8) transpose_8x8(src + r * ld + p, ld, panel + p * W + r, W);
+  for (int64_t r = 0; r < W; ++r) {
     float* dst = panel + r;
-    if (r >= rows) {
-      for (int64_t q = 0; q < kc; ++q) dst[q * kMR] = 0.f;
+    if (r >= count) {
+      for (int64_t p = 0; p < kc; ++p) dst[p * W] = 0.f;
       continue;
     }
-    const float* src = a.data + (i0 + r) * a.ld + p0;
-    for (int64_t q = p; q < kc; ++q) dst[q * kMR] = src[q];
+    for (int64_t p = r < full ? kc8 : 0; p < kc; ++p) dst[p * W] = src[r * ld + p];
+  }
+}
+
+// op(a)[i0 + r, p0 + p] for r < MR (zero past `rows`), p < kc, into panel[p * MR + r].
+LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows, int64_t p0, int64_t kc) {
+  if (a.trans) {  // stored (K, M)
+    pack_contiguous<kMR>(panel, a.data + p0 * a.ld + i0, a.ld, rows, kc);
+  } else {        // stored (M, K)
+    pack_transposed<kMR>(panel, a.data + i0 * a.ld + p0, a.ld, rows, kc);
   }
 }
 
 // op(b)[p0 + p, j0 + j] for j < NR (zero past `cols`), p < kc, into panel[p * NR + j].
-LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols, int64_t p0,
-                       int64_t kc) {
-  if (!b.trans) {  // stored (K, N): the NR values of one k are contiguous
-    const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = b.data + (p0 + p) * b.ld + j0;
-      float* dst = panel + p * kNR;
-      _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m0, src));
-      _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-    }
-    return;
-  }
-  const int full = static_cast<int>(cols / 8 * 8);  // stored (N, K): whole groups of 8 columns
-  const int64_t kc8 = kc / 8 * 8;                    // go through 8 x 8 transposes
-  for (int j = 0; j < full; j += 8)
-    for (int64_t p = 0; p < kc8; p += 8)
-      transpose_8x8(b.data + (j0 + j) * b.ld + p0 + p, b.ld, panel + p * kNR + j, kNR);
-  for (int j = 0; j < kNR; ++j) {  // the rest one element at a time
-    float* dst = panel + j;
-    if (j >= cols) {
-      for (int64_t p = 0; p < kc; ++p) dst[p * kNR] = 0.f;
-      continue;
-    }
-    const float* src = b.data + (j0 + j) * b.ld + p0;
-    for (int64_t p = j < full ? kc8 : 0; p < kc; ++p) dst[p * kNR] = src[p];
+LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols, int64_t p0, int64_t kc) {
+  if (b.trans) {  // stored (N, K)
+    pack_transposed<kNR>(panel, b.data + j0 * b.ld + p0, b.ld, cols, kc);
+  } else {        // stored (K, N)
+    pack_contiguous<kNR>(panel, b.data + p0 * b.ld + j0, b.ld, cols, kc);
   }
 }
 
