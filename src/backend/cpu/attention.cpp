@@ -9,7 +9,6 @@
 //   S = scale q k^T (causal), P = softmax(S), out = P v
 // Gradient: dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
 //           dq = scale dS k, dk = scale dS^T q.
-#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -21,12 +20,6 @@
 namespace lmf::cpu {
 namespace {
 
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Stride = Eigen::OuterStride<>;
-using ConstMap = Eigen::Map<const RowMat, 0, Stride>;  // one head's (T, HS) rows, any row stride
-using MutMap = Eigen::Map<RowMat, 0, Stride>;
-using BlockMap = Eigen::Map<RowMat>;                    // the dense score blocks
-
 // Query rows per block: large enough for efficient GEMMs, small enough that the (Br, T) score
 // block stays in L2 for T up to a few thousand.
 constexpr int64_t kBlockRows = 64;
@@ -34,12 +27,10 @@ constexpr int64_t kBlockRows = 64;
 // A view of rows of a row-major matrix for gemm_kernel (`trans`: use it transposed).
 Operand rows_of(const float* data, int64_t ld, bool trans = false) { return {data, ld, trans}; }
 
-// c (m, n; ldc) (+)= op(a) op(b) on the AVX-512 kernel (always f32: the scores feed a softmax), or
-// the Eigen expression `fallback` where the kernel does not run.
-template <class Fallback>
-void product(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-             int64_t k, bool accumulate, Fallback&& fallback) {
-  if (!gemm_kernel(a, b, c, ldc, m, n, k, accumulate, /*allow_bf16=*/false)) fallback();
+// c (m, n; ldc) (+)= op(a) op(b), single-threaded, always f32 (the scores feed a softmax).
+void product(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+             bool accumulate) {
+  gemm_serial(a, b, c, ldc, m, n, k, accumulate, /*allow_bf16=*/false);
 }
 
 int64_t head_offset(const HeadLayout& l, int64_t bh, int64_t nh) {
@@ -64,18 +55,14 @@ void attention_forward(float* out, const HeadLayout& out_l, float* lse, const fl
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
       const int64_t off = head_offset(in_l, h, nh);
-      const Stride rs(in_l.row);
-      ConstMap qm(q + off, t, hs, rs), km(k + off, t, hs, rs), vm(v + off, t, hs, rs);  // (T, HS)
-      MutMap om(out + head_offset(out_l, h, nh), t, hs, Stride(out_l.row));
       float* lse_h = lse + h * t;  // (T)
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        BlockMap s(scores, rows, i1);  // (rows, i1): unscaled q kᵀ
-        product(rows_of(q + off + i0 * in_l.row, in_l.row), rows_of(k + off, in_l.row, true), s.data(), i1,
-                rows, i1, hs, false,
-                [&] { s.noalias() = qm.middleRows(i0, rows) * km.topRows(i1).transpose(); });
+        float* s = scores;  // (rows, i1): unscaled q kᵀ
+        product(rows_of(q + off + i0 * in_l.row, in_l.row), rows_of(k + off, in_l.row, true), s, i1, rows, i1, hs,
+                false);
         for (int64_t r = 0; r < rows; ++r) {
-          float* sr = s.data() + r * i1;
+          float* sr = s + r * i1;
           const int64_t valid = i0 + r + 1;  // keys 0..i are visible to query i
 #pragma omp simd
           for (int64_t j = 0; j < valid; ++j) sr[j] *= scale;
@@ -88,8 +75,7 @@ void attention_forward(float* out, const HeadLayout& out_l, float* lse, const fl
           lse_h[i0 + r] = m + std::log(sum);
         }
         float* o_rows = out + head_offset(out_l, h, nh) + i0 * out_l.row;
-        product(rows_of(s.data(), i1), rows_of(v + off, in_l.row), o_rows, out_l.row, rows, hs, i1, false,
-                [&] { om.middleRows(i0, rows).noalias() = s * vm.topRows(i1); });
+        product(rows_of(s, i1), rows_of(v + off, in_l.row), o_rows, out_l.row, rows, hs, i1, false);
       }
     }
   }
@@ -108,22 +94,19 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < bh; ++h) {
       const int64_t off = head_offset(in_l, h, nh), doff = head_offset(din_l, h, nh);
-      const Stride rs(in_l.row), drs(din_l.row);
-      ConstMap qm(q + off, t, hs, rs), km(k + off, t, hs, rs), vm(v + off, t, hs, rs);
-      ConstMap gm(dout + head_offset(dout_l, h, nh), t, hs, Stride(dout_l.row));
-      MutMap dqm(dq + doff, t, hs, drs), dkm(dk + doff, t, hs, drs), dvm(dv + doff, t, hs, drs);
-      dkm.setZero();
-      dvm.setZero();
+      for (int64_t i = 0; i < t; ++i) {  // dk and dv accumulate over the query blocks
+        std::fill(dk + doff + i * din_l.row, dk + doff + i * din_l.row + hs, 0.f);
+        std::fill(dv + doff + i * din_l.row, dv + doff + i * din_l.row + hs, 0.f);
+      }
       const float* lse_h = lse + h * t;
       for (int64_t i0 = 0; i0 < t; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, t - i0), i1 = i0 + rows;
-        BlockMap p(probs, rows, i1), dp(dprobs, rows, i1);  // (rows, i1)
+        float *p = probs, *dp = dprobs;  // (rows, i1)
         const float* q_rows = q + off + i0 * in_l.row;
         const float* g_rows = dout + head_offset(dout_l, h, nh) + i0 * dout_l.row;
-        product(rows_of(q_rows, in_l.row), rows_of(k + off, in_l.row, true), p.data(), i1, rows, i1, hs, false,
-                [&] { p.noalias() = qm.middleRows(i0, rows) * km.topRows(i1).transpose(); });
+        product(rows_of(q_rows, in_l.row), rows_of(k + off, in_l.row, true), p, i1, rows, i1, hs, false);
         for (int64_t r = 0; r < rows; ++r) {
-          float* pr = p.data() + r * i1;
+          float* pr = p + r * i1;
           const int64_t valid = i0 + r + 1;
           const float l = lse_h[i0 + r];
 #pragma omp simd
@@ -132,14 +115,12 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
           std::fill(pr + valid, pr + i1, 0.f);
         }
         // dv[0:i1] += pᵀ dout[i0:i1]
-        product(rows_of(p.data(), i1, true), rows_of(g_rows, dout_l.row), dv + doff, din_l.row, i1, hs, rows, true,
-                [&] { dvm.topRows(i1).noalias() += p.transpose() * gm.middleRows(i0, rows); });
+        product(rows_of(p, i1, true), rows_of(g_rows, dout_l.row), dv + doff, din_l.row, i1, hs, rows, true);
         // dp = dout[i0:i1] vᵀ
-        product(rows_of(g_rows, dout_l.row), rows_of(v + off, in_l.row, true), dp.data(), i1, rows, i1, hs, false,
-                [&] { dp.noalias() = gm.middleRows(i0, rows) * vm.topRows(i1).transpose(); });
+        product(rows_of(g_rows, dout_l.row), rows_of(v + off, in_l.row, true), dp, i1, rows, i1, hs, false);
         for (int64_t r = 0; r < rows; ++r) {
-          const float* pr = p.data() + r * i1;
-          float* dr = dp.data() + r * i1;
+          const float* pr = p + r * i1;
+          float* dr = dp + r * i1;
           float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
           for (int64_t j = 0; j < i1; ++j) dot += pr[j] * dr[j];
@@ -147,10 +128,9 @@ void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l
           for (int64_t j = 0; j < i1; ++j) dr[j] = scale * pr[j] * (dr[j] - dot);
         }
         // dq[i0:i1] = dp k[0:i1];  dk[0:i1] += dpᵀ q[i0:i1]
-        product(rows_of(dp.data(), i1), rows_of(k + off, in_l.row), dq + doff + i0 * din_l.row, din_l.row, rows, hs,
-                i1, false, [&] { dqm.middleRows(i0, rows).noalias() = dp * km.topRows(i1); });
-        product(rows_of(dp.data(), i1, true), rows_of(q_rows, in_l.row), dk + doff, din_l.row, i1, hs, rows, true,
-                [&] { dkm.topRows(i1).noalias() += dp.transpose() * qm.middleRows(i0, rows); });
+        product(rows_of(dp, i1), rows_of(k + off, in_l.row), dq + doff + i0 * din_l.row, din_l.row, rows, hs,
+                i1, false);
+        product(rows_of(dp, i1, true), rows_of(q_rows, in_l.row), dk + doff, din_l.row, i1, hs, rows, true);
       }
     }
   }

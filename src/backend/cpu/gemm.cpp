@@ -23,34 +23,34 @@ using MutMap = Eigen::Map<RowMat>;
 
 using StridedMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
 
-// gemm_block on Eigen, for CPUs without AVX-512.
-void gemm_block_eigen(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
-                      bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
-                      int64_t c1) {
-  const int64_t rows = r1 - r0, cols = c1 - c0;
-  StridedMap out(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
+using ConstStrided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+
+// gemm_serial on Eigen, for CPUs without AVX-512 (no bf16: its products are f32).
+void gemm_eigen(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+                bool accumulate) {
+  StridedMap out(c, m, n, Eigen::OuterStride<>(ldc));
   if (k == 0) {
     if (!accumulate) out.setZero();
     return;
   }
-  auto run = [&](const auto& lhs, const auto& rhs) {
+  const auto run = [&](const auto& lhs, const auto& rhs) {
     if (accumulate) {
       out.noalias() += lhs * rhs;
     } else {
       out.noalias() = lhs * rhs;
     }
   };
-  auto with_rhs = [&](const auto& lhs) {
-    if (trans_b) {
-      run(lhs, ConstMap(b, n, k).middleRows(c0, cols).transpose());
+  const auto with_rhs = [&](const auto& lhs) {
+    if (b.trans) {
+      run(lhs, ConstStrided(b.data, n, k, Eigen::OuterStride<>(b.ld)).transpose());
     } else {
-      run(lhs, ConstMap(b, k, n).middleCols(c0, cols));
+      run(lhs, ConstStrided(b.data, k, n, Eigen::OuterStride<>(b.ld)));
     }
   };
-  if (trans_a) {
-    with_rhs(ConstMap(a, k, m).middleCols(r0, rows).transpose());
+  if (a.trans) {
+    with_rhs(ConstStrided(a.data, k, m, Eigen::OuterStride<>(a.ld)).transpose());
   } else {
-    with_rhs(ConstMap(a + r0 * k, rows, k));
+    with_rhs(ConstStrided(a.data, m, k, Eigen::OuterStride<>(a.ld)));
   }
 }
 
@@ -63,11 +63,8 @@ void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, 
   if (rows <= 0 || cols <= 0) return;
   const Operand op_a{trans_a ? a + r0 : a + r0 * k, trans_a ? m : k, trans_a};
   const Operand op_b{trans_b ? b + c0 * k : b + c0, trans_b ? k : n, trans_b};
-  float* gelu_block = gelu ? gelu + r0 * n + c0 : nullptr;
-  if (gemm_kernel(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate, true, gelu_block, n)) return;
-  gemm_block_eigen(a, b, c, m, n, k, trans_a, trans_b, accumulate, r0, r1, c0, c1);
-  if (gelu_block)
-    for (int64_t r = 0; r < rows; ++r) gelu_row(gelu_block + r * n, c + (r0 + r) * n + c0, cols);
+  gemm_serial(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate, true,
+              gelu ? gelu + r0 * n + c0 : nullptr, n);
 }
 
 // Below this many multiply-adds a product runs on one thread: the fork costs more than it saves.
@@ -76,6 +73,15 @@ constexpr double kParallelFlops = 1 << 16;
 constexpr int64_t kMinBlock = 16;
 
 }  // namespace
+
+void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+                 bool accumulate, bool allow_bf16, float* gelu, int64_t ldg) {
+  if (m <= 0 || n <= 0) return;
+  if (gemm_kernel(a, b, c, ldc, m, n, k, accumulate, allow_bf16, gelu, ldg)) return;
+  gemm_eigen(a, b, c, ldc, m, n, k, accumulate);
+  if (gelu)
+    for (int64_t r = 0; r < m; ++r) gelu_row(gelu + r * ldg, c + r * ldc, n);
+}
 
 // Each thread packs the operand it shares with the other blocks once per block, so the output is
 // cut along its longer side into as few blocks as keep the threads busy: for the tied LM head

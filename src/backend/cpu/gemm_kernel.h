@@ -35,4 +35,10 @@ bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
                  int64_t k, bool accumulate, bool allow_bf16 = true, float* gelu = nullptr,
                  int64_t ldg = 0);
 
+/// gemm_kernel where it runs, otherwise Eigen on strided maps (gemm.cpp): the single-threaded
+/// product every CPU kernel calls, with the same optional bf16 and GELU epilogue.
+void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
+                 int64_t k, bool accumulate, bool allow_bf16 = true, float* gelu = nullptr,
+                 int64_t ldg = 0);
+
 }  // namespace lmf::cpu
