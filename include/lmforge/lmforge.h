@@ -12,8 +12,10 @@
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
 
+#include "lmforge/nn/causal_lm.h"
 #include "lmforge/nn/embedding.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/kv_cache.h"
 #include "lmforge/nn/layer_norm.h"
 #include "lmforge/nn/linear.h"
 #include "lmforge/nn/module.h"

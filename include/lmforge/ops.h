@@ -50,7 +50,10 @@ std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& y, const
 Tensor gelu(const Tensor& x);
 /// Softmax over the last dim.
 Tensor softmax(const Tensor& x);
-/// Causal scaled dot-product attention, scale 1/sqrt(HS): q, k, v (B, NH, T, HS) -> (B, NH, T, HS).
+/// Causal scaled dot-product attention, scale 1/sqrt(HS): q (B, NH, Tq, HS), k and v (B, NKV, Tk, HS)
+/// -> (B, NH, Tq, HS). Grouped-query heads: NKV divides NH and query head h reads K/V head
+/// h / (NH / NKV) without copying. Tq <= Tk: the queries are the last Tq positions of the Tk
+/// (a KV cache holds the first Tk - Tq), so query i attends to keys [0, Tk - Tq + i].
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v);
 /// The f32 matrix-product rate of this machine's CPU in GFLOP/s: the best of `reps` n x n x n
 /// products with the current OpenMP threads (the reference the trainer's MFU is reported against;

@@ -170,28 +170,7 @@ void AtomicDir::commit() {
 
 // --- config.json -------------------------------------------------------------------------------
 
-std::string gpt_config_json(const nn::GPTConfig& c) {
-  json j = {
-      {"model_type", "gpt2"},
-      {"architectures", {"GPT2LMHeadModel"}},
-      {"n_layer", c.n_layer},
-      {"n_head", c.n_head},
-      {"n_embd", c.n_embd},
-      {"n_positions", c.block_size},
-      {"n_ctx", c.block_size},
-      {"n_inner", nullptr},
-      {"vocab_size", c.vocab_size},
-      {"layer_norm_epsilon", 1e-5},
-      {"activation_function", "gelu_new"},
-      {"resid_pdrop", c.dropout},
-      {"embd_pdrop", c.dropout},
-      {"attn_pdrop", c.dropout},
-      {"tie_word_embeddings", true},
-      {"torch_dtype", "float32"},
-  };
-  if (!c.bias) j["bias"] = false;
-  return j.dump(2) + "\n";
-}
+std::string gpt_config_json(const nn::GPTConfig& c) { return nn::gpt2_config_json(c); }
 
 nn::GPTConfig read_gpt_config(const fs::path& path) {
   const std::string file = path.string();

@@ -4,6 +4,10 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
+#include "lmforge/nn/kv_cache.h"
+#include "lmforge/nn/lora.h"
 #include "lmforge/ops.h"
 
 namespace lmf::nn {
@@ -125,7 +129,8 @@ Tensor GPT::hidden_states(const Tensor& ids) const {
   return ln_f_.forward(x);  // (B, T, C)
 }
 
-Tensor GPT::forward(const Tensor& ids) const {
+Tensor GPT::forward(const Tensor& ids, KVCache* cache) const {
+  LMF_CHECK(cache == nullptr, "GPT::forward with a KV cache is not implemented yet");
   // The head is tied to the token embedding: logits = x · wteᵀ.
   return linear(hidden_states(ids), wte_.weight());  // (B, T, V)
 }
@@ -134,10 +139,54 @@ GPT::Output GPT::forward(const Tensor& ids, const Tensor& targets, int32_t ignor
   LMF_CHECK(targets.defined() && targets.shape() == ids.shape(), "targets of shape ",
             targets.defined() ? shape_str(targets.shape()) : std::string("(undefined)"),
             " for ids of shape ", shape_str(ids.shape()));
-  Output out;
-  out.logits = forward(ids);
-  out.loss = cross_entropy(out.logits, targets, ignore_index);
-  return out;
+  return forward_with_loss(ids, targets, ignore_index);
+}
+
+KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+  return KVCache(config_.n_layer, batch, config_.n_head, config_.n_embd / config_.n_head,
+                 capacity > 0 ? capacity : config_.block_size, slab()->device());
+}
+
+double GPT::flops_per_token(int64_t seq_len) const {
+  return 6.0 * double(num_parameters(false)) +
+         12.0 * double(config_.n_layer) * double(config_.n_embd) * double(seq_len);
+}
+
+CheckpointName GPT::checkpoint_name(const std::string& param_name) const {
+  // Hugging Face's Conv1D stores (IN, OUT); our Linear holds (OUT, IN).
+  const auto ends_with = [&](const char* s) {
+    const std::string suffix(s);
+    return param_name.size() >= suffix.size() &&
+           param_name.compare(param_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  const bool conv1d = ends_with("attn.c_attn.weight") || ends_with("attn.c_proj.weight") ||
+                      ends_with("mlp.c_fc.weight") || ends_with("mlp.c_proj.weight");
+  return {param_name, conv1d};
+}
+
+std::vector<std::string> GPT::lora_target_names() const { return nn::lora_target_names(); }
+
+std::string gpt2_config_json(const GPTConfig& c) {
+  nlohmann::json j = {
+      {"model_type", "gpt2"},
+      {"architectures", {"GPT2LMHeadModel"}},
+      {"n_layer", c.n_layer},
+      {"n_head", c.n_head},
+      {"n_embd", c.n_embd},
+      {"n_positions", c.block_size},
+      {"n_ctx", c.block_size},
+      {"n_inner", nullptr},
+      {"vocab_size", c.vocab_size},
+      {"layer_norm_epsilon", 1e-5},
+      {"activation_function", "gelu_new"},
+      {"resid_pdrop", c.dropout},
+      {"embd_pdrop", c.dropout},
+      {"attn_pdrop", c.dropout},
+      {"tie_word_embeddings", true},
+      {"torch_dtype", "float32"},
+  };
+  if (!c.bias) j["bias"] = false;
+  return j.dump(2) + "\n";
 }
 
 int64_t GPT::num_parameters(bool include_embeddings) const {

@@ -4,9 +4,11 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "lmforge/core/rng.h"
+#include "lmforge/nn/causal_lm.h"
 #include "lmforge/nn/embedding.h"
 #include "lmforge/nn/layer_norm.h"
 #include "lmforge/nn/linear.h"
@@ -26,6 +28,12 @@ struct GPTConfig {
   /// dropout outside [0, 1)).
   void validate() const;
 };
+
+/// config.json text for `config` in Hugging Face GPT-2 form (model_type "gpt2", GPT2LMHeadModel,
+/// n_layer/n_head/n_embd/n_positions/n_ctx/vocab_size, layer_norm_epsilon 1e-5, activation_function
+/// "gelu_new", resid/embd/attn_pdrop = dropout, tie_word_embeddings true). A model without biases
+/// adds "bias": false (Hugging Face ignores the key).
+std::string gpt2_config_json(const GPTConfig& config);
 
 /// Multi-head causal self-attention. The attention op has no dropout of its own, so dropout is
 /// applied to the projected output only (nanoGPT's resid_dropout).
@@ -92,12 +100,9 @@ class Block : public Module {
 /// wte.weight. Initialisation (GPT-2 / nanoGPT): Linear and Embedding weights N(0, 0.02), the
 /// residual projections attn.c_proj.weight and mlp.c_proj.weight N(0, 0.02/sqrt(2·n_layer)),
 /// biases 0, LayerNorm gains 1. After construction the parameters live in CPU slabs.
-class GPT : public Module {
+class GPT : public CausalLM {
  public:
-  struct Output {
-    Tensor logits;  ///< (B, T, V)
-    Tensor loss;    ///< scalar mean cross-entropy over targets != ignore_index
-  };
+  using Output = LMOutput;
 
   /// Builds and initialises the model from a generator seeded with `seed`; dropout draws use a
   /// separate generator (dropout_generator()) derived from the same seed.
@@ -105,14 +110,26 @@ class GPT : public Module {
 
   /// ids (B, T) of i32 or u16 -> logits (B, T, V). T must be <= block_size and every id in
   /// [0, vocab_size); violations are an lmf::Error naming the offending value.
-  Tensor forward(const Tensor& ids) const;
+  Tensor forward(const Tensor& ids) const { return forward(ids, nullptr); }
+  Tensor forward(const Tensor& ids, KVCache* cache) const override;
   /// Logits and the mean cross-entropy against targets (B, T) i32; targets equal to
   /// ignore_index do not count.
   Output forward(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -1) const;
 
   const GPTConfig& config() const { return config_; }
-  /// The generator behind every dropout mask (checkpoints save and restore its state).
-  Generator& dropout_generator() const { return *dropout_gen_; }
+  Generator& dropout_generator() const override { return *dropout_gen_; }
+
+  // --- CausalLM ------------------------------------------------------------------------------
+  KVCache make_cache(int64_t batch = 1, int64_t capacity = 0) const override;
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t context_size() const override { return config_.block_size; }
+  double flops_per_token(int64_t seq_len) const override;
+  std::string arch() const override { return "gpt2"; }
+  std::string hf_config_json() const override { return gpt2_config_json(config_); }
+  CheckpointName checkpoint_name(const std::string& param_name) const override;
+  std::vector<std::string> lora_target_names() const override;
+  int64_t num_layers() const override { return num_blocks(); }
+  std::string layer_prefix(int64_t i) const override { return "h." + std::to_string(i); }
 
   const Embedding& wte() const { return wte_; }
   const Embedding& wpe() const { return wpe_; }
