@@ -55,7 +55,10 @@ build_bundle() {
   local lib
   while read -r lib; do
     case "$(basename "$lib")" in
-      libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libcuda.so*|libcublas*|libnccl*|liblmforge*) ;;
+      # glibc, libstdc++ and libgcc_s stay the image's (newer, backward compatible; an older copy
+      # first on LD_LIBRARY_PATH would break newer programs).
+      libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
+      libcuda.so*|libcublas*|libnccl*|liblmforge*) ;;
       *) cp -L "$lib" "$bundle/lib/" ;;
     esac
   done < <(for f in "$bundle"/bin/* "$bundle"/lib/liblmforge.so.*.*; do
@@ -107,6 +110,7 @@ run_bundle() {
   local py_nv
   py_nv="$(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, s, "lib") for p in nvidia.__path__ for s in sorted(os.listdir(p))))' 2>/dev/null)"
   for d in $py_nv; do [ -d "$d" ] && dirs="$dirs:$d"; done
+  local python_ld="${LD_LIBRARY_PATH:-}"  # PyTorch runs with the image's own library path
   export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export LMF_REQUIRE_GPU=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" PYTHONUNBUFFERED=1
   local missing
@@ -146,9 +150,9 @@ run_bundle() {
   step bench_matmul 60 "$kernels_log" "$bundle/bin/bench_matmul" 20
   step bench_flash_attention 60 "$kernels_log" "$bundle/bin/bench_flash_attention" 20
   step bench_attention 40 "$kernels_log" "$bundle/bin/bench_attention" 5
-  step attention_torch.py 60 "$torch_log" python3 "$bundle/py/attention_torch.py" 20
+  step attention_torch.py 60 "$torch_log" env LD_LIBRARY_PATH="$python_ld" python3 "$bundle/py/attention_torch.py" 20
   step bench_gpt2_cuda 90 "$train_log" "$bundle/bin/bench_gpt2_cuda" --batch 8 --seq 1024 --steps 10
-  step train_gpt2_torch.py 120 "$torch_log" python3 "$bundle/py/train_gpt2_torch.py" --batch 8 --seq 1024 --steps 10
+  step train_gpt2_torch.py 120 "$torch_log" env LD_LIBRARY_PATH="$python_ld" python3 "$bundle/py/train_gpt2_torch.py" --batch 8 --seq 1024 --steps 10
 
   say ""
   say "--- results ($(( $(date +%s) - start ))s in all)"
