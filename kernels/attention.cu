@@ -259,18 +259,11 @@ constexpr std::size_t backward_smem() {
   return sizeof(float) * (kTile * (4 * HS_MAX + 2) + 2 * kTile);
 }
 
-// Kernels above 48 KB of shared memory must opt in once per kernel.
-template <class Kernel>
-void allow_smem(Kernel kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024) LMF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                             static_cast<int>(bytes)));
-}
-
 template <int HS_MAX>
 void forward_launch(float* out, float* lse, const float* q, const float* k, const float* v, int64_t bh,
                     int64_t t, int hs, cudaStream_t stream) {
-  static const bool ready = (allow_smem(attention_forward_kernel<HS_MAX>, forward_smem<HS_MAX>()), true);
-  (void)ready;
+  opt_in_smem(attention_forward_kernel<HS_MAX>, forward_smem<HS_MAX>(), "attention_forward");
+  check_grid("attention_forward", "B*NH (batch times heads)", bh, kMaxGridYZ);
   const dim3 grid(ceil_div(t, kTile), static_cast<unsigned>(bh));
   attention_forward_kernel<HS_MAX><<<grid, kThreads, forward_smem<HS_MAX>(), stream>>>(
       out, lse, q, k, v, t, hs, 1.0f / std::sqrt(static_cast<float>(hs)));
@@ -281,10 +274,10 @@ template <int HS_MAX>
 void backward_launch(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                      const float* v, const float* lse, const float* dvec, int64_t bh, int64_t t, int hs,
                      cudaStream_t stream) {
-  static const bool ready = (allow_smem(attention_backward_dq_kernel<HS_MAX>, backward_smem<HS_MAX>()),
-                             allow_smem(attention_backward_dkdv_kernel<HS_MAX>, backward_smem<HS_MAX>()), true);
-  (void)ready;
+  opt_in_smem(attention_backward_dq_kernel<HS_MAX>, backward_smem<HS_MAX>(), "attention_backward");
+  opt_in_smem(attention_backward_dkdv_kernel<HS_MAX>, backward_smem<HS_MAX>(), "attention_backward");
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  check_grid("attention_backward", "B*NH (batch times heads)", bh, kMaxGridYZ);
   const dim3 grid(ceil_div(t, kTile), static_cast<unsigned>(bh));
   attention_backward_dq_kernel<HS_MAX><<<grid, kThreads, backward_smem<HS_MAX>(), stream>>>(
       dq, dout, q, k, v, lse, dvec, t, hs, scale);

@@ -76,6 +76,7 @@ void cross_entropy_forward(float* loss, float* count, float* losses, float* lse,
                            const int32_t* targets, int64_t n, int64_t v, int32_t ignore_index,
                            cudaStream_t stream) {
   if (n > 0) {
+    check_grid("cross_entropy_forward", "B*T (rows)", n, kMaxGridX);
     cross_entropy_rows_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(losses, lse, logits,
                                                                                  targets, v, ignore_index);
     LMF_CUDA_LAUNCH_CHECK();
@@ -88,6 +89,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
                             const float* dloss, const float* count, int64_t n, int64_t v,
                             int32_t ignore_index, cudaStream_t stream) {
   if (n == 0) return;
+  check_grid("cross_entropy_backward", "B*T (rows)", n, kMaxGridX);
   cross_entropy_backward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
       dlogits, logits, lse, targets, dloss, count, v, ignore_index);
   LMF_CUDA_LAUNCH_CHECK();

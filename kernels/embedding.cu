@@ -98,6 +98,7 @@ void find_invalid_ids_u16(long long* first_bad, const uint16_t* ids, int64_t n, 
 void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c,
                            cudaStream_t stream) {
   if (n == 0 || c == 0) return;
+  check_grid("embedding_forward", "B*T (ids)", n, kMaxGridX);
   embedding_forward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(out, weight, ids, c);
   LMF_CUDA_LAUNCH_CHECK();
 }
@@ -105,6 +106,7 @@ void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, 
 void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids, int64_t n, int64_t c,
                            cudaStream_t stream) {
   if (n == 0 || c == 0) return;
+  check_grid("embedding_forward", "B*T (ids)", n, kMaxGridX);
   embedding_forward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(out, weight, ids, c);
   LMF_CUDA_LAUNCH_CHECK();
 }
@@ -130,6 +132,7 @@ void embedding_backward(float* dweight, const float* dout, const int32_t* ids, i
   // LSD radix sort is stable: equal ids keep increasing positions, which fixes the summation order.
   LMF_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, ids, keys_out, pos_in, pos_out,
                                                  static_cast<int>(n), 0, end_bit_for(v), stream));
+  check_grid("embedding_backward", "B*T (ids)", n, kMaxGridX);
   embedding_backward_runs_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(dweight, dout, keys_out,
                                                                                     pos_out, n, c);
   LMF_CUDA_LAUNCH_CHECK();

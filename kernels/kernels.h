@@ -168,4 +168,45 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* q, const float* k, const float* v, const float* lse, int64_t bh,
                         int64_t t, int64_t hs, float* workspace, cudaStream_t stream);
 
+// --- tensor-core flash attention (flash_attention.cu) ----------------------------------------------
+/// Causal scaled-dot-product attention on tensor cores: bf16 q, k, v, f32 accumulation, online
+/// softmax. Tensors are addressed by explicit element strides (batch, time, head; the head dim is
+/// contiguous and every stride a multiple of 8), so both (B, T, NH, HS) slices of a fused qkv
+/// buffer and (B, NH, T, HS) tensors work without copies. Grouped-query heads: query head h reads
+/// K/V head h / (NH / NKV). HS must be 64 or 128; T is any length >= 1.
+struct FlashAttentionParams {
+  const bf16_t* q = nullptr;  ///< (B, T, NH, HS) by strides
+  const bf16_t* k = nullptr;  ///< (B, T, NKV, HS) by strides
+  const bf16_t* v = nullptr;  ///< (B, T, NKV, HS) by strides
+  bf16_t* o = nullptr;        ///< (B, T, NH, HS) by strides; written
+  float* lse = nullptr;       ///< (B, NH, T) contiguous, natural-log sum of exp of the scaled scores
+  int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
+  int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
+  int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
+  int64_t o_batch_stride = 0, o_row_stride = 0, o_head_stride = 0;
+  int batch = 0, heads = 0, kv_heads = 0, seq = 0, head_dim = 0;
+  float scale = 0.f;  ///< usually 1 / sqrt(HS)
+};
+/// The backward's extra operands: dout like o; dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) f32, by
+/// strides, written. dk, dv sum over the query heads of their group (no atomics: one block owns a
+/// K/V tile); dq sums over key tiles with f32 atomics into `workspace`, so its last bits can vary
+/// run to run (docs/kernels.md).
+struct FlashAttentionBackwardParams {
+  FlashAttentionParams fwd;  ///< q, k, v, o (the forward's output), lse (the forward's), sizes
+  const bf16_t* dout = nullptr;
+  int64_t do_batch_stride = 0, do_row_stride = 0, do_head_stride = 0;
+  float* dq = nullptr;
+  float* dk = nullptr;
+  float* dv = nullptr;
+  int64_t dq_batch_stride = 0, dq_row_stride = 0, dq_head_stride = 0;
+  int64_t dk_batch_stride = 0, dk_row_stride = 0, dk_head_stride = 0;
+  int64_t dv_batch_stride = 0, dv_row_stride = 0, dv_head_stride = 0;
+  float* workspace = nullptr;  ///< flash_attention_backward_workspace floats
+};
+/// Floats of workspace the backward needs: D = rowsum(dO * O) (B·NH·T) and the f32 dq sum (B·NH·T·HS).
+int64_t flash_attention_backward_workspace(int batch, int heads, int seq, int head_dim);
+void flash_attention_forward(const FlashAttentionParams& params, cudaStream_t stream);
+void flash_attention_backward(const FlashAttentionBackwardParams& params, cudaStream_t stream);
+
+
 }  // namespace lmf::kernels

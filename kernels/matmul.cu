@@ -13,7 +13,9 @@
 // The cuBLASLt path takes the same packed operands, so the two are measured on identical inputs.
 #include <cublasLt.h>
 
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "common/common.cuh"
 #include "kernels.h"
@@ -201,6 +203,8 @@ template <class In>
 void pack(__nv_bfloat16* out, const In* in, int64_t batch, int64_t rows, int64_t cols, int64_t rows_pad,
           int64_t cols_pad, int64_t sb, int64_t sr, int64_t sc, cudaStream_t stream) {
   if (batch == 0 || rows_pad == 0 || cols_pad == 0) return;
+  check_grid("pack_bf16", "rows / 32", ceil_div(rows_pad, 32), kMaxGridYZ);
+  check_grid("pack_bf16", "batch", batch, kMaxGridYZ);
   const dim3 grid(ceil_div(cols_pad, 32), ceil_div(rows_pad, 32), static_cast<unsigned>(batch));
   pack_kernel<In><<<grid, dim3(32, 8), 0, stream>>>(out, in, rows, cols, rows_pad, cols_pad, sb, sr, sc);
   LMF_CUDA_LAUNCH_CHECK();
@@ -218,22 +222,6 @@ void pack(__nv_bfloat16* out, const In* in, int64_t batch, int64_t rows, int64_t
 
 constexpr std::size_t kCublasWorkspace = 32u << 20;
 
-struct CublasState {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
-};
-
-// Created on first use (outside the steady state of a training step) and kept for the process.
-CublasState& cublas_state() {
-  static CublasState state;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    LMF_CUBLAS_CHECK(cublasLtCreate(&state.handle));
-    LMF_CUDA_CHECK(cudaMalloc(&state.workspace, kCublasWorkspace));
-  });
-  return state;
-}
-
 // Largest power of two (up to 256) dividing the address and the byte sizes of the row and batch steps.
 uint32_t alignment_of(const void* ptr, int64_t ld, int64_t stride, int64_t elem_bytes) {
   uint64_t bits = reinterpret_cast<uintptr_t>(ptr) | static_cast<uint64_t>(ld * elem_bytes) |
@@ -241,23 +229,62 @@ uint32_t alignment_of(const void* ptr, int64_t ld, int64_t stride, int64_t elem_
   return static_cast<uint32_t>(bits & (~bits + 1));
 }
 
-void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
-  CublasState& st = cublas_state();
-  // Row-major c (M, N) is column-major cᵀ (N, M) = b (N, K) · aᵀ: cuBLAS's A is our b stored as a
-  // column-major (K, N) matrix used transposed, cuBLAS's B is our a as a column-major (K, M).
+// Everything the descriptors and the algorithm choice depend on; pointers enter only through
+// their alignment, so one plan serves every step of a training run.
+struct PlanKey {
+  int64_t m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batch;
+  int out_f32;
+  uint32_t align_a, align_b, align_c;
+  auto tie() const {
+    return std::tie(m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batch, out_f32, align_a, align_b, align_c);
+  }
+  bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
+};
+
+// The descriptors and the chosen algorithm of one shape, built once (the first call with that
+// shape) and kept for the process: a training step reaches no descriptor or heuristic call.
+struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
-  LMF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasLtMatmulAlgo_t algo{};
+};
+
+// A handle, a workspace and a plan cache per GPU: a handle and its workspace belong to the device
+// that was current when they were made, so a process driving two GPUs needs one of each per device.
+struct CublasState {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<PlanKey, Plan> plans;
+};
+
+std::mutex g_cublas_mutex;
+
+CublasState& cublas_state(int device) {  // call with g_cublas_mutex held
+  static std::map<int, CublasState> states;
+  CublasState& state = states[device];
+  if (state.handle == nullptr) {
+    LMF_CUBLAS_CHECK(cublasLtCreate(&state.handle));
+    LMF_CUDA_CHECK(cudaMalloc(&state.workspace, kCublasWorkspace));
+  }
+  return state;
+}
+
+Plan make_plan(cublasLtHandle_t handle, const PlanKey& key) {
+  // Row-major c (M, N) is column-major cᵀ (N, M) = b (N, K) · aᵀ: cuBLAS's A is our b stored as a
+  // column-major (K, N) matrix used transposed, cuBLAS's B is our a as a column-major (K, M).
+  Plan plan;
+  LMF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-  LMF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof(trans)));
-  LMF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof(no_trans)));
-  const cudaDataType_t out_type = p.c_f32 ? CUDA_R_32F : CUDA_R_16BF;
-  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.k, p.n, p.ldb));
-  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.k, p.m, p.lda));
-  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, out_type, p.n, p.m, p.ldc));
-  if (p.batch > 1) {
-    const int32_t count = static_cast<int32_t>(p.batch);
-    for (auto [layout, stride] : {std::pair{la, p.stride_b}, std::pair{lb, p.stride_a}, std::pair{lc, p.stride_c}}) {
+  LMF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof(trans)));
+  LMF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof(no_trans)));
+  const cudaDataType_t out_type = key.out_f32 ? CUDA_R_32F : CUDA_R_16BF;
+  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.la, CUDA_R_16BF, key.k, key.n, key.ldb));
+  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.lb, CUDA_R_16BF, key.k, key.m, key.lda));
+  LMF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.lc, out_type, key.n, key.m, key.ldc));
+  if (key.batch > 1) {
+    const int32_t count = static_cast<int32_t>(key.batch);
+    for (auto [layout, stride] : {std::pair{plan.la, key.stride_b}, std::pair{plan.lb, key.stride_a},
+                                  std::pair{plan.lc, key.stride_c}}) {
       LMF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
       LMF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
                                                         &stride, sizeof(stride)));
@@ -267,29 +294,57 @@ void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
   LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                         &kCublasWorkspace, sizeof(kCublasWorkspace)));
+  // Determinism: no split-K reduction of any kind, so each output element is one dot product in
+  // one fixed order. With the plan cached, the same shape runs the same algorithm at every step,
+  // and results are bit-identical run to run on one GPU model (a GPU with another SM count may
+  // pick another algorithm: reproducible per machine, not across machines).
+  const uint32_t no_split_k = CUBLASLT_REDUCTION_SCHEME_NONE;
+  LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                        &no_split_k, sizeof(no_split_k)));
   // The heuristic assumes 256-byte aligned matrices unless told otherwise; odd leading dimensions
   // or batch strides (an f32 output with N = 257) must lower that promise or kernels misalign.
-  const uint32_t align_a = alignment_of(p.b, p.ldb, p.stride_b, 2), align_b = alignment_of(p.a, p.lda, p.stride_a, 2);
-  const void* c_ptr = p.c_f32 ? static_cast<const void*>(p.c_f32) : static_cast<const void*>(p.c_bf16);
-  const uint32_t align_c = alignment_of(c_ptr, p.ldc, p.stride_c, p.c_f32 ? 4 : 2);
-  for (auto [attribute, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
-                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
-                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
-                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}})
+  for (auto [attribute, value] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
+                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
+                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
+                                  std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c}})
     LMF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  LMF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(st.handle, desc, la, lb, lc, lc, pref, 1, &heuristic, &found));
-  if (found == 0) throw CudaError("cuBLASLt found no algorithm for this matmul");
+  LMF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, plan.desc, plan.la, plan.lb, plan.lc, plan.lc, pref, 1,
+                                                  &heuristic, &found));
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (found == 0)
+    throw CudaError("cuBLASLt found no split-K-free algorithm for the matmul M=" + std::to_string(key.m) +
+                    " N=" + std::to_string(key.n) + " K=" + std::to_string(key.k));
+  plan.algo = heuristic.algo;
+  return plan;
+}
+
+void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
+  int device = 0;
+  LMF_CUDA_CHECK(cudaGetDevice(&device));
+  const void* c_ptr = p.c_f32 ? static_cast<const void*>(p.c_f32) : static_cast<const void*>(p.c_bf16);
+  const PlanKey key{p.m, p.n, p.k, p.lda, p.ldb, p.ldc,
+                    p.batch > 1 ? p.stride_a : 0, p.batch > 1 ? p.stride_b : 0, p.batch > 1 ? p.stride_c : 0,
+                    p.batch, p.c_f32 != nullptr,
+                    alignment_of(p.b, p.ldb, p.stride_b, 2), alignment_of(p.a, p.lda, p.stride_a, 2),
+                    alignment_of(c_ptr, p.ldc, p.stride_c, p.c_f32 ? 4 : 2)};
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  const Plan* plan = nullptr;
+  {
+    const std::lock_guard<std::mutex> lock(g_cublas_mutex);
+    CublasState& st = cublas_state(device);
+    auto it = st.plans.find(key);
+    if (it == st.plans.end()) it = st.plans.emplace(key, make_plan(st.handle, key)).first;
+    handle = st.handle, workspace = st.workspace, plan = &it->second;  // map nodes never move
+  }
   const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
   void* c = p.c_f32 ? static_cast<void*>(p.c_f32) : static_cast<void*>(p.c_bf16);
-  LMF_CUBLAS_CHECK(cublasLtMatmul(st.handle, desc, &alpha, p.b, la, p.a, lb, &beta, c, lc, c, lc,
-                                  &heuristic.algo, st.workspace, kCublasWorkspace, stream));
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatmulDescDestroy(desc);
+  // The workspace is shared by every call on this device: safe while they share one stream (the
+  // backend's), which orders them.
+  LMF_CUBLAS_CHECK(cublasLtMatmul(handle, plan->desc, &alpha, p.b, plan->la, p.a, plan->lb, &beta, c, plan->lc,
+                                  c, plan->lc, &plan->algo, workspace, kCublasWorkspace, stream));
   if (p.bias || p.gelu) {
     epilogue_kernel<<<grid_for(p.batch * p.m * p.n, 256), 256, 0, stream>>>(p);
     LMF_CUDA_LAUNCH_CHECK();
@@ -325,6 +380,8 @@ void gemm(const GemmParams& p, MatmulBackend backend, cudaStream_t stream) {
     gemm_cublas(p, stream);
     return;
   }
+  check_grid("gemm", "M / 128 (rows, e.g. B*T)", ceil_div(p.m, kBM), kMaxGridYZ);
+  check_grid("gemm", "batch", p.batch, kMaxGridYZ);
   const dim3 grid(ceil_div(p.n, kBN), ceil_div(p.m, kBM), static_cast<unsigned>(p.batch));
   gemm_mma_kernel<<<grid, kThreads, 0, stream>>>(p);
   LMF_CUDA_LAUNCH_CHECK();

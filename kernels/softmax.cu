@@ -35,12 +35,14 @@ __global__ void softmax_backward_kernel(float* dx, const float* dy, const float*
 
 void softmax_forward(float* y, const float* x, int64_t n, int64_t c, cudaStream_t stream) {
   if (n == 0 || c == 0) return;
+  check_grid("softmax_forward", "rows", n, kMaxGridX);
   softmax_forward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(y, x, c);
   LMF_CUDA_LAUNCH_CHECK();
 }
 
 void softmax_backward(float* dx, const float* dy, const float* y, int64_t n, int64_t c, cudaStream_t stream) {
   if (n == 0 || c == 0) return;
+  check_grid("softmax_backward", "rows", n, kMaxGridX);
   softmax_backward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(dx, dy, y, c);
   LMF_CUDA_LAUNCH_CHECK();
 }

@@ -5,12 +5,48 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
 
 #include "common/check.h"
 
 namespace lmf::kernels {
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+
+/// Launch limits: gridDim.x up to 2^31 - 1 blocks, gridDim.y and gridDim.z up to 65535. A launcher
+/// whose grid grows with a user size (rows B·T, batch, B·NH) checks it first, so an oversized run
+/// fails with one line naming the kernel and the size instead of "invalid configuration argument".
+constexpr int64_t kMaxGridX = 2147483647, kMaxGridYZ = 65535;
+inline void check_grid(const char* kernel, const char* what, int64_t blocks, int64_t limit) {
+  if (blocks > limit)
+    throw CudaError(std::string(kernel) + ": " + what + " needs " + std::to_string(blocks) +
+                    " blocks in one grid dimension, over the launch limit of " + std::to_string(limit));
+}
+
+/// Raises `kernel`'s dynamic shared-memory limit to `bytes` on the current device, once per
+/// (kernel, device): the attribute is per device, so a process that uses two GPUs must set it on
+/// each. Above the device's opt-in maximum it throws naming the kernel instead of failing the launch.
+template <class Kernel>
+void opt_in_smem(Kernel kernel, std::size_t bytes, const char* name) {
+  if (bytes <= 48 * 1024) return;
+  int device = 0;
+  LMF_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mutex;
+  static std::set<std::pair<const void*, int>> done;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
+  if (done.count(key)) return;
+  int limit = 0;
+  LMF_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (bytes > static_cast<std::size_t>(limit))
+    throw CudaError(std::string(name) + ": needs " + std::to_string(bytes) + " bytes of shared memory per block, device " +
+                    std::to_string(device) + " allows " + std::to_string(limit));
+  LMF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  done.insert(key);
+}
 
 /// A 1-D grid of `threads`-wide blocks covering n elements with a grid-stride loop; capped so a
 /// huge n never exceeds the grid limit (the loop covers the rest).

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common/check.h"
@@ -16,17 +18,37 @@
 #include "lmforge/core/dtype.h"
 #include "lmforge/core/rng.h"
 
-/// Ends the test successfully, with the reason printed, on a machine without a GPU.
-#define LMF_SKIP_WITHOUT_GPU()                         \
-  do {                                                 \
-    if (!lmf::cuda_available()) {                      \
-      std::printf("skipped: no CUDA GPU\n");           \
-      WARN("skipped: no CUDA GPU");                    \
-      return;                                          \
-    }                                                  \
+/// Ends the test successfully, with the reason printed, on a machine without a GPU. With
+/// LMF_REQUIRE_GPU=1 in the environment (the GPU check bundle sets it) a missing GPU fails the
+/// test instead, naming cudaGetDeviceCount's error: on a GPU machine a skip hides a broken setup.
+#define LMF_SKIP_WITHOUT_GPU()                                        \
+  do {                                                                \
+    if (!lmf::cuda_available()) {                                     \
+      const std::string lmf_why = lmf::test::no_gpu_reason();         \
+      if (lmf::test::gpu_required()) FAIL("LMF_REQUIRE_GPU=1 but " << lmf_why); \
+      std::printf("skipped: %s\n", lmf_why.c_str());                  \
+      WARN("skipped: " << lmf_why);                                   \
+      return;                                                         \
+    }                                                                 \
   } while (0)
 
 namespace lmf::test {
+
+inline bool gpu_required() {
+  const char* v = std::getenv("LMF_REQUIRE_GPU");
+  return v != nullptr && std::string(v) == "1";
+}
+
+/// Why no GPU is usable: cudaGetDeviceCount's error (a driver/runtime mismatch, no driver) is
+/// reported as such, not as "no GPU".
+inline std::string no_gpu_reason() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  if (status != cudaSuccess)
+    return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
+  return "no CUDA GPU (cudaGetDeviceCount = " + std::to_string(count) + ")";
+}
 
 /// A device array of T, filled with 0xFF bytes (NaN for floats) until a kernel writes it.
 template <class T>

@@ -40,6 +40,11 @@ LMF_CUDA_ENTRY(void sum_dim_forward(Device device, float* out, const float* x, i
                                     int64_t inner, float factor))
 LMF_CUDA_ENTRY(void sum_dim_backward(Device device, float* dx, const float* dout, int64_t outer, int64_t d,
                                      int64_t inner, float factor))
+/// AdamW on one run of the parameter slab (p, g, m, v (N), all on `device`), launched on that GPU
+/// whatever device is current: the update must run where the weights live.
+LMF_CUDA_ENTRY(void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n,
+                                 float decay_factor, float lr, float beta1, float beta2, float eps,
+                                 float bias_correction1, float bias_correction2_sqrt))
 /// out (N) = factor * scalar[0] (scalar on the device).
 LMF_CUDA_ENTRY(void broadcast_scalar(Device device, float* out, const float* scalar, float factor, int64_t n))
 

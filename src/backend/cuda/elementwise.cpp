@@ -23,6 +23,13 @@ void scale_forward(Device device, float* out, const float* a, float factor, int6
   DeviceGuard guard(device);
   k::scale_forward(out, a, factor, n, kStream);
 }
+void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
+                  float lr, float beta1, float beta2, float eps, float bias_correction1,
+                  float bias_correction2_sqrt) {
+  DeviceGuard guard(device);
+  k::adamw_update(p, g, m, v, n, decay_factor, lr, beta1, beta2, eps, bias_correction1, bias_correction2_sqrt,
+                  kStream);
+}
 void mul_backward(Device device, float* da, float* db, const float* dout, const float* a, const float* b,
                   int64_t n, int64_t nb) {
   DeviceGuard guard(device);
