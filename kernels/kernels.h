@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "common/op_table.h"
+
 namespace lmf::kernels {
 
 using bf16_t = __nv_bfloat16;
@@ -208,5 +210,31 @@ int64_t flash_attention_backward_workspace(int batch, int heads, int seq, int he
 void flash_attention_forward(const FlashAttentionParams& params, cudaStream_t stream);
 void flash_attention_backward(const FlashAttentionBackwardParams& params, cudaStream_t stream);
 
+// --- primitive ops (primitives.cu) -----------------------------------------------------------------
+// The contracts of lmf::cpu::broadcast_binary ... gather_backward (src/backend/cpu/cpu_kernels.h),
+// stream last. Formulas from common/op_table.h; deterministic (no atomics).
+void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, const BroadcastLayout& layout,
+                      cudaStream_t stream);
+void broadcast_binary_backward(BinaryOp op, float* ga, float* gb, const float* g, const float* a, const float* b,
+                               const BroadcastLayout& layout, cudaStream_t stream);
+void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_t stream);
+void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream);
+void unary_backward(UnaryOp op, float* dx, const float* dout, const float* x, const float* y, float p, int64_t n,
+                    cudaStream_t stream);
+void max_dim_forward(float* out, int32_t* argmax, const float* x, int64_t outer, int64_t d, int64_t inner,
+                     cudaStream_t stream);
+void max_dim_backward(float* dx, const float* dout, const int32_t* argmax, int64_t outer, int64_t d,
+                      int64_t inner, cudaStream_t stream);
+void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows, int64_t width,
+               cudaStream_t stream);
+void where_forward(float* out, const float* cond, const float* a, const float* b, const BroadcastLayout& layout,
+                   cudaStream_t stream);
+void where_backward(float* ga, float* gb, const float* g, const float* cond, const BroadcastLayout& layout,
+                    cudaStream_t stream);
+void gather_forward(float* out, const float* x, const int32_t* index, int64_t rows, int64_t n, int64_t k,
+                    cudaStream_t stream);
+void gather_backward(float* dx, const float* dout, const int32_t* index, int64_t rows, int64_t n, int64_t k,
+                     cudaStream_t stream);
+// --- end primitive ops -----------------------------------------------------------------------------
 
 }  // namespace lmf::kernels

@@ -12,13 +12,57 @@
 
 namespace lmf {
 
-// --- elementwise, broadcasting over leading dimensions ---------------------------------------
-// `b` has the same shape as `a`, or a shape equal to a suffix of `a`'s shape (a bias (C) added to
-// (B, T, C)), or is a one-element tensor.
+// --- elementwise, with NumPy broadcasting -----------------------------------------------------
+// Shapes align from the right; each dim must be equal or 1 (a missing leading dim counts as 1); the
+// output has the broadcast shape (at most 8 dims when the shapes differ beyond the cases below).
+// The gradient of each input is summed over the dims it was broadcast along, back to its own shape.
+// b of a's shape, of a suffix of it ((C) or (1, 1, C) over (B, T, C)) or of one element takes the
+// contiguous fast path; every other pair ((B, T, 1) * (B, T, C), (1, C) + (R, 1), ...) the strided one.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& a, float factor);
+
+// --- primitive ops ----------------------------------------------------------------------------
+/// a / b with broadcasting; da = g / b, db = -g a / b² (each summed to its input's shape).
+Tensor div(const Tensor& a, const Tensor& b);
+/// Elementwise unary ops (f32, any shape); their derivatives live in one table shared by the CPU
+/// and CUDA kernels (kernels/common/op_table.h). relu'(0) = 0. log, sqrt, rsqrt and pow follow IEEE
+/// float for inputs outside their domain (NaN or inf), as PyTorch does.
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+/// 1 / sqrt(x).
+Tensor rsqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+/// x * sigmoid(x) (SwiGLU's gate).
+Tensor silu(const Tensor& x);
+Tensor relu(const Tensor& x);
+/// x ** exponent; the gradient is exponent * x ** (exponent - 1) (0 for exponent 0).
+Tensor pow(const Tensor& x, float exponent);
+/// Maximum over dimension `dim` (negative counts from the end); keepdim keeps it with size 1.
+/// The gradient goes to one element per output: the first maximum along `dim` (lowest index) on a
+/// tie, as torch.max(x, dim) does on the CPU; a NaN counts as the maximum. The dim must not be empty.
+Tensor max(const Tensor& x, int dim, bool keepdim = false);
+/// Joins tensors along `dim`; all other dims must match. Each input's gradient is its slice of the
+/// output's gradient.
+Tensor cat(const std::vector<Tensor>& xs, int dim);
+/// Views of consecutive pieces of `dim` with the given sizes (which must add up to its size).
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int dim);
+/// torch.chunk: pieces of ceil(size / n) along `dim`, the last one smaller; fewer than n pieces when
+/// the dim is too short (views).
+std::vector<Tensor> chunk(const Tensor& x, int64_t n, int dim);
+/// cond ? a : b elementwise, with broadcasting across all three. cond is f32; nonzero means true
+/// (0 and -0 false, NaN true). cond gets no gradient; a's is g where cond, b's g elsewhere, each
+/// summed to its own shape.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+/// torch.gather along the last dim: x (..., N), index (..., K) of i32 in [0, N) with x's leading dims
+/// -> out (..., K) = x[..., index[..., k]]. The backward scatter-adds into dx (a repeated index
+/// accumulates), deterministically. dim must name the last dim.
+Tensor gather(const Tensor& x, const Tensor& index, int dim = -1);
+// --- end primitive ops --------------------------------------------------------------------------
 
 // --- matrix products (Eigen on the CPU) ------------------------------------------------------
 /// a (..., M, K) · b (..., K, N) -> (..., M, N), with optional transposes of the last two dims
@@ -100,6 +144,9 @@ Tensor transpose(const Tensor& x, int dim0, int dim1);
 Tensor permute(const Tensor& x, const std::vector<int>& dims);
 /// Elements [start, end) of dimension `dim` (a view).
 Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end);
+/// A view of x broadcast to `shape` (aligned from the right; new leading dims and dims of size 1
+/// repeat with stride 0; -1 keeps a dim's size). No copy; the gradient is summed back to x's shape.
+Tensor expand(const Tensor& x, Shape shape);
 /// A contiguous copy when x is not contiguous (differentiable).
 Tensor contiguous(const Tensor& x);
 

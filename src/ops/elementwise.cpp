@@ -1,29 +1,34 @@
-// add, sub, mul and scale. The second operand broadcasts over leading dims (same shape, a suffix
-// of a's shape, or one element), which covers residual adds, biases and scalar factors; the
-// backward sums the gradient over the broadcast dims so db has b's shape.
+// add, sub, mul, div and scale, with NumPy broadcasting on both operands. Two paths: when b is a's
+// shape, a suffix of it (after dropping b's leading 1s) or one element -- residual adds, biases,
+// scalar factors, the GPT-2 hot path -- the periodic contiguous kernels run as before; every other
+// pair of shapes (and every div) takes the strided path of broadcast.h, whose backward computes the
+// elementwise gradient at the output's shape and sums it back to each input's shape.
 #include <algorithm>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
+#include "ops/broadcast.h"
 #include "ops/op_checks.h"
 
 namespace lmf {
 using namespace ops_detail;
 namespace {
 
-// The number of elements of b, after checking that it broadcasts to a (b[i % NB] pairs with a[i]).
-int64_t broadcast_period(const char* op, const Tensor& a, const Tensor& b) {
+// Whether b pairs with a as b[i % NB] (a's shape, a suffix of it after dropping b's leading 1s, or
+// one element) and the output has a's shape: the periodic fast path.
+bool periodic(const Tensor& a, const Tensor& b) {
+  const Shape &as = a.shape(), &bs = b.shape();
+  if (b.numel() == 1) return bs.size() <= as.size();
+  auto first = std::find_if(bs.begin(), bs.end(), [](int64_t v) { return v != 1; });
+  const auto n = static_cast<std::size_t>(bs.end() - first);
+  return n <= as.size() && std::equal(first, bs.end(), as.end() - n);
+}
+
+void check_operands(const char* op, const Tensor& a, const Tensor& b) {
   check_f32(op, a, "a");
   check_f32(op, b, "b");
   check_same_device(op, a, "a", b, "b");
-  const Shape &as = a.shape(), &bs = b.shape();
-  const bool suffix =
-      bs.size() <= as.size() && std::equal(bs.begin(), bs.end(), as.end() - bs.size());
-  LMF_CHECK(suffix || b.numel() == 1, op, ": cannot broadcast b of shape ", shape_str(bs),
-            " to a of shape ", shape_str(as),
-            " (b must have a's shape, a suffix of it, or one element)");
-  return b.numel();
 }
 
 enum class Kind { add, sub, mul };
@@ -74,7 +79,7 @@ Tensor reduce_to(const char* op, const Tensor& g, const Shape& b_shape, int64_t 
 }
 
 Tensor add_or_sub(const char* op, Kind kind, const Tensor& a, const Tensor& b) {
-  const int64_t nb = broadcast_period(op, a, b);
+  const int64_t nb = b.numel();
   Tensor out = binary_forward(op, kind, a, b, nb);
   const float sign = kind == Kind::sub ? -1.f : 1.f;
   const bool need_b = b.requires_grad();
@@ -84,14 +89,58 @@ Tensor add_or_sub(const char* op, Kind kind, const Tensor& a, const Tensor& b) {
   });
 }
 
+// The strided path: any pair of broadcastable shapes, strided inputs read in place.
+Tensor general_binary(const char* op, kernels::BinaryOp kind, const Tensor& a, const Tensor& b) {
+  const Shape out_shape = broadcast_shape(op, {&a.shape(), &b.shape()});
+  const kernels::BroadcastLayout layout = broadcast_layout(out_shape, {&a, &b});
+  Tensor out = Tensor::empty(out_shape, DType::f32, a.device());
+  if (out.numel() > 0) {
+    switch (a.device().type) {
+      case DeviceType::cpu: cpu::broadcast_binary(kind, out.data<float>(), a.data<float>(), b.data<float>(), layout); break;
+      case DeviceType::cuda: cuda::broadcast_binary(a.device(), kind, out.data<float>(), a.data<float>(), b.data<float>(), layout); break;
+    }
+  }
+  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  return record(out, op, {a, b}, [=, a = a.detach(), b = b.detach()](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous_copy();
+    Tensor ga = need_a ? Tensor::empty(out_shape, DType::f32, g.device()) : Tensor();
+    Tensor gb = need_b ? Tensor::empty(out_shape, DType::f32, g.device()) : Tensor();
+    if (g.numel() > 0) {
+      float* pa = need_a ? ga.data<float>() : nullptr;
+      float* pb = need_b ? gb.data<float>() : nullptr;
+      switch (g.device().type) {
+        case DeviceType::cpu: cpu::broadcast_binary_backward(kind, pa, pb, g.data<float>(), a.data<float>(), b.data<float>(), layout); break;
+        case DeviceType::cuda: cuda::broadcast_binary_backward(g.device(), kind, pa, pb, g.data<float>(), a.data<float>(), b.data<float>(), layout); break;
+      }
+    }
+    return std::vector<Tensor>{need_a ? sum_to_shape(ga, a.shape()) : Tensor(),
+                               need_b ? sum_to_shape(gb, b.shape()) : Tensor()};
+  });
+}
+
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return add_or_sub("add", Kind::add, a, b); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_operands("add", a, b);
+  if (!periodic(a, b)) return general_binary("add", kernels::BinaryOp::add, a, b);
+  return add_or_sub("add", Kind::add, a, b);
+}
 
-Tensor sub(const Tensor& a, const Tensor& b) { return add_or_sub("sub", Kind::sub, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) {
+  check_operands("sub", a, b);
+  if (!periodic(a, b)) return general_binary("sub", kernels::BinaryOp::sub, a, b);
+  return add_or_sub("sub", Kind::sub, a, b);
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  check_operands("div", a, b);
+  return general_binary("div", kernels::BinaryOp::div, a, b);
+}
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  const int64_t nb = broadcast_period("mul", a, b);
+  check_operands("mul", a, b);
+  if (!periodic(a, b)) return general_binary("mul", kernels::BinaryOp::mul, a, b);
+  const int64_t nb = b.numel();
   Tensor out = binary_forward("mul", Kind::mul, a, b, nb);
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   // Each input's gradient needs the other input.

@@ -1,6 +1,7 @@
 // sum and mean, of every element or over one dimension. x is viewed as (OUTER, D, INNER) around
 // the reduced dim, which turns any dim into one kernel; the backward broadcasts the gradient
-// back over D (times 1/D for a mean).
+// back over D (times 1/D for a mean). max keeps the arg-max of each output (i32, (OUTER, INNER)) and
+// routes the gradient to it alone.
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
@@ -75,7 +76,48 @@ Tensor reduce_dim(const char* op, const Tensor& x_in, int dim, bool keepdim, boo
   });
 }
 
+Tensor max_dim(const Tensor& x_in, int dim, bool keepdim) {
+  check_f32("max", x_in, "x");
+  const int nd = x_in.dim();
+  LMF_CHECK(dim >= -nd && dim < nd, "max: dim ", dim, " out of range for shape ", shape_str(x_in.shape()));
+  if (dim < 0) dim += nd;
+  const Shape& shape = x_in.shape();
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < dim; ++i) outer *= shape[i];
+  for (int i = dim + 1; i < nd; ++i) inner *= shape[i];
+  const int64_t d = shape[dim];
+  LMF_CHECK(d > 0, "max: dim ", dim, " of shape ", shape_str(shape), " is empty");
+  Shape out_shape = shape;
+  if (keepdim) {
+    out_shape[dim] = 1;
+  } else {
+    out_shape.erase(out_shape.begin() + dim);
+  }
+  const Tensor x = x_in.contiguous_copy();
+  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());      // (OUTER, INNER)
+  Tensor argmax = Tensor::empty(out_shape, DType::i32, x.device());   // (OUTER, INNER)
+  if (out.numel() > 0) {
+    switch (x.device().type) {
+      case DeviceType::cpu: cpu::max_dim_forward(out.data<float>(), argmax.data<int32_t>(), x.data<float>(), outer, d, inner); break;
+      case DeviceType::cuda: cuda::max_dim_forward(x.device(), out.data<float>(), argmax.data<int32_t>(), x.data<float>(), outer, d, inner); break;
+    }
+  }
+  return record(out, "max", {x_in}, [shape, outer, d, inner, argmax](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous_copy();
+    Tensor dx = Tensor::empty(shape, DType::f32, g.device());  // (OUTER, D, INNER)
+    if (dx.numel() > 0) {
+      switch (g.device().type) {
+        case DeviceType::cpu: cpu::max_dim_backward(dx.data<float>(), g.data<float>(), argmax.data<int32_t>(), outer, d, inner); break;
+        case DeviceType::cuda: cuda::max_dim_backward(g.device(), dx.data<float>(), g.data<float>(), argmax.data<int32_t>(), outer, d, inner); break;
+      }
+    }
+    return std::vector<Tensor>{dx};
+  });
+}
+
 }  // namespace
+
+Tensor max(const Tensor& x, int dim, bool keepdim) { return max_dim(x, dim, keepdim); }
 
 Tensor sum(const Tensor& x) { return reduce_all("sum", x, false); }
 Tensor mean(const Tensor& x) { return reduce_all("mean", x, true); }

@@ -3,7 +3,10 @@
 // the inverse view.
 #include <numeric>
 
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
+#include "ops/broadcast.h"
 
 namespace lmf {
 namespace {
@@ -96,11 +99,53 @@ Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end) {
   shape[d] = end - start;
   Tensor out = make_view(x, shape, x.strides(), x.offset() + start * x.strides()[d]);
   const Shape in_shape = x.shape();
-  return record(out, "slice", {x}, [in_shape, d, start, end](const Tensor& g) {
-    Tensor grad = Tensor::zeros(in_shape, g.dtype(), g.device());
+  return record(out, "slice", {x}, [in_shape, d, start, end](const Tensor& g_in) {
+    Tensor grad = Tensor::zeros(in_shape, g_in.dtype(), g_in.device());
+    if (g_in.dtype() == DType::f32) {
+      // The window as rows: (OUTER, size * INNER) with (end - start) * INNER wide pieces, a copy
+      // every device does (a strided copy_ into the window is CPU-only).
+      const Tensor g = g_in.contiguous_copy();
+      int64_t outer = 1, inner = 1;
+      for (int i = 0; i < d; ++i) outer *= in_shape[i];
+      for (int i = d + 1; i < static_cast<int>(in_shape.size()); ++i) inner *= in_shape[i];
+      const int64_t width = (end - start) * inner, stride = in_shape[d] * inner;
+      if (outer > 0 && width > 0) {
+        float* dst = grad.data<float>() + start * inner;
+        switch (g.device().type) {
+          case DeviceType::cpu: cpu::copy_rows(dst, stride, g.data<float>(), width, outer, width); break;
+          case DeviceType::cuda: cuda::copy_rows(g.device(), dst, stride, g.data<float>(), width, outer, width); break;
+        }
+      }
+      return std::vector<Tensor>{grad};
+    }
+    const Tensor& g = g_in;
     Tensor window = slice(grad, d, start, end);
     window.copy_(g);
     return std::vector<Tensor>{grad};
+  });
+}
+
+Tensor expand(const Tensor& x, Shape shape) {
+  const int nd = static_cast<int>(shape.size());
+  LMF_CHECK(nd >= x.dim(), "expand: target ", shape_str(shape), " has fewer dims than the input ",
+            shape_str(x.shape()));
+  const int lead = nd - x.dim();
+  Shape strides(nd, 0);
+  for (int i = 0; i < nd; ++i) {
+    if (i < lead) {
+      LMF_CHECK(shape[i] >= 0, "expand: new leading dim ", i, " of ", shape_str(shape), " must be given");
+      continue;  // a new leading dim: stride 0
+    }
+    const int64_t have = x.shape()[i - lead];
+    if (shape[i] == -1) shape[i] = have;
+    LMF_CHECK(have == shape[i] || have == 1, "expand: cannot expand ", shape_str(x.shape()), " to ",
+              shape_str(shape), " (dim ", i, ": size ", have, " is neither equal nor 1)");
+    strides[i] = have == shape[i] ? x.strides()[i - lead] : 0;
+  }
+  Tensor out = make_view(x, shape, strides, x.offset());
+  const Shape in_shape = x.shape();
+  return record(out, "expand", {x}, [in_shape](const Tensor& g) {
+    return std::vector<Tensor>{ops_detail::sum_to_shape(g.contiguous_copy(), in_shape)};
   });
 }
 

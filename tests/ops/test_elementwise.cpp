@@ -79,7 +79,7 @@ TEST_CASE("elementwise ops reject shapes that do not broadcast and non-f32 dtype
   const Tensor a = Tensor::zeros({2, 3});
   CHECK_THROWS_AS(add(a, Tensor::zeros({2})), Error);
   CHECK_THROWS_AS(sub(a, Tensor::zeros({2, 3, 1})), Error);
-  CHECK_THROWS_AS(mul(a, Tensor::zeros({4, 2, 3})), Error);
+  CHECK_THROWS_AS(mul(a, Tensor::zeros({4, 3, 2})), Error);
   CHECK_THROWS_AS(add(a, Tensor::zeros({3}, DType::i32)), Error);
   CHECK_THROWS_AS(scale(Tensor::zeros({3}, DType::bf16), 2.f), Error);
   CHECK_THROWS_WITH(add(a, Tensor::zeros({2})), Catch::Contains("add") && Catch::Contains("(2, 3)"));

@@ -35,7 +35,7 @@ std::vector<double> values_of(const json& t) { return t.at("data").get<std::vect
 std::map<std::string, Tensor> make_inputs(const json& c) {
   std::map<std::string, Tensor> inputs;
   for (const auto& [name, t] : c.at("inputs").items()) {
-    const bool integral = name == "ids" || name == "targets";
+    const bool integral = name == "ids" || name == "targets" || name == "index";
     if (integral) {
       inputs[name] = Tensor::from_vector(t.at("data").get<std::vector<int32_t>>(), shape_of(t));
     } else {
@@ -56,6 +56,41 @@ Tensor run_op(const std::string& op, const json& params, std::map<std::string, T
   if (op == "linear") return linear(in["x"], in["w"], in.count("b") ? in["b"] : Tensor());
   if (op == "embedding") return embedding(in["weight"], in["ids"]);
   if (op == "matmul") return matmul(in["a"], in["b"], params.at("trans_a").get<bool>(), params.at("trans_b").get<bool>());
+  // Primitive ops.
+  if (op == "add") return add(in["a"], in["b"]);
+  if (op == "sub") return sub(in["a"], in["b"]);
+  if (op == "mul") return mul(in["a"], in["b"]);
+  if (op == "div") return div(in["a"], in["b"]);
+  if (op == "neg") return neg(in["x"]);
+  if (op == "exp") return lmf::exp(in["x"]);
+  if (op == "log") return lmf::log(in["x"]);
+  if (op == "sqrt") return lmf::sqrt(in["x"]);
+  if (op == "rsqrt") return rsqrt(in["x"]);
+  if (op == "tanh") return lmf::tanh(in["x"]);
+  if (op == "sigmoid") return sigmoid(in["x"]);
+  if (op == "silu") return silu(in["x"]);
+  if (op == "relu") return relu(in["x"]);
+  if (op == "pow") return lmf::pow(in["x"], params.at("exponent").get<float>());
+  if (op == "sum_dim") return sum(in["x"], params.at("dim").get<int>(), params.at("keepdim").get<bool>());
+  if (op == "mean_dim") return mean(in["x"], params.at("dim").get<int>(), params.at("keepdim").get<bool>());
+  if (op == "max") return lmf::max(in["x"], params.at("dim").get<int>(), params.at("keepdim").get<bool>());
+  if (op == "cat") {
+    std::vector<Tensor> xs;
+    for (int i = 0; in.count("x" + std::to_string(i)); ++i) xs.push_back(in["x" + std::to_string(i)]);
+    return cat(xs, params.at("dim").get<int>());
+  }
+  if (op == "split" || op == "chunk") {  // the pieces joined back, piece i scaled by i + 1
+    const int dim = params.at("dim").get<int>();
+    const std::vector<Tensor> parts = op == "split"
+        ? split(in["x"], params.at("sizes").get<std::vector<int64_t>>(), dim)
+        : chunk(in["x"], params.at("chunks").get<int64_t>(), dim);
+    std::vector<Tensor> scaled;
+    for (std::size_t i = 0; i < parts.size(); ++i) scaled.push_back(scale(parts[i], float(i + 1)));
+    return cat(scaled, dim);
+  }
+  if (op == "where") return where(in["cond"], in["a"], in["b"]);
+  if (op == "gather") return gather(in["x"], in["index"]);
+  if (op == "expand") return scale(expand(in["x"], params.at("shape").get<Shape>()), 1.f);
   FAIL("no runner for op " << op);
   return Tensor();
 }
@@ -88,3 +123,17 @@ TEST_CASE("cross_entropy matches PyTorch, ignore_index included", "[parity]") { 
 TEST_CASE("linear matches PyTorch", "[parity]") { check_op("linear"); }
 TEST_CASE("embedding matches PyTorch", "[parity]") { check_op("embedding"); }
 TEST_CASE("matmul matches PyTorch", "[parity]") { check_op("matmul"); }
+
+// --- primitive ops ---------------------------------------------------------------------------------
+TEST_CASE("add, sub, mul and div match PyTorch for every broadcast form", "[parity][primitives]") {
+  for (const char* op : {"add", "sub", "mul", "div"}) check_op(op);
+}
+TEST_CASE("unary ops match PyTorch", "[parity][primitives]") {
+  for (const char* op : {"neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "silu", "relu", "pow"}) check_op(op);
+}
+TEST_CASE("sum, mean and max over a dim match PyTorch", "[parity][primitives]") {
+  for (const char* op : {"sum_dim", "mean_dim", "max"}) check_op(op);
+}
+TEST_CASE("cat, split, chunk, where, gather and expand match PyTorch", "[parity][primitives]") {
+  for (const char* op : {"cat", "split", "chunk", "where", "gather", "expand"}) check_op(op);
+}

@@ -6,7 +6,9 @@ integer ids/targets), the op's parameters, the output, loss weights W and the gr
 loss = sum(out * W) with respect to every float input. Inputs are drawn in float32 and then
 promoted to float64, so the C++ op sees exactly the values the reference used and the only
 difference left is its own float32 arithmetic. tests/ops/test_torch_parity.cpp reads them.
-Re-run: /usr/bin/python3 make_op_fixtures.py (torch 1.13; needs no GPU).
+Re-run: /usr/bin/python3 make_op_fixtures.py (torch 1.13; needs no GPU). The primitive ops draw
+from a generator of their own, so adding cases there leaves the other files unchanged;
+LMF_ONLY_PRIMITIVES=1 writes only the primitive ops' files.
 """
 import json
 import math
@@ -45,7 +47,8 @@ def case(name, fn, inputs, params=None):
         "inputs": {k: pack(v) for k, v in inputs.items()},
         "output": pack(out),
         "loss_weights": pack(weights),
-        "grads": {k: pack(v.grad) for k, v in leaves.items() if v.dtype.is_floating_point},
+        "grads": {k: pack(v.grad) for k, v in leaves.items()
+                  if v.dtype.is_floating_point and v.grad is not None},
     }
 
 
@@ -64,8 +67,111 @@ def write(op, cases):
     print(f"{path}: {os.path.getsize(path)} bytes")
 
 
+def positive(*shape):
+    """Inputs for log, sqrt, rsqrt, pow and divisors: float32 draws in [0.5, 2.5)."""
+    return (torch.rand(tuple(shape), generator=GEN, dtype=torch.float32) * 2.0 + 0.5).double()
+
+
+def away_from_zero(*shape):
+    """Inputs for relu: |x| >= 0.1 so no element sits on the kink."""
+    x = torch.randn(tuple(shape), generator=GEN, dtype=torch.float32)
+    return (x + torch.sign(x) * 0.1).double()
+
+
+# Shape pairs for the broadcasting binary ops: the fast periodic forms (same shape, suffix, (1, 1, C),
+# scalar) and the strided ones (a (B, T, 1) gate, (1, C) + (R, 1), a broadcast a, a (T, HS) table
+# against (B, NH, T, HS), b with more dims than a).
+BINARY_SHAPES = [
+    ("same", (2, 3, 4), (2, 3, 4)),
+    ("suffix", (2, 3, 4), (4,)),
+    ("leading_ones", (2, 3, 4), (1, 1, 4)),
+    ("scalar", (2, 3, 4), ()),
+    ("btc_bt1", (2, 3, 1), (2, 3, 4)),
+    ("row_col", (1, 5), (4, 1)),
+    ("table_bnth", (3, 4), (2, 2, 3, 4)),
+    ("middle", (2, 1, 4), (1, 3, 1)),
+]
+
+
+def primitive_fixtures():
+    """Fixtures of the primitive ops, drawn from their own generator."""
+    global GEN
+    saved, GEN = GEN, torch.Generator().manual_seed(20261202)
+    try:
+        write_primitives()
+    finally:
+        GEN = saved
+
+
+def write_primitives():
+    torch_binary = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}
+    for op, fn in torch_binary.items():
+        write(op, [case(name, lambda a, b, fn=fn: fn(a, b),
+                        {"a": randn(*sa), "b": positive(*sb) if op == "div" else randn(*sb)})
+                   for name, sa, sb in BINARY_SHAPES])
+    write("neg", [case("plain", lambda x: -x, {"x": randn(3, 5)})])
+    write("exp", [case("plain", lambda x: torch.exp(x), {"x": randn(3, 5)})])
+    write("log", [case("plain", lambda x: torch.log(x), {"x": positive(3, 5)})])
+    write("sqrt", [case("plain", lambda x: torch.sqrt(x), {"x": positive(3, 5)})])
+    write("rsqrt", [case("plain", lambda x: torch.rsqrt(x), {"x": positive(3, 5)})])
+    write("tanh", [case("plain", lambda x: torch.tanh(x), {"x": randn(3, 5, std=2.0)})])
+    write("sigmoid", [case("plain", lambda x: torch.sigmoid(x), {"x": randn(3, 5, std=2.0)})])
+    write("silu", [case("plain", lambda x: F.silu(x), {"x": randn(3, 5, std=2.0)})])
+    write("relu", [case("plain", lambda x: torch.relu(x), {"x": away_from_zero(3, 5)})])
+    write("pow", [
+        case("cube", lambda x: torch.pow(x, 3.0), {"x": randn(3, 5)}, {"exponent": 3.0}),
+        case("fractional", lambda x: torch.pow(x, -0.5), {"x": positive(3, 5)}, {"exponent": -0.5}),
+    ])
+    write("sum_dim", [
+        case(f"dim{d}_keep{int(k)}", lambda x, d=d, k=k: torch.sum(x, dim=d, keepdim=k),
+             {"x": randn(2, 3, 4)}, {"dim": d, "keepdim": k})
+        for d, k in [(0, False), (1, True), (-1, False), (2, True)]])
+    write("mean_dim", [
+        case(f"dim{d}_keep{int(k)}", lambda x, d=d, k=k: torch.mean(x, dim=d, keepdim=k),
+             {"x": randn(2, 3, 4)}, {"dim": d, "keepdim": k})
+        for d, k in [(0, True), (1, False), (-1, True)]])
+    write("max", [
+        case(f"dim{d}_keep{int(k)}", lambda x, d=d, k=k: torch.max(x, dim=d, keepdim=k).values,
+             {"x": randn(2, 3, 4)}, {"dim": d, "keepdim": k})
+        for d, k in [(0, False), (1, True), (-1, False)]])
+    write("cat", [
+        case("dim1", lambda x0, x1, x2: torch.cat([x0, x1, x2], dim=1),
+             {"x0": randn(2, 1, 3), "x1": randn(2, 4, 3), "x2": randn(2, 2, 3)}, {"dim": 1}),
+        case("last", lambda x0, x1: torch.cat([x0, x1], dim=-1),
+             {"x0": randn(3, 2), "x1": randn(3, 5)}, {"dim": -1}),
+    ])
+    # split and chunk: the pieces joined back with a weight per piece, so each piece's gradient differs.
+    write("split", [
+        case("sizes", lambda x: torch.cat([p * (i + 1) for i, p in enumerate(torch.split(x, [1, 3, 2], dim=1))], 1),
+             {"x": randn(2, 6, 3)}, {"sizes": [1, 3, 2], "dim": 1}),
+    ])
+    write("chunk", [
+        case("uneven", lambda x: torch.cat([p * (i + 1) for i, p in enumerate(torch.chunk(x, 3, dim=-1))], -1),
+             {"x": randn(2, 7)}, {"chunks": 3, "dim": -1}),
+    ])
+    cond = (torch.rand((3, 1), generator=GEN) > 0.5).double()
+    write("where", [
+        case("broadcast", lambda cond, a, b: torch.where(cond != 0, a, b),
+             {"cond": cond, "a": randn(2, 3, 4), "b": randn(4)}),
+        case("b_grows", lambda cond, a, b: torch.where(cond != 0, a, b),
+             {"cond": (torch.rand((4,), generator=GEN) > 0.5).double(), "a": randn(3, 1), "b": randn(2, 3, 4)}),
+    ])
+    write("gather", [
+        case("repeated", lambda x, index: torch.gather(x, -1, index),
+             {"x": randn(2, 3, 5), "index": torch.tensor([[[0, 4, 4, 1], [2, 2, 2, 2], [3, 0, 1, 4]],
+                                                          [[1, 1, 0, 3], [4, 3, 2, 1], [0, 0, 0, 0]]])}),
+    ])
+    write("expand", [
+        case("bt1_to_btc", lambda x: x.expand(-1, 3, 4) * 1.0, {"x": randn(2, 3, 1)}, {"shape": [-1, 3, 4]}),
+        case("new_leading", lambda x: x.expand(2, 3, 4) * 1.0, {"x": randn(1, 4)}, {"shape": [2, 3, 4]}),
+    ])
+
+
 def main():
     os.makedirs(os.path.join(HERE, "fixtures"), exist_ok=True)
+    if os.environ.get("LMF_ONLY_PRIMITIVES"):
+        primitive_fixtures()
+        return
     write("layer_norm", [
         case("with_bias", lambda x, w, b: F.layer_norm(x, (8,), w, b, eps=1e-5),
              {"x": randn(2, 3, 8, std=2.0) + 1.5, "w": randn(8, std=0.3) + 1.0, "b": randn(8, std=0.3)},
@@ -103,6 +209,7 @@ def main():
         case("batched_transposed", lambda a, b: a.transpose(-1, -2) @ b.transpose(-1, -2),
              {"a": randn(2, 4, 3), "b": randn(2, 5, 4)}, {"trans_a": True, "trans_b": True}),
     ])
+    primitive_fixtures()
 
 
 if __name__ == "__main__":

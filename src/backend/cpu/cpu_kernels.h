@@ -7,6 +7,9 @@
 #pragma once
 #include <cstdint>
 
+// Relative, so targets that see only src/ (bench_gemm) still find the shared op table.
+#include "../../../kernels/common/op_table.h"
+
 namespace lmf::cpu {
 
 // --- matrix products (gemm.cpp) -------------------------------------------------------------
@@ -121,5 +124,40 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
 /// out (N) = x * keep / (1 - p), keep = philox_uniform(seed, base + i) >= p. Also the backward
 /// (x = dout), since the mask is recomputed from (seed, base).
 void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base);
+
+// --- primitive ops: broadcasting, unary table, max, cat/where/gather (primitives.cpp) ----------
+// Same names and arguments as lmf::cuda:: (which takes the Device first). Layouts and formulas come
+// from kernels/common/op_table.h, shared with the CUDA kernels.
+/// out (contiguous, layout shape) = op(a, b), a and b read at layout.strides[0] and [1].
+void broadcast_binary(kernels::BinaryOp op, float* out, const float* a, const float* b,
+                      const kernels::BroadcastLayout& layout);
+/// ga, gb (contiguous, layout shape; either null) = g * d(op)/da, g * d(op)/db elementwise, a and b
+/// read as in broadcast_binary, g contiguous. sum_to then reduces them to the inputs' shapes.
+void broadcast_binary_backward(kernels::BinaryOp op, float* ga, float* gb, const float* g, const float* a,
+                               const float* b, const kernels::BroadcastLayout& layout);
+/// out (kept shape) = sum of in over the reduced dims; deterministic (index order, double).
+void sum_to(float* out, const float* in, const kernels::ReduceLayout& layout);
+/// out (N) = f(x); dx (N) = dout * f'(x) from x and y = f(x). p: pow's exponent.
+void unary_forward(kernels::UnaryOp op, float* out, const float* x, float p, int64_t n);
+void unary_backward(kernels::UnaryOp op, float* dx, const float* dout, const float* x, const float* y,
+                    float p, int64_t n);
+/// x (OUTER, D, INNER), D >= 1 -> out, argmax (OUTER, INNER): the first maximum (a NaN wins).
+void max_dim_forward(float* out, int32_t* argmax, const float* x, int64_t outer, int64_t d, int64_t inner);
+/// dx (OUTER, D, INNER) = dout at argmax, 0 elsewhere (written).
+void max_dim_backward(float* dx, const float* dout, const int32_t* argmax, int64_t outer, int64_t d,
+                      int64_t inner);
+/// dst[r * dst_stride + j] = src[r * src_stride + j] for r < rows, j < width.
+void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
+               int64_t width);
+/// out = cond != 0 ? a : b; cond, a, b at layout.strides[0], [1], [2].
+void where_forward(float* out, const float* cond, const float* a, const float* b,
+                   const kernels::BroadcastLayout& layout);
+/// ga = cond ? g : 0, gb = cond ? 0 : g (contiguous, layout shape; either null); g contiguous.
+void where_backward(float* ga, float* gb, const float* g, const float* cond, const kernels::BroadcastLayout& layout);
+/// x (ROWS, N), index (ROWS, K) in [0, N) -> out (ROWS, K) = x[r, index[r, k]].
+void gather_forward(float* out, const float* x, const int32_t* index, int64_t rows, int64_t n, int64_t k);
+/// dx (ROWS, N) = scatter-add of dout (ROWS, K) by index (written; deterministic).
+void gather_backward(float* dx, const float* dout, const int32_t* index, int64_t rows, int64_t n, int64_t k);
+// --- end primitive ops ---------------------------------------------------------------------------
 
 }  // namespace lmf::cpu

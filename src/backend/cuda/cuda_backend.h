@@ -9,6 +9,8 @@
 
 #include "lmforge/core/device.h"
 #include "lmforge/core/error.h"
+// Relative, so every target that sees src/ finds the op table shared with the CPU kernels.
+#include "../../../kernels/common/op_table.h"
 
 #ifdef LMF_WITH_CUDA
 #define LMF_CUDA_ENTRY(signature) signature;
@@ -104,6 +106,34 @@ LMF_CUDA_ENTRY(void cross_entropy_backward(Device device, float* dlogits, const 
                                            int64_t n, int64_t v, int32_t ignore_index))
 LMF_CUDA_ENTRY(void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed,
                                   uint64_t base))
+
+// --- primitive ops: broadcasting, unary table, max, cat/where/gather (primitives.cpp) -------------
+// The same names and arguments as lmf::cpu:: (see cpu_kernels.h for each contract), Device first.
+LMF_CUDA_ENTRY(void broadcast_binary(Device device, kernels::BinaryOp op, float* out, const float* a,
+                                     const float* b, const kernels::BroadcastLayout& layout))
+LMF_CUDA_ENTRY(void broadcast_binary_backward(Device device, kernels::BinaryOp op, float* ga, float* gb,
+                                              const float* g, const float* a, const float* b,
+                                              const kernels::BroadcastLayout& layout))
+LMF_CUDA_ENTRY(void sum_to(Device device, float* out, const float* in, const kernels::ReduceLayout& layout))
+LMF_CUDA_ENTRY(void unary_forward(Device device, kernels::UnaryOp op, float* out, const float* x, float p,
+                                  int64_t n))
+LMF_CUDA_ENTRY(void unary_backward(Device device, kernels::UnaryOp op, float* dx, const float* dout,
+                                   const float* x, const float* y, float p, int64_t n))
+LMF_CUDA_ENTRY(void max_dim_forward(Device device, float* out, int32_t* argmax, const float* x, int64_t outer,
+                                    int64_t d, int64_t inner))
+LMF_CUDA_ENTRY(void max_dim_backward(Device device, float* dx, const float* dout, const int32_t* argmax,
+                                     int64_t outer, int64_t d, int64_t inner))
+LMF_CUDA_ENTRY(void copy_rows(Device device, float* dst, int64_t dst_stride, const float* src,
+                              int64_t src_stride, int64_t rows, int64_t width))
+LMF_CUDA_ENTRY(void where_forward(Device device, float* out, const float* cond, const float* a, const float* b,
+                                  const kernels::BroadcastLayout& layout))
+LMF_CUDA_ENTRY(void where_backward(Device device, float* ga, float* gb, const float* g, const float* cond,
+                                   const kernels::BroadcastLayout& layout))
+LMF_CUDA_ENTRY(void gather_forward(Device device, float* out, const float* x, const int32_t* index,
+                                   int64_t rows, int64_t n, int64_t k))
+LMF_CUDA_ENTRY(void gather_backward(Device device, float* dx, const float* dout, const int32_t* index,
+                                    int64_t rows, int64_t n, int64_t k))
+// --- end primitive ops ------------------------------------------------------------------------------
 
 }  // namespace lmf::cuda
 
