@@ -134,6 +134,8 @@ Tensor GPT::hidden_states(const Tensor& ids, KVCache* cache) const {
               " layers and ids of shape ", shape_str(ids.shape()));
     LMF_CHECK(start + T <= cache->capacity(), "KV cache: ", start, " cached + ", T,
               " new positions exceed its capacity of ", cache->capacity());
+    LMF_CHECK(start + T <= config_.block_size, "KV cache: ", start, " cached + ", T,
+              " new positions exceed block_size = ", config_.block_size, " (wpe has no more rows)");
   }
   if (ids.device().is_cpu()) {
     // Checked here (not only in the embedding op) to name the position and the vocabulary size.
