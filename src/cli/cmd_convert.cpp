@@ -1,6 +1,6 @@
 // `lmforge convert --merge-lora CKPT --output DIR`: folds a checkpoint's LoRA adapters into its
-// base weights and writes a plain GPT-2 directory, so the fine-tuned model loads anywhere a GPT-2
-// does and runs at the base model's speed. The output is written atomically and never silently
+// base weights and writes a plain directory of the model's architecture (GPT-2: loads anywhere a
+// GPT-2 does) that runs at the base model's speed. The output is written atomically and never silently
 // replaced.
 #include <cstdio>
 #include <filesystem>
@@ -40,7 +40,7 @@ void run_merge_lora(const ConvertOptions& options) {
   LMF_CHECK(options.force || !fs::exists(fs::symlink_status(output, ec)), "--output: '",
             options.output, "' already exists; pass --force to replace it");
 
-  std::unique_ptr<nn::GPT> gpt = io::load_gpt(source);
+  std::unique_ptr<nn::CausalLM> gpt = io::load_model(source);
   const nn::LoraOptions lora = *nn::lora_options(*gpt);
   nn::merge_lora(*gpt);
   io::AtomicDir dir(output);
@@ -66,7 +66,7 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--merge-lora", options->merge_lora,
                   "Checkpoint directory with LoRA adapters to merge into its base weights")
       ->required();
-  cmd->add_option("--output", options->output, "Directory to write the plain GPT-2 checkpoint to")
+  cmd->add_option("--output", options->output, "Directory to write the plain (unadapted) checkpoint to")
       ->required();
   cmd->add_flag("--force", options->force, "Replace --output if it exists");
   cmd->callback([options] { run_merge_lora(*options); });

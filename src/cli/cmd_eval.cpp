@@ -1,5 +1,5 @@
-// `lmforge eval`: the mean cross-entropy (and perplexity) of a checkpoint, ours or a Hugging Face
-// GPT-2 directory, on a token shard. Windows are consecutive and non-overlapping so every token is
+// `lmforge eval`: the mean cross-entropy (and perplexity) of a checkpoint of any architecture
+// io::load_model knows (ours or a Hugging Face directory), on a token shard. Windows are consecutive and non-overlapping so every token is
 // predicted exactly once and the number matches what any other implementation computes.
 #include <cmath>
 #include <cstdio>
@@ -34,10 +34,10 @@ struct EvalResult {
   int64_t batches = 0;
 };
 
-EvalResult evaluate(const nn::GPT& gpt, const data::Shard& shard, const EvalOptions& options,
+EvalResult evaluate(const nn::CausalLM& gpt, const data::Shard& shard, const EvalOptions& options,
                     int64_t block_size, Device device) {
   const int64_t T = block_size;
-  const int64_t vocab = gpt.config().vocab_size;
+  const int64_t vocab = gpt.vocab_size();
   // Window i reads inputs [i·T, i·T + T) and targets one further, so it needs i·T + T + 1 tokens.
   const int64_t windows = (shard.size() - 1) / T;
   LMF_CHECK(windows > 0, shard.path(), ": ", shard.size(), " tokens are too few for one window of ",
@@ -64,7 +64,7 @@ EvalResult evaluate(const nn::GPT& gpt, const data::Shard& shard, const EvalOpti
     }
     Tensor ids = Tensor::from_vector(inputs, {B, T}).to(device);      // (B, T)
     Tensor next = Tensor::from_vector(targets, {B, T}).to(device);    // (B, T)
-    const double mean = gpt.forward(ids, next).loss.item();
+    const double mean = gpt.forward_with_loss(ids, next).loss.item();
     loss_sum += mean * static_cast<double>(B * T);
     result.tokens += B * T;
     ++result.batches;
@@ -78,8 +78,8 @@ void run_eval(const EvalOptions& options) {
   LMF_CHECK(options.max_batches >= 0, "--max-batches must be non-negative, got ",
             options.max_batches);
   const Device device = parse_device(options.device);
-  std::unique_ptr<nn::GPT> gpt = io::load_gpt(options.checkpoint);
-  const int64_t context = gpt->config().block_size;
+  std::unique_ptr<nn::CausalLM> gpt = io::load_model(options.checkpoint);
+  const int64_t context = gpt->context_size();
   const int64_t block_size = options.block_size == 0 ? context : options.block_size;
   LMF_CHECK(block_size > 0, "--block-size must be positive, got ", block_size);
   LMF_CHECK(block_size <= context, "--block-size ", block_size, " exceeds the model's context of ",

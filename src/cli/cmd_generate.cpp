@@ -74,11 +74,11 @@ void run_generate(const GenerateCliOptions& options) {
             "' does not exist");
 
   const std::unique_ptr<data::Tokenizer> tokenizer = open_tokenizer(options);
-  const std::unique_ptr<nn::GPT> gpt = io::load_gpt(options.checkpoint);
-  // The cached forward pass reads the base weights directly; merged, they carry the adapters.
+  const std::unique_ptr<nn::CausalLM> gpt = io::load_model(options.checkpoint);
+  // The model's forward applies unmerged adapters too; merged, each step skips their products.
   if (nn::has_lora(*gpt)) nn::merge_lora(*gpt);
   gpt->eval();
-  const int64_t vocab = gpt->config().vocab_size;
+  const int64_t vocab = gpt->vocab_size();
   LMF_CHECK(tokenizer->vocab_size() <= vocab, "the tokenizer has ", tokenizer->vocab_size(),
             " tokens but the model only ", vocab, " (vocab_size in ", options.checkpoint,
             "/config.json): they do not belong together");

@@ -36,6 +36,16 @@ void Module::add_child(std::string name, Module* child) {
   children_.emplace_back(std::move(name), child);
 }
 
+Module* Module::submodule(const std::string& name) const {
+  for (const auto& [child_name, child] : children_) {
+    if (name == child_name) return child;
+    if (name.size() > child_name.size() && name.compare(0, child_name.size(), child_name) == 0 &&
+        name[child_name.size()] == '.')
+      if (Module* found = child->submodule(name.substr(child_name.size() + 1))) return found;
+  }
+  return nullptr;
+}
+
 void Module::collect(const std::string& prefix, StateDict& out) const {
   for (const auto& [name, t] : params_) out.emplace_back(prefix + name, t);
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);

@@ -116,3 +116,32 @@ TEST_CASE("GPU ops report bad token ids as errors", "[cuda][gpt]") {
   const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2, 500, 3}, {1, 4}).to(lmf::Device::cuda());
   CHECK_THROWS_WITH(model.forward(ids), Catch::Contains("500") && Catch::Contains("position 2"));
 }
+
+TEST_CASE("GPT forward with a KV cache on the GPU gives the CPU's logits as closely as the uncached GPU forward",
+          "[cuda][gpt][generate]") {
+  LMF_SKIP_WITHOUT_GPU();
+  const GPTConfig config = small_config();
+  GPT cpu_model(config, 99), gpu_model(config, 99);
+  cpu_model.eval();
+  gpu_model.to(lmf::Device::cuda());
+  gpu_model.eval();
+  lmf::NoGradGuard no_grad;
+  // Cached logits, prefill of 5 then one token at a time, against the uncached forward on each device.
+  const auto [ids, targets] = batch(1, 12, config.vocab_size);
+  const std::vector<float> cpu_full = cpu_model.forward(ids).to_vector();  // (1, 12, V)
+  auto cache = gpu_model.make_cache(1);
+  std::vector<float> cached;  // rows 4..11
+  auto append = [&](const Tensor& logits) {  // (1, T, V) -> last row
+    const auto v = logits.to_vector();
+    cached.insert(cached.end(), v.end() - config.vocab_size, v.end());
+  };
+  append(gpu_model.forward(lmf::slice(ids, 1, 0, 5).contiguous_copy().to(lmf::Device::cuda()), &cache));
+  for (int64_t t = 5; t < 12; ++t)
+    append(gpu_model.forward(lmf::slice(ids, 1, t, t + 1).contiguous_copy().to(lmf::Device::cuda()), &cache));
+  const std::vector<float> ref(cpu_full.begin() + 4 * config.vocab_size, cpu_full.end());
+  const std::vector<float> gpu_full = gpu_model.forward(ids.to(lmf::Device::cuda())).to_vector();
+  const std::vector<float> gpu_ref(gpu_full.begin() + 4 * config.vocab_size, gpu_full.end());
+  // The GPU multiplies in bf16, cached or not: the cached rows sit as close to the CPU as the
+  // uncached GPU rows do (twice that distance, plus rounding).
+  CHECK(l2_diff(cached, ref) <= 2 * l2_diff(gpu_ref, ref) + 1e-5);
+}

@@ -61,6 +61,8 @@ class Module {
   /// The parameter called `name`; throws lmf::Error naming it when there is none.
   Tensor parameter(const std::string& name) const;
   bool has_parameter(const std::string& name) const;
+  /// The submodule at dotted path `name` ("h.3.attn.c_attn"), or nullptr when there is none.
+  Module* submodule(const std::string& name) const;
   /// Total number of parameter elements.
   int64_t num_parameters() const;
 
