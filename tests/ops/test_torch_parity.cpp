@@ -56,6 +56,12 @@ Tensor run_op(const std::string& op, const json& params, std::map<std::string, T
   if (op == "linear") return linear(in["x"], in["w"], in.count("b") ? in["b"] : Tensor());
   if (op == "embedding") return embedding(in["weight"], in["ids"]);
   if (op == "matmul") return matmul(in["a"], in["b"], params.at("trans_a").get<bool>(), params.at("trans_b").get<bool>());
+  if (op == "rms_norm") return rms_norm(in["x"], in["w"], params.at("eps").get<float>());
+  if (op == "rotary_embedding") {
+    const Tensor x = params.at("time_first").get<bool>() ? transpose(in["x"], 1, 2) : in["x"];
+    return rotary_embedding(x, in["cos"], in["sin"], params.at("offset").get<int64_t>());
+  }
+  if (op == "swiglu") return swiglu(in["gate"], in["up"]);
   FAIL("no runner for op " << op);
   return Tensor();
 }
@@ -88,3 +94,8 @@ TEST_CASE("cross_entropy matches PyTorch, ignore_index included", "[parity]") { 
 TEST_CASE("linear matches PyTorch", "[parity]") { check_op("linear"); }
 TEST_CASE("embedding matches PyTorch", "[parity]") { check_op("embedding"); }
 TEST_CASE("matmul matches PyTorch", "[parity]") { check_op("matmul"); }
+TEST_CASE("rms_norm matches Hugging Face's LlamaRMSNorm", "[parity]") { check_op("rms_norm"); }
+TEST_CASE("rotary_embedding matches Hugging Face's apply_rotary_pos_emb, either layout, at an offset", "[parity]") {
+  check_op("rotary_embedding");
+}
+TEST_CASE("swiglu matches silu(gate) * up", "[parity]") { check_op("swiglu"); }
