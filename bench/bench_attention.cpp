@@ -52,12 +52,12 @@ int main(int argc, char** argv) {
       cudaEventCreate(&e0);
       cudaEventCreate(&e1);
       cudaEventCreate(&e2);
-      k::attention_forward(out, lse, q, kk, v, bh, t, hs, nullptr);  // warm-up
+      k::attention_forward(out, lse, q, kk, v, B, nh, nh, t, t, hs, nullptr);  // warm-up
       k::attention_backward(dq, dk, dv, dout, out, q, kk, v, lse, bh, t, hs, work, nullptr);
       float fwd = 0, bwd = 0;
       for (int i = 0; i < iterations; ++i) {
         cudaEventRecord(e0);
-        k::attention_forward(out, lse, q, kk, v, bh, t, hs, nullptr);
+        k::attention_forward(out, lse, q, kk, v, B, nh, nh, t, t, hs, nullptr);
         cudaEventRecord(e1);
         k::attention_backward(dq, dk, dv, dout, out, q, kk, v, lse, bh, t, hs, work, nullptr);
         cudaEventRecord(e2);

@@ -1,5 +1,7 @@
 // Causal flash attention (forward and backward) over (BH, T, HS) heads, f32 in and out, f32 math
-// on CUDA cores. The T x T score matrix never exists in global memory: the forward streams
+// on CUDA cores. The forward also takes grouped-query heads (query head h of a batch reads
+// key/value head h / (NH / NKV) in place) and queries that are the last Tq of Tk positions (query
+// i sees keys [0, Tk - Tq + i]); the backward is still NH == NKV, Tq == Tk only. The T x T score matrix never exists in global memory: the forward streams
 // 32-key tiles of K and V through shared memory and keeps a running max m, sum l and output o per
 // query row (online softmax), saving lse = m + log(l) (BH, T); the backward recomputes
 // P = exp(S - lse) tile by tile.
@@ -38,8 +40,9 @@ __device__ __forceinline__ void load_rows(float* dst, int stride, const float* s
 
 template <int HS_MAX>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out, float* lse, const float* q,
-                                                                     const float* k, const float* v,
-                                                                     int64_t t, int hs, float scale) {
+                                                                     const float* k, const float* v, int nh,
+                                                                     int nkv, int64_t tq, int64_t tk, int hs,
+                                                                     float scale) {
   constexpr int kD = HS_MAX / 32;  // head dims per lane
   extern __shared__ float smem[];
   float* qs = smem;                          // (32, HS_MAX)
@@ -47,8 +50,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
   float* vs = ks + kTile * (HS_MAX + 1);     // (32, HS_MAX)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kTile;  // longest rows first
-  const int64_t base = int64_t(blockIdx.y) * t * hs;
-  load_rows(qs, HS_MAX, q + base, q0, t, hs, HS_MAX);
+  const int64_t head = blockIdx.y, kv_head = (head / nh) * nkv + (head % nh) / (nh / nkv);
+  const int64_t base = head * tq * hs, kv_base = kv_head * tk * hs, shift = tk - tq;
+  load_rows(qs, HS_MAX, q + base, q0, tq, hs, HS_MAX);
 
   float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][kD];
 #pragma unroll
@@ -58,24 +62,24 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
 #pragma unroll
     for (int dd = 0; dd < kD; ++dd) o[i][dd] = 0.f;
   }
-  const int64_t last_row = min(t, q0 + kTile) - 1;
-  for (int64_t k0 = 0; k0 <= last_row; k0 += kTile) {
+  const int64_t last_key = shift + min(tq, q0 + kTile) - 1;  // query row r sees keys [0, shift + r]
+  for (int64_t k0 = 0; k0 <= last_key; k0 += kTile) {
     __syncthreads();  // previous tiles fully consumed
-    load_rows(ks, HS_MAX + 1, k + base, k0, t, hs, HS_MAX);
-    load_rows(vs, HS_MAX, v + base, k0, t, hs, HS_MAX);
+    load_rows(ks, HS_MAX + 1, k + kv_base, k0, tk, hs, HS_MAX);
+    load_rows(vs, HS_MAX, v + kv_base, k0, tk, hs, HS_MAX);
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
       const int r = warp * kRowsPerWarp + i;
       const int64_t row = q0 + r;
-      if (row >= t || row < k0) continue;  // warp-uniform: padding row, or every key masked
-      const int64_t key = k0 + lane;
+      if (row >= tq || shift + row < k0) continue;  // warp-uniform: padding row, or every key masked
+      const int64_t key = k0 + lane, last = shift + row;
       float s = 0.f;
 #pragma unroll 16
       for (int d = 0; d < HS_MAX; ++d) s += qs[r * HS_MAX + d] * ks[lane * (HS_MAX + 1) + d];
-      s = key <= row ? s * scale : -INFINITY;
-      const float m_new = fmaxf(m[i], warp_max(s));  // finite: key k0 <= row is visible
-      const float p = key <= row ? expf(s - m_new) : 0.f;
+      s = key <= last ? s * scale : -INFINITY;
+      const float m_new = fmaxf(m[i], warp_max(s));  // finite: key k0 <= last is visible
+      const float p = key <= last ? expf(s - m_new) : 0.f;
       const float correction = expf(m[i] - m_new);
       l[i] = l[i] * correction + warp_sum(p);
       m[i] = m_new;
@@ -91,14 +95,14 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
 #pragma unroll
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int64_t row = q0 + warp * kRowsPerWarp + i;
-    if (row >= t) continue;
+    if (row >= tq) continue;
     const float inv = 1.0f / l[i];
 #pragma unroll
     for (int dd = 0; dd < kD; ++dd) {
       const int d = lane + 32 * dd;
       if (d < hs) out[base + row * hs + d] = o[i][dd] * inv;
     }
-    if (lane == 0) lse[int64_t(blockIdx.y) * t + row] = m[i] + logf(l[i]);
+    if (lane == 0) lse[head * tq + row] = m[i] + logf(l[i]);
   }
 }
 
@@ -267,13 +271,14 @@ void allow_smem(Kernel kernel, std::size_t bytes) {
 }
 
 template <int HS_MAX>
-void forward_launch(float* out, float* lse, const float* q, const float* k, const float* v, int64_t bh,
-                    int64_t t, int hs, cudaStream_t stream) {
+void forward_launch(float* out, float* lse, const float* q, const float* k, const float* v, int64_t b,
+                    int64_t nh, int64_t nkv, int64_t tq, int64_t tk, int hs, cudaStream_t stream) {
   static const bool ready = (allow_smem(attention_forward_kernel<HS_MAX>, forward_smem<HS_MAX>()), true);
   (void)ready;
-  const dim3 grid(ceil_div(t, kTile), static_cast<unsigned>(bh));
+  const dim3 grid(ceil_div(tq, kTile), static_cast<unsigned>(b * nh));
   attention_forward_kernel<HS_MAX><<<grid, kThreads, forward_smem<HS_MAX>(), stream>>>(
-      out, lse, q, k, v, t, hs, 1.0f / std::sqrt(static_cast<float>(hs)));
+      out, lse, q, k, v, static_cast<int>(nh), static_cast<int>(nkv), tq, tk, hs,
+      1.0f / std::sqrt(static_cast<float>(hs)));
   LMF_CUDA_LAUNCH_CHECK();
 }
 
@@ -301,14 +306,17 @@ void check_head_size(int64_t hs) {
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t bh,
-                       int64_t t, int64_t hs, cudaStream_t stream) {
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t b,
+                       int64_t nh, int64_t nkv, int64_t tq, int64_t tk, int64_t hs, cudaStream_t stream) {
   check_head_size(hs);
-  if (bh == 0 || t == 0) return;
+  if (nkv < 1 || nh % nkv != 0 || tq > tk)
+    throw CudaError("attention: NKV " + std::to_string(nkv) + " must divide NH " + std::to_string(nh) +
+                    " and Tq " + std::to_string(tq) + " must not exceed Tk " + std::to_string(tk));
+  if (b * nh == 0 || tq == 0) return;
   if (hs <= 64) {
-    forward_launch<64>(out, lse, q, k, v, bh, t, static_cast<int>(hs), stream);
+    forward_launch<64>(out, lse, q, k, v, b, nh, nkv, tq, tk, static_cast<int>(hs), stream);
   } else {
-    forward_launch<128>(out, lse, q, k, v, bh, t, static_cast<int>(hs), stream);
+    forward_launch<128>(out, lse, q, k, v, b, nh, nkv, tq, tk, static_cast<int>(hs), stream);
   }
 }
 

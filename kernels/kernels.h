@@ -175,13 +175,15 @@ void pack_bf16_from_bf16(bf16_t* out, const bf16_t* in, int64_t batch, int64_t r
                          cudaStream_t stream);
 
 // --- attention (attention.cu) ----------------------------------------------------------------------
-/// Causal flash attention, f32 in and out, f32 math. q, k, v, out (BH, T, HS); lse (BH, T).
-/// HS 64 and 128 have specialised kernels; any other HS <= 256 takes the generic path.
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t bh, int64_t t, int64_t hs, cudaStream_t stream);
+/// Causal flash attention, f32 in and out, f32 math. q, out (B, NH, Tq, HS), k, v (B, NKV, Tk, HS),
+/// all contiguous; lse (B, NH, Tq). Query head h reads key/value head h / (NH / NKV); query i
+/// sees keys [0, Tk - Tq + i]. HS <= 128 (kernels for HS_MAX 64 and 128, smaller HS zero-padded).
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t b,
+                       int64_t nh, int64_t nkv, int64_t tq, int64_t tk, int64_t hs, cudaStream_t stream);
 /// Floats of workspace attention_backward needs (the per-row dot(dout, out)).
 int64_t attention_backward_workspace(int64_t bh, int64_t t);
-/// dq, dk, dv (BH, T, HS), written. Recomputes the probabilities from lse block by block.
+/// dq, dk, dv (BH, T, HS), written (NH == NKV, Tq == Tk only). Recomputes the probabilities from
+/// lse block by block.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* q, const float* k, const float* v, const float* lse, int64_t bh,
                         int64_t t, int64_t hs, float* workspace, cudaStream_t stream);

@@ -75,28 +75,27 @@ int32_t sample(std::span<const float> logits, const SamplingOptions& options, Ge
   return ids[keep - 1];  // u within rounding of the total
 }
 
-std::vector<int32_t> generate(const nn::GPT& gpt, const std::vector<int32_t>& prompt,
-                              const GenerateOptions& options, Generator& gen,
-                              const TokenCallback& on_token) {
+std::vector<int32_t> generate(const nn::CausalLM& model, const std::vector<int32_t>& prompt,
+                              const GenerateOptions& options, Generator& gen, const TokenCallback& on_token) {
   options.sampling.validate();
   LMF_CHECK(!prompt.empty(), "generate: the prompt needs at least one token");
   LMF_CHECK(options.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got ",
             options.max_new_tokens);
-  const nn::GPTConfig& cfg = gpt.config();
-  const int64_t limit = options.vocab_limit == 0 ? cfg.vocab_size : options.vocab_limit;
-  LMF_CHECK(limit > 0 && limit <= cfg.vocab_size, "generate: vocab_limit ", options.vocab_limit,
-            " is outside [1, vocab_size = ", cfg.vocab_size, "]");
+  const int64_t vocab = model.vocab_size();
+  const int64_t limit = options.vocab_limit == 0 ? vocab : options.vocab_limit;
+  LMF_CHECK(limit > 0 && limit <= vocab, "generate: vocab_limit ", options.vocab_limit,
+            " is outside [1, vocab_size = ", vocab, "]");
   NoGradGuard no_grad;
 
   std::vector<int32_t> context = prompt;  // every token so far; the model sees its last block
   std::vector<int32_t> generated;
   if (options.max_new_tokens == 0) return generated;
-  KVCache cache(cfg, 1);
-  const int64_t block = cfg.block_size;
+  nn::KVCache cache = model.make_cache(1);
+  const int64_t block = model.context_size();
   auto prefill_window = [&]() {
     cache.clear();
     const auto start = context.end() - std::min<int64_t>(static_cast<int64_t>(context.size()), block);
-    return forward_step(gpt, cache, std::vector<int32_t>(start, context.end()));
+    return forward_step(model, cache, std::vector<int32_t>(start, context.end()));
   };
 
   std::vector<float> logits = prefill_window();
@@ -107,7 +106,7 @@ std::vector<int32_t> generate(const nn::GPT& gpt, const std::vector<int32_t>& pr
     if (on_token && !on_token(next)) break;
     if (next == options.stop_token || step + 1 == options.max_new_tokens) break;
     // A full cache cannot take another position: slide by re-feeding the last block tokens.
-    logits = cache.length() < cache.capacity() ? forward_step(gpt, cache, {next}) : prefill_window();
+    logits = cache.length() < cache.capacity() ? forward_step(model, cache, {next}) : prefill_window();
   }
   return generated;
 }

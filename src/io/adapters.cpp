@@ -1,5 +1,5 @@
-// LoRA adapter files next to a plain GPT-2 model.safetensors: the base stays loadable by any GPT-2
-// reader, and the adapters (adapters.safetensors + adapter_config.json) travel beside it. Both
+// LoRA adapter files next to a plain model.safetensors: the base stays loadable by any reader of
+// its architecture, and the adapters (adapters.safetensors + adapter_config.json) travel beside it. Both
 // files are untrusted: the config is validated and every tensor shape checked before any adapter
 // memory is allocated.
 #include <cerrno>
@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lmforge/io/checkpoint.h"
+#include "lmforge/nn/linear.h"
 #include "lmforge/nn/lora.h"
 
 namespace lmf::io {
@@ -18,11 +19,11 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string lora_name(int64_t block, const std::string& target, const char* which) {
-  return "h." + std::to_string(block) + "." + target + "." + which;
+std::string lora_name(const nn::CausalLM& model, int64_t layer, const std::string& target, const char* which) {
+  return model.layer_prefix(layer) + "." + target + "." + which;
 }
 
-nn::LoraOptions read_adapter_config(const fs::path& path) {
+nn::LoraOptions read_adapter_config(const fs::path& path, const nn::CausalLM& model) {
   const std::string file = path.string();
   std::ifstream in(path, std::ios::binary);
   LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
@@ -45,7 +46,7 @@ nn::LoraOptions read_adapter_config(const fs::path& path) {
     options.targets.push_back(t.get<std::string>());
   }
   try {
-    options.validate();
+    options.validate(model);
   } catch (const Error& e) {
     throw Error(str(file, ": ", e.what()));
   }
@@ -54,17 +55,17 @@ nn::LoraOptions read_adapter_config(const fs::path& path) {
 
 }  // namespace
 
-void write_adapter_files(const nn::GPT& gpt, const fs::path& dir) {
+void write_adapter_files(const nn::CausalLM& gpt, const fs::path& dir) {
   const std::optional<nn::LoraOptions> options = nn::lora_options(gpt);
   LMF_CHECK(options, "write_adapter_files: the model has no LoRA adapters");
   NamedTensors tensors;
-  for (int64_t i = 0; i < gpt.num_blocks(); ++i) {
+  for (int64_t i = 0; i < gpt.num_layers(); ++i) {
     for (const auto& target : options->targets) {
       const nn::LoraAdapter* adapter = nn::lora_target(gpt, i, target).lora();
-      LMF_CHECK(adapter, "write_adapter_files: block ", i, " has no adapter on ", target,
+      LMF_CHECK(adapter, "write_adapter_files: layer ", i, " has no adapter on ", target,
                 " although other blocks do");
-      tensors.emplace_back(lora_name(i, target, "lora_A"), adapter->A);
-      tensors.emplace_back(lora_name(i, target, "lora_B"), adapter->B);
+      tensors.emplace_back(lora_name(gpt, i, target, "lora_A"), adapter->A);
+      tensors.emplace_back(lora_name(gpt, i, target, "lora_B"), adapter->B);
     }
   }
   write_safetensors(dir / kAdapterFile, tensors, {{"format", "lmforge-lora"}});
@@ -79,24 +80,24 @@ bool has_adapter_files(const fs::path& dir) {
   return fs::exists(dir / kAdapterFile) || fs::exists(dir / kAdapterConfigFile);
 }
 
-void load_adapters(nn::GPT& gpt, const fs::path& dir) {
+void load_adapters(nn::CausalLM& gpt, const fs::path& dir) {
   for (const char* name : {kAdapterFile, kAdapterConfigFile})
     LMF_CHECK(fs::exists(dir / name), (dir / name).string(),
               ": missing (a checkpoint with LoRA "
               "adapters needs both ",
               kAdapterFile, " and ", kAdapterConfigFile, ")");
-  nn::LoraOptions options = read_adapter_config(dir / kAdapterConfigFile);
+  nn::LoraOptions options = read_adapter_config(dir / kAdapterConfigFile, gpt);
   const std::string file = (dir / kAdapterFile).string();
   SafetensorsFile st = read_safetensors(dir / kAdapterFile);
 
   // Every expected tensor with its shape, checked against the file before add_lora allocates
   // rank-sized adapters: a hostile rank cannot ask for more memory than the file holds.
   std::map<std::string, Shape> expected;
-  for (int64_t i = 0; i < gpt.num_blocks(); ++i) {
+  for (int64_t i = 0; i < gpt.num_layers(); ++i) {
     for (const auto& target : options.targets) {
       const nn::Linear& layer = nn::lora_target(gpt, i, target);
-      expected[lora_name(i, target, "lora_A")] = {options.rank, layer.in_features()};
-      expected[lora_name(i, target, "lora_B")] = {layer.out_features(), options.rank};
+      expected[lora_name(gpt, i, target, "lora_A")] = {options.rank, layer.in_features()};
+      expected[lora_name(gpt, i, target, "lora_B")] = {layer.out_features(), options.rank};
     }
   }
   nn::StateDict state;

@@ -1,6 +1,8 @@
-// GPT <-> Hugging Face GPT-2 directories. One table (hf_tensor_shapes) lists every tensor the
-// config implies with its file shape, so saving, loading and shape checking cannot drift apart;
-// the only layout change at the boundary is the Conv1D transpose.
+// CausalLM <-> Hugging Face directories. One small table of architectures (kArchitectures) maps
+// config.json's model_type to a loader and a writer, so a new model family is one entry. For GPT-2
+// one table (hf_tensor_shapes) lists every tensor the config implies with its file shape, so
+// saving, loading and shape checking cannot drift apart; the only layout change at the boundary is
+// the Conv1D transpose.
 #include "lmforge/io/checkpoint.h"
 
 #include <fcntl.h>
@@ -226,7 +228,11 @@ nn::GPTConfig read_gpt_config(const fs::path& path) {
 
 // --- model files -------------------------------------------------------------------------------
 
-void write_model_files(const nn::GPT& gpt, const fs::path& dir) {
+namespace {
+
+// GPT-2's file: the table's tensors in its order, zero biases for a bias-free model.
+void write_gpt2_tensors(const nn::CausalLM& model, const fs::path& dir) {
+  const auto& gpt = dynamic_cast<const nn::GPT&>(model);
   const nn::GPTConfig& config = gpt.config();
   NamedTensors tensors;
   for (const FileTensor& ft : hf_tensor_shapes(config)) {
@@ -241,18 +247,98 @@ void write_model_files(const nn::GPT& gpt, const fs::path& dir) {
     tensors.emplace_back(ft.name, ft.conv1d ? transpose_2d(p) : p);
   }
   write_safetensors(dir / kModelFile, tensors, {{"format", "pt"}});
-  write_file_atomic(dir / kConfigFile, gpt_config_json(config));
-  if (nn::has_lora(gpt)) write_adapter_files(gpt, dir);
 }
 
-void save_gpt(const nn::GPT& gpt, const fs::path& dir) {
+// Any other model: every parameter but the LoRA adapters, under its checkpoint name.
+void write_named_tensors(const nn::CausalLM& model, const fs::path& dir) {
+  NamedTensors tensors;
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (ends_with(name, ".lora_A") || ends_with(name, ".lora_B")) continue;
+    const nn::CheckpointName to = model.checkpoint_name(name);
+    const Tensor host = p.to(Device::cpu());
+    tensors.emplace_back(to.name, to.transposed ? transpose_2d(host) : host);
+  }
+  write_safetensors(dir / kModelFile, tensors, {{"format", "pt"}});
+}
+
+std::unique_ptr<nn::GPT> load_gpt2(const fs::path& dir, uint64_t seed);
+
+// The architectures a checkpoint directory can hold, by config.json's model_type. A new model
+// family is one entry: its loader (config.json + model.safetensors -> a model on the CPU) and its
+// writer of model.safetensors.
+struct Architecture {
+  const char* model_type;
+  std::unique_ptr<nn::CausalLM> (*load)(const fs::path& dir, uint64_t seed);
+  void (*write)(const nn::CausalLM& model, const fs::path& dir);
+};
+const Architecture kArchitectures[] = {
+    {"gpt2", [](const fs::path& dir, uint64_t seed) -> std::unique_ptr<nn::CausalLM> { return load_gpt2(dir, seed); },
+     write_gpt2_tensors},
+};
+
+const Architecture* find_architecture(const std::string& model_type) {
+  for (const Architecture& a : kArchitectures)
+    if (model_type == a.model_type) return &a;
+  return nullptr;
+}
+
+std::string supported_types() {
+  std::string out;
+  for (const Architecture& a : kArchitectures) out += std::string(out.empty() ? "" : ", ") + "\"" + a.model_type + "\"";
+  return out;
+}
+
+// config.json's model_type ("gpt2" when absent, as GPT-2 configs of old tools omit it).
+std::string read_model_type(const fs::path& path) {
+  const std::string file = path.string();
+  std::ifstream in(path, std::ios::binary);
+  LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const json j = json::parse(text, nullptr, false);
+  LMF_CHECK(!j.is_discarded(), file, ": not valid JSON");
+  LMF_CHECK(j.is_object(), file, ": not a JSON object");
+  if (!j.contains("model_type")) return "gpt2";
+  LMF_CHECK(j["model_type"].is_string() && find_architecture(j["model_type"].get<std::string>()), file,
+            ": key \"model_type\" is ", j["model_type"].dump(), "; only ", supported_types(),
+            " models are supported");
+  return j["model_type"].get<std::string>();
+}
+
+}  // namespace
+
+void write_model_files(const nn::CausalLM& model, const fs::path& dir) {
+  const Architecture* arch = find_architecture(model.arch());
+  (arch ? arch->write : write_named_tensors)(model, dir);
+  write_file_atomic(dir / kConfigFile, model.hf_config_json());
+  if (nn::has_lora(model)) write_adapter_files(model, dir);
+}
+
+void save(const nn::CausalLM& model, const fs::path& dir) {
   AtomicDir out(dir);
-  write_model_files(gpt, out.path());
+  write_model_files(model, out.path());
   out.commit();
+}
+
+void save_gpt(const nn::GPT& gpt, const fs::path& dir) { save(gpt, dir); }
+
+std::unique_ptr<nn::CausalLM> load_model(const fs::path& dir, uint64_t seed) {
+  LMF_CHECK(fs::is_directory(dir), dir.string(), ": not a checkpoint directory");
+  const Architecture* arch = find_architecture(read_model_type(dir / kConfigFile));
+  std::unique_ptr<nn::CausalLM> model = arch->load(dir, seed);
+  if (has_adapter_files(dir)) load_adapters(*model, dir);
+  return model;
 }
 
 std::unique_ptr<nn::GPT> load_gpt(const fs::path& dir, uint64_t seed) {
   LMF_CHECK(fs::is_directory(dir), dir.string(), ": not a checkpoint directory");
+  std::unique_ptr<nn::GPT> gpt = load_gpt2(dir, seed);
+  if (has_adapter_files(dir)) load_adapters(*gpt, dir);
+  return gpt;
+}
+
+namespace {
+
+std::unique_ptr<nn::GPT> load_gpt2(const fs::path& dir, uint64_t seed) {
   const nn::GPTConfig config = read_gpt_config(dir / kConfigFile);
   const fs::path model_path = dir / kModelFile;
   const std::string file = model_path.string();
@@ -313,8 +399,9 @@ std::unique_ptr<nn::GPT> load_gpt(const fs::path& dir, uint64_t seed) {
 
   auto gpt = std::make_unique<nn::GPT>(config, seed);
   gpt->load_state_dict(state, /*strict=*/true);
-  if (has_adapter_files(dir)) load_adapters(*gpt, dir);
   return gpt;
 }
+
+}  // namespace
 
 }  // namespace lmf::io

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lmforge/autograd.h"
 #include "lmforge/nn/kv_cache.h"
 #include "lmforge/nn/lora.h"
 #include "lmforge/ops.h"
@@ -42,8 +43,19 @@ CausalSelfAttention::CausalSelfAttention(const GPTConfig& config, Generator& ini
   register_module("c_proj", c_proj_);
 }
 
-Tensor CausalSelfAttention::forward(const Tensor& x) const {
-  Tensor y = causal_self_attention(c_attn_.forward(x), n_head_);  // (B, T, 3C) -> (B, T, C)
+Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache, int64_t layer) const {
+  Tensor y;
+  if (cache == nullptr) {
+    y = causal_self_attention(c_attn_.forward(x), n_head_);  // (B, T, 3C) -> (B, T, C)
+  } else {
+    // q, k, v as (B, NH, T, HS) views of the projection; the cache copies k and v in and hands back
+    // every cached position, which the attention op reads in place.
+    const int64_t b = x.size(0), t = x.size(1), hs = n_embd_ / n_head_;
+    const Tensor heads = view(c_attn_.forward(x), {b, t, 3 * n_head_, hs});  // (B, T, 3 NH, HS)
+    const auto part = [&](int64_t i) { return transpose(slice(heads, 2, i * n_head_, (i + 1) * n_head_), 1, 2); };
+    const auto [keys, values] = cache->append(layer, part(1), part(2));  // (B, NH, L + T, HS)
+    y = reshape(transpose(attention(part(0), keys, values), 1, 2), {b, t, n_embd_});  // (B, T, C)
+  }
   y = c_proj_.forward(y);
   return dropout(y, dropout_, is_training(), *dropout_gen_);
 }
@@ -74,9 +86,10 @@ Block::Block(const GPTConfig& config, Generator& init_gen, Generator& dropout_ge
   register_module("mlp", mlp_);
 }
 
-Tensor Block::forward(const Tensor& x) const {
+Tensor Block::forward(const Tensor& x, KVCache* cache, int64_t layer) const {
   // h = x + attn(ln_1(x)) and ln_2(h) in one pass (B, T, C)
-  auto [h, normed] = add_layer_norm(x, attn_.forward(ln_1_.forward(x)), ln_2_.weight(), ln_2_.bias(), ln_2_.eps());
+  auto [h, normed] =
+      add_layer_norm(x, attn_.forward(ln_1_.forward(x), cache, layer), ln_2_.weight(), ln_2_.bias(), ln_2_.eps());
   return add(h, mlp_.forward(normed));
 }
 
@@ -105,13 +118,22 @@ GPT::GPT(const GPTConfig& config, uint64_t seed)
   init_gen_.reset();
 }
 
-Tensor GPT::hidden_states(const Tensor& ids) const {
+Tensor GPT::hidden_states(const Tensor& ids, KVCache* cache) const {
   LMF_CHECK(ids.dim() == 2, "GPT input ids must be (B, T), got ", shape_str(ids.shape()));
   LMF_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::u16,
             "GPT input ids must be i32 or u16, got ", dtype_name(ids.dtype()));
-  const int64_t T = ids.size(1);
+  const int64_t T = ids.size(1), start = cache ? cache->length() : 0;
   LMF_CHECK(T >= 1 && T <= config_.block_size, "sequence length ", T,
             " is outside [1, block_size = ", config_.block_size, "]");
+  if (cache) {  // every check before the first layer appends, so a refused call leaves the cache as it was
+    LMF_CHECK(!grad_enabled() || !needs_grad(parameters()),
+              "GPT::forward with a KV cache is for inference: run it under NoGradGuard");
+    LMF_CHECK(cache->num_layers() == config_.n_layer && ids.size(0) == cache->batch(), "KV cache of ",
+              cache->num_layers(), " layers and batch ", cache->batch(), " for a model of ", config_.n_layer,
+              " layers and ids of shape ", shape_str(ids.shape()));
+    LMF_CHECK(start + T <= cache->capacity(), "KV cache: ", start, " cached + ", T,
+              " new positions exceed its capacity of ", cache->capacity());
+  }
   if (ids.device().is_cpu()) {
     // Checked here (not only in the embedding op) to name the position and the vocabulary size.
     const Tensor c = ids.contiguous_copy();
@@ -122,16 +144,16 @@ Tensor GPT::hidden_states(const Tensor& ids) const {
                 ") is outside the vocabulary [0, ", V, ")");
     }
   }
-  Tensor x = add(wte_.forward(ids), slice(wpe_.weight(), 0, 0, T));  // (B, T, C)
+  Tensor x = add(wte_.forward(ids), slice(wpe_.weight(), 0, start, start + T));  // (B, T, C)
   x = dropout(x, config_.dropout, is_training(), *dropout_gen_);
-  for (const auto& block : h_) x = block->forward(x);
+  for (std::size_t l = 0; l < h_.size(); ++l) x = h_[l]->forward(x, cache, static_cast<int64_t>(l));
+  if (cache) cache->advance(T);
   return ln_f_.forward(x);  // (B, T, C)
 }
 
 Tensor GPT::forward(const Tensor& ids, KVCache* cache) const {
-  LMF_CHECK(cache == nullptr, "GPT::forward with a KV cache is not implemented yet");
   // The head is tied to the token embedding: logits = x · wteᵀ.
-  return linear(hidden_states(ids), wte_.weight());  // (B, T, V)
+  return linear(hidden_states(ids, cache), wte_.weight());  // (B, T, V)
 }
 
 GPT::Output GPT::forward(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
@@ -142,8 +164,11 @@ GPT::Output GPT::forward(const Tensor& ids, const Tensor& targets, int32_t ignor
 }
 
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+  // wpe has block_size rows, so no position past it can be fed.
+  LMF_CHECK(capacity >= 0 && capacity <= config_.block_size, "KV cache capacity ", capacity,
+            " is outside [1, block_size = ", config_.block_size, "]");
   return KVCache(config_.n_layer, batch, config_.n_head, config_.n_embd / config_.n_head,
-                 capacity > 0 ? capacity : config_.block_size, slab()->device());
+                 capacity > 0 ? capacity : config_.block_size, wte_.weight().device());
 }
 
 double GPT::flops_per_token(int64_t seq_len) const {

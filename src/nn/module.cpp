@@ -75,6 +75,16 @@ void Module::add_child(std::string name, Module* child) {
   structure_changed();
 }
 
+Module* Module::submodule(const std::string& name) const {
+  for (const auto& [child_name, child] : children_) {
+    if (name == child_name) return child;
+    if (name.size() > child_name.size() && name.compare(0, child_name.size(), child_name) == 0 &&
+        name[child_name.size()] == '.')
+      if (Module* found = child->submodule(name.substr(child_name.size() + 1))) return found;
+  }
+  return nullptr;
+}
+
 void Module::collect(const std::string& prefix, StateDict& out) const {
   for (const auto& [name, t] : params_) out.emplace_back(prefix + name, t);
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
@@ -123,21 +133,6 @@ std::vector<std::pair<std::string, Module*>> Module::named_modules() {
   return out;
 }
 
-const Module& Module::submodule(const std::string& name) const {
-  for (const auto& [n, m] : named_modules())
-    if (n == name) return *m;
-  throw Error(str("no submodule named '", name, "'"));
-}
-
-Module& Module::submodule(const std::string& name) {
-  return const_cast<Module&>(std::as_const(*this).submodule(name));
-}
-
-bool Module::has_submodule(const std::string& name) const {
-  for (const auto& [n, m] : named_modules())
-    if (n == name) return true;
-  return false;
-}
 
 StateDict Module::named_parameters() const {
   StateDict out;

@@ -1,6 +1,7 @@
-// Causal scaled dot-product attention. Only the per-row log-sum-exp (B, NH, T) is kept for the
-// backward pass, which recomputes the probabilities block by block: a T x T probability tensor per
-// head would dominate memory at useful context lengths.
+// Causal scaled dot-product attention with grouped-query heads and queries behind a KV cache. Only
+// the per-row log-sum-exp (B, NH, Tq) is kept for the backward pass, which recomputes the
+// probabilities block by block: a Tq x Tk probability tensor per head would dominate memory at
+// useful context lengths. The CPU kernel reads q, k and v in place through their strides.
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "lmforge/ops.h"
@@ -9,54 +10,72 @@
 namespace lmf {
 using namespace ops_detail;
 
+namespace {
+
+// A (B, heads, T, HS) operand as the CPU kernel reads it: in place when its head dim is unit-strided
+// (a view permuted from (B, T, NH, HS), a KV cache's prefix), otherwise a contiguous copy.
+struct Heads {
+  Tensor t;
+  cpu::HeadLayout layout;
+};
+Heads cpu_heads(const Tensor& x) {
+  const Tensor t = (x.strides()[3] == 1 || x.size(3) == 1 ? x : x.contiguous_copy()).detach();
+  return {t, {t.strides()[0], t.strides()[1], t.strides()[2]}};
+}
+
+}  // namespace
+
 Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in) {
   check_f32("attention", q_in, "q");
   check_f32("attention", k_in, "k");
   check_f32("attention", v_in, "v");
   check_same_device("attention", q_in, "q", k_in, "k");
   check_same_device("attention", q_in, "q", v_in, "v");
-  LMF_CHECK(q_in.dim() == 4, "attention: q must be (B, NH, T, HS), got ", shape_str(q_in.shape()));
-  LMF_CHECK(k_in.shape() == q_in.shape() && v_in.shape() == q_in.shape(),
-            "attention: q, k and v must have the same shape, got q ", shape_str(q_in.shape()),
+  LMF_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
+            "attention: q must be (B, NH, Tq, HS) and k, v (B, NKV, Tk, HS), got q ", shape_str(q_in.shape()),
             ", k ", shape_str(k_in.shape()), ", v ", shape_str(v_in.shape()));
-  const int64_t b = q_in.size(0), nh = q_in.size(1), t = q_in.size(2), hs = q_in.size(3), bh = b * nh;
-  LMF_CHECK(hs > 0, "attention: head size must be positive, got q ", shape_str(q_in.shape()));
-  const Tensor q = q_in.contiguous_copy(), k = k_in.contiguous_copy(), v = v_in.contiguous_copy();
-  Tensor out = Tensor::empty(q.shape(), DType::f32, q.device());  // (B, NH, T, HS)
-  Tensor lse = Tensor::empty({b, nh, t}, DType::f32, q.device());  // (B, NH, T)
-  const auto layout = cpu::HeadLayout::contiguous(nh, t, hs);
-  switch (q.device().type) {
-    case DeviceType::cpu:
-      cpu::attention_forward(out.data<float>(), layout, lse.data<float>(), q.data<float>(), k.data<float>(),
-                             v.data<float>(), layout, b, nh, t, hs);
-      break;
-    case DeviceType::cuda:
-      cuda::attention_forward(q.device(), out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
-                              v.data<float>(), bh, t, hs);
-      break;
+  const cpu::AttentionDims d{q_in.size(0), q_in.size(1), k_in.size(1), q_in.size(2), k_in.size(2), q_in.size(3)};
+  LMF_CHECK(v_in.shape() == k_in.shape() && k_in.size(0) == d.b && k_in.size(3) == d.hs && d.nkv > 0 &&
+                d.nh % d.nkv == 0 && d.tq <= d.tk && d.hs > 0,
+            "attention: q (B, NH, Tq, HS) ", shape_str(q_in.shape()), " needs k and v (B, NKV, Tk, HS) of equal shape "
+            "with NKV dividing NH, Tq <= Tk and HS > 0, got k ", shape_str(k_in.shape()), ", v ",
+            shape_str(v_in.shape()));
+  const Device device = q_in.device();
+  Tensor out = Tensor::empty(q_in.shape(), DType::f32, device);  // (B, NH, Tq, HS)
+  Tensor lse = Tensor::empty({d.b, d.nh, d.tq}, DType::f32, device);  // (B, NH, Tq)
+  if (device.is_cpu()) {
+    const Heads q = cpu_heads(q_in), k = cpu_heads(k_in), v = cpu_heads(v_in);
+    const auto out_l = cpu::HeadLayout::contiguous(d.nh, d.tq, d.hs);
+    cpu::attention_forward(d, out.data<float>(), out_l, lse.data<float>(), q.t.data<float>(), q.layout,
+                           k.t.data<float>(), k.layout, v.t.data<float>(), v.layout);
+    return record(out, "attention", {q_in, k_in, v_in}, [q, k, v, lse, d, out_l](const Tensor& g_in) {
+      const Tensor g = g_in.contiguous_copy();  // (B, NH, Tq, HS)
+      Tensor dq = Tensor::empty(q.t.shape(), DType::f32, g.device());
+      Tensor dk = Tensor::empty(k.t.shape(), DType::f32, g.device());
+      Tensor dv = Tensor::empty(v.t.shape(), DType::f32, g.device());
+      const auto q_l = cpu::HeadLayout::contiguous(d.nh, d.tq, d.hs), kv_l = cpu::HeadLayout::contiguous(d.nkv, d.tk, d.hs);
+      cpu::attention_backward(d, dq.data<float>(), q_l, dk.data<float>(), kv_l, dv.data<float>(), kv_l,
+                              g.data<float>(), out_l, q.t.data<float>(), q.layout, k.t.data<float>(), k.layout,
+                              v.t.data<float>(), v.layout, lse.data<float>());
+      return std::vector<Tensor>{dq, dk, dv};
+    });
   }
-  // The GPU backward needs rowsum(dout * out); the CPU one does not keep the output.
-  const Tensor out_saved = q.device().is_cuda() ? out.detach() : Tensor();
+  // The CUDA kernels read contiguous (B, heads, T, HS) operands.
+  const Tensor q = q_in.contiguous_copy(), k = k_in.contiguous_copy(), v = v_in.contiguous_copy();
+  cuda::attention_forward(device, out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
+                          v.data<float>(), d.b, d.nh, d.nkv, d.tq, d.tk, d.hs);
   return record(out, "attention", {q_in, k_in, v_in},
-                [q = q.detach(), k = k.detach(), v = v.detach(), lse, out_saved, b, nh, t, hs,
-                 layout](const Tensor& g_in) {
+                [q = q.detach(), k = k.detach(), v = v.detach(), lse, out = out.detach(), d](const Tensor& g_in) {
+                  LMF_CHECK(d.nh == d.nkv && d.tq == d.tk,
+                            "attention: the CUDA backward supports neither grouped-query heads nor queries "
+                            "behind a cache yet (NH ", d.nh, ", NKV ", d.nkv, ", Tq ", d.tq, ", Tk ", d.tk, ")");
                   const Tensor g = g_in.contiguous_copy();  // (B, NH, T, HS)
                   Tensor dq = Tensor::empty(q.shape(), DType::f32, g.device());
-                  Tensor dk = Tensor::empty(q.shape(), DType::f32, g.device());
-                  Tensor dv = Tensor::empty(q.shape(), DType::f32, g.device());
-                  switch (g.device().type) {
-                    case DeviceType::cpu:
-                      cpu::attention_backward(dq.data<float>(), dk.data<float>(), dv.data<float>(), layout,
-                                              g.data<float>(), layout, q.data<float>(), k.data<float>(),
-                                              v.data<float>(), layout, lse.data<float>(), b, nh, t, hs);
-                      break;
-                    case DeviceType::cuda:
-                      cuda::attention_backward(g.device(), dq.data<float>(), dk.data<float>(), dv.data<float>(),
-                                               g.data<float>(), out_saved.data<float>(), q.data<float>(),
-                                               k.data<float>(), v.data<float>(), lse.data<float>(), b * nh, t,
-                                               hs);
-                      break;
-                  }
+                  Tensor dk = Tensor::empty(k.shape(), DType::f32, g.device());
+                  Tensor dv = Tensor::empty(v.shape(), DType::f32, g.device());
+                  cuda::attention_backward(g.device(), dq.data<float>(), dk.data<float>(), dv.data<float>(),
+                                           g.data<float>(), out.data<float>(), q.data<float>(), k.data<float>(),
+                                           v.data<float>(), lse.data<float>(), d.b * d.nh, d.tq, d.hs);
                   return std::vector<Tensor>{dq, dk, dv};
                 });
 }
@@ -77,15 +96,16 @@ Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
   Tensor lse = Tensor::empty({b, nh, t}, DType::f32, qkv.device());  // (B, NH, T)
   const auto in_l = cpu::HeadLayout::interleaved(nh, t, hs, 3), out_l = cpu::HeadLayout::interleaved(nh, t, hs, 1);
   const float* p = qkv.data<float>();
-  cpu::attention_forward(out.data<float>(), out_l, lse.data<float>(), p, p + c, p + 2 * c, in_l, b, nh, t, hs);
+  const cpu::AttentionDims d{b, nh, nh, t, t, hs};
+  cpu::attention_forward(d, out.data<float>(), out_l, lse.data<float>(), p, in_l, p + c, in_l, p + 2 * c, in_l);
   return record(out, "causal_self_attention", {qkv_in},
-                [qkv = qkv.detach(), lse, b, nh, t, c, hs, in_l, out_l](const Tensor& g_in) {
+                [qkv = qkv.detach(), lse, d, c, in_l, out_l](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (B, T, C)
                   Tensor dqkv = Tensor::empty(qkv.shape(), DType::f32, g.device());  // every element written
                   const float* p = qkv.data<float>();
-                  float* d = dqkv.data<float>();
-                  cpu::attention_backward(d, d + c, d + 2 * c, in_l, g.data<float>(), out_l, p, p + c, p + 2 * c,
-                                          in_l, lse.data<float>(), b, nh, t, hs);
+                  float* dp = dqkv.data<float>();
+                  cpu::attention_backward(d, dp, in_l, dp + c, in_l, dp + 2 * c, in_l, g.data<float>(), out_l, p,
+                                          in_l, p + c, in_l, p + 2 * c, in_l, lse.data<float>());
                   return std::vector<Tensor>{dqkv};
                 });
 }

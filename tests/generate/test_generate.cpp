@@ -1,6 +1,7 @@
-// Generation: the KV-cache forward pass against GPT::forward at every position (prefill, one token at
-// a time, batches, a bias-free model, and across the block_size slide), greedy decoding against the
-// argmax of the full forward pass, and the sampling rules (top-k, top-p, seeds, validation).
+// Generation: GPT::forward with a KV cache against GPT::forward without one at every position
+// (prefill, one token at a time, batches, a bias-free model, and across the block_size slide), greedy
+// decoding against the argmax of the full forward pass, and the sampling rules (top-k, top-p, seeds,
+// validation).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "lmforge/autograd.h"
 #include "lmforge/generate/generate.h"
+#include "lmforge/nn/gpt.h"
 #include "lmforge/ops.h"
 
 using lmf::Generator;
@@ -59,11 +61,10 @@ std::vector<float> full_logits_at(const GPT& gpt, const std::vector<int32_t>& id
   return std::vector<float>(all.begin() + t * V, all.begin() + (t + 1) * V);
 }
 
-// The two paths sum the same f32 products in different orders (the cache's attention and its
-// matrix-vector layout against the batched kernels), so they agree to a few ulps of the largest
-// logit, not bit for bit: the largest difference seen is ~6e-7 of the row's largest magnitude,
-// so 1e-5 leaves a wide margin yet is far below any real fault (a wrong position or key moves
-// logits by O(0.1)).
+// The two paths sum the same f32 products in different orders (a few rows against the whole
+// sequence, keys read from the cache against the fused projection), so they agree to a few ulps of
+// the largest logit, not bit for bit; 1e-5 of the row's largest magnitude is far below any real
+// fault (a wrong position or key moves logits by O(0.1)).
 constexpr double kRelTol = 1e-5;
 
 void check_close(const std::vector<float>& got, const std::vector<float>& want) {
@@ -87,7 +88,7 @@ TEST_CASE("KV-cache logits equal GPT::forward at every position, prefill then on
     const GPTConfig c = tiny_config(bias);
     auto gpt = random_gpt(c);
     const std::vector<int32_t> ids = random_tokens(c.block_size, c.vocab_size, 3);
-    gen::KVCache cache(c);
+    auto cache = gpt->make_cache();
     // Prefill the first 3 tokens in one call, then feed the rest one by one.
     std::vector<float> logits = gen::forward_step(*gpt, cache, {ids[0], ids[1], ids[2]});
     CHECK(cache.length() == 3);
@@ -106,7 +107,7 @@ TEST_CASE("KV-cache logits match for a batch of sequences and for long prefills"
   const int64_t B = 3, T = c.block_size, V = c.vocab_size;
   std::vector<std::vector<int32_t>> rows;
   for (int64_t b = 0; b < B; ++b) rows.push_back(random_tokens(T, V, 10 + b));
-  gen::KVCache cache(c, B);
+  auto cache = gpt->make_cache(B);
   // Prefill 5 positions (3 x 5 = 15 rows: the transposed W·xᵀ products), then one at a time.
   for (int64_t start = 0, len = 5; start < T; start += len, len = 1) {
     std::vector<int32_t> chunk;
@@ -120,7 +121,7 @@ TEST_CASE("KV-cache logits match for a batch of sequences and for long prefills"
   }
 
   // A prefill with enough rows (B * T >= 16) for the plain x·Wᵀ product.
-  gen::KVCache big(c, B);
+  auto big = gpt->make_cache(B);
   std::vector<int32_t> all;
   for (const auto& r : rows) all.insert(all.end(), r.begin(), r.end());
   const std::vector<float> logits =
@@ -137,7 +138,7 @@ TEST_CASE("Past block_size the window slides: logits equal GPT::forward on the l
   const std::vector<int32_t> ids = random_tokens(3 * block, c.vocab_size, 5);
   // The documented sliding rule, as generate() applies it: once the cache is full, clear it and
   // feed the last block_size tokens again.
-  gen::KVCache cache(c);
+  auto cache = gpt->make_cache();
   std::vector<int32_t> context(ids.begin(), ids.begin() + 4);
   std::vector<float> logits = gen::forward_step(*gpt, cache, context);
   for (std::size_t i = 4; i < ids.size(); ++i) {
@@ -258,7 +259,7 @@ TEST_CASE("Invalid sampling options and inputs are errors that leave the cache u
 
   const GPTConfig c = tiny_config();
   auto gpt = random_gpt(c);
-  gen::KVCache cache(c);
+  auto cache = gpt->make_cache();
   gen::forward_step(*gpt, cache, {1, 2});
   CHECK_THROWS_WITH(gen::forward_step(*gpt, cache, {1, 99}), Catch::Contains("99"));
   CHECK(cache.length() == 2);
@@ -266,7 +267,7 @@ TEST_CASE("Invalid sampling options and inputs are errors that leave the cache u
                     Catch::Contains("capacity"));
   CHECK_THROWS_WITH(gen::forward_step(*gpt, cache, Tensor::from_vector(std::vector<int32_t>{1, 2}, {2, 1})),
                     Catch::Contains("batch"));
-  CHECK_THROWS(gen::KVCache(c, 1, c.block_size + 1));
+  CHECK_THROWS(gpt->make_cache(1, c.block_size + 1));
   gen::GenerateOptions options;
   CHECK_THROWS_WITH(gen::generate(*gpt, {}, options, g), Catch::Contains("prompt"));
 }

@@ -326,3 +326,27 @@ TEST_CASE("AtomicDir replaces a previous directory and cleans up when not commit
   CHECK(fs::exists(target / "model.safetensors"));
   CHECK_FALSE(fs::exists(target / "b.txt"));
 }
+
+TEST_CASE("load_model picks the architecture from config.json's model_type and loads what save wrote") {
+  TempDir tmp;
+  auto gpt = random_gpt(small_config());
+  const fs::path dir = tmp.path / "ckpt";
+  lmf::io::save(*gpt, dir);  // through the CausalLM interface
+  const std::unique_ptr<lmf::nn::CausalLM> model = lmf::io::load_model(dir);
+  REQUIRE(model->arch() == "gpt2");
+  REQUIRE(dynamic_cast<const lmf::nn::GPT*>(model.get()) != nullptr);
+  check_same_parameters(*gpt, dynamic_cast<const lmf::nn::GPT&>(*model));
+  CHECK(model->hf_config_json() == gpt->hf_config_json());
+
+  // No model_type: a GPT-2 config of an older tool.
+  nlohmann::json config = read_json(dir / "config.json");
+  config.erase("model_type");
+  write_text(dir / "config.json", config.dump());
+  CHECK(lmf::io::load_model(dir)->arch() == "gpt2");
+
+  config["model_type"] = "llama";
+  write_text(dir / "config.json", config.dump());
+  CHECK_THROWS_WITH(lmf::io::load_model(dir), Catch::Contains("config.json") && Catch::Contains("\"model_type\"") &&
+                                                  Catch::Contains("\"llama\"") && Catch::Contains("\"gpt2\""));
+  CHECK_THROWS_WITH(lmf::io::load_model(tmp.path / "absent"), Catch::Contains("not a checkpoint directory"));
+}

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <set>
 
+#include "lmforge/autograd.h"
+#include "lmforge/nn/kv_cache.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
 #include "nn/gpt_fixture.h"
@@ -228,4 +230,40 @@ TEST_CASE("GPT overfits a fixed batch in 30 AdamW steps") {
   }
   CHECK(first == Approx(std::log(31.0)).epsilon(0.05));  // near-uniform predictions at init
   CHECK(last < 0.25f * first);
+}
+
+TEST_CASE("GPT forward with a KV cache gives the uncached logits at every position, chunk by chunk") {
+  GPT gpt(tiny_config(), 21);
+  gpt.eval();
+  const int64_t B = 2, T = 8, V = 31;
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < B * T; ++i) ids.push_back(static_cast<int32_t>((i * 7 + 3) % V));
+  lmf::NoGradGuard no_grad;
+  const auto full = gpt.forward(tokens(ids, B, T)).to_vector();  // (B, T, V)
+  auto cache = gpt.make_cache(B);
+  int64_t start = 0;
+  for (int64_t len : {3, 1, 4}) {  // a prefill, one token, then a chunk
+    std::vector<int32_t> chunk;
+    for (int64_t b = 0; b < B; ++b)
+      chunk.insert(chunk.end(), ids.begin() + b * T + start, ids.begin() + b * T + start + len);
+    const auto got = gpt.forward(tokens(chunk, B, len), &cache).to_vector();  // (B, len, V)
+    CHECK(cache.length() == start + len);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < len; ++t)
+        for (int64_t v = 0; v < V; ++v)
+          CHECK(got[(b * len + t) * V + v] == Approx(full[(b * T + start + t) * V + v]).margin(1e-5));
+    start += len;
+  }
+}
+
+TEST_CASE("GPT forward with a KV cache refuses a graph, an overflow and a mismatched cache, leaving it unchanged") {
+  GPT gpt(tiny_config(), 22);
+  auto cache = gpt.make_cache(1);
+  CHECK_THROWS_WITH(gpt.forward(tokens({1, 2}, 1, 2), &cache), Catch::Contains("NoGradGuard"));
+  lmf::NoGradGuard no_grad;
+  gpt.forward(tokens({1, 2, 3}, 1, 3), &cache);
+  CHECK_THROWS_WITH(gpt.forward(tokens(std::vector<int32_t>(6, 1), 1, 6), &cache), Catch::Contains("capacity"));
+  CHECK_THROWS_WITH(gpt.forward(tokens({1, 2}, 2, 1), &cache), Catch::Contains("batch"));
+  CHECK(cache.length() == 3);
+  CHECK_THROWS_WITH(gpt.make_cache(1, 9), Catch::Contains("block_size"));
 }

@@ -319,10 +319,32 @@ TEST_CASE("damaged adapter files are errors naming the file") {
   }
 }
 
-TEST_CASE("the cached generation pass refuses an adapted model instead of ignoring its adapters") {
+TEST_CASE("cached generation applies unmerged adapters: its logits equal the adapted full forward") {
   GPT gpt(tiny_config(), 13);
-  add_lora(gpt, LoraOptions{2, 4.f, 0.f, {"attn.c_attn"}, 4});
-  lmf::generate::KVCache cache(gpt.config(), 2);
-  CHECK_THROWS_WITH(lmf::generate::forward_step(gpt, cache, tiny_ids().contiguous_copy()),
-                    Contains("LoRA") && Contains("merge"));
+  add_lora(gpt, LoraOptions{2, 4.f, 0.f, {"attn.c_attn", "mlp.c_fc"}, 4});
+  {  // lora_B starts at zero; make the adapters change the output
+    lmf::NoGradGuard no_grad;
+    lmf::Generator g(5);
+    for (auto& [name, p] : gpt.named_parameters())
+      if (name.find("lora_B") != std::string::npos) {
+        Tensor dst = p;
+        dst.copy_(Tensor::randn(p.shape(), g, 0.f, 0.5f));
+      }
+  }
+  gpt.eval();
+  const Tensor ids = tiny_ids().contiguous_copy();  // (B, T)
+  lmf::NoGradGuard no_grad;
+  const auto full = gpt.forward(ids).to_vector();  // (B, T, V)
+  auto cache = gpt.make_cache(ids.size(0));
+  const int64_t b = ids.size(0), t = ids.size(1), v = gpt.vocab_size();
+  for (int64_t i = 0; i < t; ++i) {
+    const auto step = lmf::generate::forward_step(gpt, cache, lmf::slice(ids, 1, i, i + 1).contiguous_copy()).to_vector();
+    for (int64_t r = 0; r < b; ++r)
+      for (int64_t j = 0; j < v; ++j) CHECK(step[r * v + j] == Approx(full[(r * t + i) * v + j]).margin(1e-4));
+  }
+  // The adapters matter: the base model (same seed, no adapters) gives other logits.
+  const auto base = GPT(tiny_config(), 13).forward(ids).to_vector();
+  double moved = 0;
+  for (std::size_t i = 0; i < base.size(); ++i) moved = std::max(moved, double(std::abs(base[i] - full[i])));
+  CHECK(moved > 1e-2);
 }

@@ -12,24 +12,27 @@ using namespace lmf::test;
 
 namespace {
 
+// q (B, NH, Tq, HS), k and v (B, NKV, Tk, HS) -> (B, NH, Tq, HS) in double: query head h reads
+// key/value head h / (NH / NKV), query i sees keys 0 .. Tk - Tq + i.
 std::vector<double> reference_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
-  const auto qv = q.to_vector(), kv = k.to_vector(), vv = v.to_vector();
-  const int64_t bh = q.size(0) * q.size(1), t = q.size(2), hs = q.size(3);
+  const auto qv = to_double(q.contiguous_copy()), kv = to_double(k.contiguous_copy()), vv = to_double(v.contiguous_copy());
+  const int64_t b = q.size(0), nh = q.size(1), tq = q.size(2), hs = q.size(3), nkv = k.size(1), tk = k.size(2);
   const double scale = 1.0 / std::sqrt(double(hs));
-  std::vector<double> out(qv.size(), 0.0), p(t);
-  for (int64_t h = 0; h < bh; ++h) {
-    const int64_t off = h * t * hs;
-    for (int64_t i = 0; i < t; ++i) {
+  std::vector<double> out(qv.size(), 0.0), p(tk);
+  for (int64_t h = 0; h < b * nh; ++h) {
+    const int64_t off = h * tq * hs, kv_off = ((h / nh) * nkv + (h % nh) / (nh / nkv)) * tk * hs;
+    for (int64_t i = 0; i < tq; ++i) {
+      const int64_t last = tk - tq + i;
       double m = -INFINITY, s = 0;
-      for (int64_t j = 0; j <= i; ++j) {
+      for (int64_t j = 0; j <= last; ++j) {
         double dot = 0;
-        for (int64_t d = 0; d < hs; ++d) dot += double(qv[off + i * hs + d]) * kv[off + j * hs + d];
+        for (int64_t d = 0; d < hs; ++d) dot += qv[off + i * hs + d] * kv[kv_off + j * hs + d];
         p[j] = dot * scale;
         m = std::max(m, p[j]);
       }
-      for (int64_t j = 0; j <= i; ++j) s += (p[j] = std::exp(p[j] - m));
-      for (int64_t j = 0; j <= i; ++j)
-        for (int64_t d = 0; d < hs; ++d) out[off + i * hs + d] += p[j] / s * vv[off + j * hs + d];
+      for (int64_t j = 0; j <= last; ++j) s += (p[j] = std::exp(p[j] - m));
+      for (int64_t j = 0; j <= last; ++j)
+        for (int64_t d = 0; d < hs; ++d) out[off + i * hs + d] += p[j] / s * vv[kv_off + j * hs + d];
     }
   }
   return out;
@@ -74,6 +77,70 @@ TEST_CASE("attention accepts transposed (B, T, NH, HS) views", "[attention]") {
   const Tensor q = transpose(base, 1, 2);                      // (B, NH, T, HS), strided
   const Tensor out = attention(q, q, q);
   CHECK(close_ratio(out.to_vector(), reference_attention(q, q, q), 1e-4, 1e-5) <= 1);
+}
+
+TEST_CASE("attention with grouped-query heads and queries behind a cache matches the double reference",
+          "[attention]") {
+  struct Case { int64_t b, nh, nkv, tq, tk, hs; };
+  for (const Case c : {Case{2, 4, 2, 9, 9, 5}, Case{1, 6, 1, 1, 70, 16}, Case{2, 4, 4, 3, 11, 7},
+                       Case{1, 8, 2, 70, 150, 12}, Case{2, 2, 1, 65, 65, 64}}) {
+    INFO("B " << c.b << " NH " << c.nh << " NKV " << c.nkv << " Tq " << c.tq << " Tk " << c.tk << " HS " << c.hs);
+    const Tensor q = random_tensor({c.b, c.nh, c.tq, c.hs}, 21, false);
+    const Tensor k = random_tensor({c.b, c.nkv, c.tk, c.hs}, 22, false);
+    const Tensor v = random_tensor({c.b, c.nkv, c.tk, c.hs}, 23, false);
+    const Tensor out = attention(q, k, v);
+    CHECK(out.shape() == q.shape());
+    CHECK(close_ratio(out.to_vector(), reference_attention(q, k, v), 1e-4, 1e-5) <= 1);
+  }
+}
+
+TEST_CASE("attention's last query equals the full sequence's last row (a cached decoding step)", "[attention]") {
+  const Tensor q = random_tensor({1, 4, 6, 8}, 24, false), k = random_tensor({1, 2, 6, 8}, 25, false);
+  const Tensor v = random_tensor({1, 2, 6, 8}, 26, false);
+  const auto full = attention(q, k, v).to_vector();
+  const auto last = attention(slice(q, 2, 5, 6), k, v).to_vector();  // (1, 4, 1, 8)
+  for (int64_t h = 0; h < 4; ++h)
+    for (int64_t d = 0; d < 8; ++d) CHECK(last[h * 8 + d] == Approx(full[(h * 6 + 5) * 8 + d]).margin(1e-6));
+}
+
+TEST_CASE("attention gradients with grouped-query heads and queries behind a cache match finite differences",
+          "[attention][grad]") {
+  struct Case { int64_t nh, nkv, tq, tk, hs; };
+  for (const Case c : {Case{4, 2, 5, 5, 3}, Case{3, 1, 2, 7, 5}, Case{2, 2, 4, 9, 2}, Case{4, 2, 67, 70, 3}}) {
+    INFO("NH " << c.nh << " NKV " << c.nkv << " Tq " << c.tq << " Tk " << c.tk << " HS " << c.hs);
+    const Tensor q = random_tensor({2, c.nh, c.tq, c.hs}, 27);
+    const Tensor k = random_tensor({2, c.nkv, c.tk, c.hs}, 28);
+    const Tensor v = random_tensor({2, c.nkv, c.tk, c.hs}, 29);
+    const auto r = gradcheck([](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2]); }, {q, k, v});
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("attention reads permuted and sliced views in place with the same result and gradients",
+          "[attention][grad]") {
+  // q from a (B, T, NH, HS) projection, k and v the first 6 positions of (B, NKV, capacity 10, HS) buffers.
+  const Tensor qb = random_tensor({2, 4, 4, 3}, 30), kb = random_tensor({2, 2, 10, 3}, 31);
+  const Tensor vb = random_tensor({2, 2, 10, 3}, 32);
+  const auto f = [](const std::vector<Tensor>& in) {
+    return attention(transpose(in[0], 1, 2), slice(in[1], 2, 0, 6), slice(in[2], 2, 0, 6));
+  };
+  const Tensor out = f({qb, kb, vb});
+  CHECK(close_ratio(out.to_vector(),
+                    reference_attention(transpose(qb, 1, 2), slice(kb, 2, 0, 6), slice(vb, 2, 0, 6)), 1e-4,
+                    1e-5) <= 1);
+  const auto r = gradcheck(f, {qb, kb, vb});
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
+TEST_CASE("attention rejects heads that do not group and more queries than keys", "[attention][errors]") {
+  CHECK_THROWS_WITH(attention(Tensor::zeros({1, 3, 2, 4}), Tensor::zeros({1, 2, 2, 4}), Tensor::zeros({1, 2, 2, 4})),
+                    Catch::Contains("NKV dividing NH") && Catch::Contains("(1, 2, 2, 4)"));
+  CHECK_THROWS_WITH(attention(Tensor::zeros({1, 2, 5, 4}), Tensor::zeros({1, 2, 4, 4}), Tensor::zeros({1, 2, 4, 4})),
+                    Catch::Contains("Tq <= Tk"));
+  CHECK_THROWS_AS(attention(Tensor::zeros({2, 2, 1, 4}), Tensor::zeros({1, 2, 4, 4}), Tensor::zeros({1, 2, 4, 4})),
+                  Error);
 }
 
 TEST_CASE("attention rejects mismatched or non-4-D inputs", "[attention][errors]") {

@@ -51,7 +51,7 @@ Tensor run_op(const std::string& op, const json& params, std::map<std::string, T
   if (op == "layer_norm") return layer_norm(in["x"], in["w"], in.count("b") ? in["b"] : Tensor(), params.at("eps").get<float>());
   if (op == "gelu") return gelu(in["x"]);
   if (op == "softmax") return softmax(in["x"]);
-  if (op == "attention") return attention(in["q"], in["k"], in["v"]);
+  if (op == "attention" || op == "attention_gqa") return attention(in["q"], in["k"], in["v"]);
   if (op == "cross_entropy") return cross_entropy(in["logits"], in["targets"], params.at("ignore_index").get<int32_t>());
   if (op == "linear") return linear(in["x"], in["w"], in.count("b") ? in["b"] : Tensor());
   if (op == "embedding") return embedding(in["weight"], in["ids"]);
@@ -90,6 +90,10 @@ TEST_CASE("layer_norm matches PyTorch", "[parity]") { check_op("layer_norm"); }
 TEST_CASE("gelu matches PyTorch's tanh GELU", "[parity]") { check_op("gelu"); }
 TEST_CASE("softmax matches PyTorch", "[parity]") { check_op("softmax"); }
 TEST_CASE("attention matches PyTorch's causal masked softmax attention", "[parity]") { check_op("attention"); }
+TEST_CASE("attention matches PyTorch with grouped-query heads, queries behind a cache and odd head sizes",
+          "[parity]") {
+  check_op("attention_gqa");
+}
 TEST_CASE("cross_entropy matches PyTorch, ignore_index included", "[parity]") { check_op("cross_entropy"); }
 TEST_CASE("linear matches PyTorch", "[parity]") { check_op("linear"); }
 TEST_CASE("embedding matches PyTorch", "[parity]") { check_op("embedding"); }

@@ -83,6 +83,34 @@ def rotary_tables(positions, hs, theta):
     return angles.cos().float().double(), angles.sin().float().double()
 
 
+def gqa_attention(q, k, v):
+    """Causal attention written out: query head h reads key/value head h // (NH // NKV), and the Tq
+    queries are the last Tq of the Tk positions (query i sees keys 0 .. Tk - Tq + i)."""
+    nh, tq, hs = q.shape[1], q.shape[2], q.shape[3]
+    nkv, tk = k.shape[1], k.shape[2]
+    k = k.repeat_interleave(nh // nkv, dim=1)
+    v = v.repeat_interleave(nh // nkv, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hs)
+    visible = torch.arange(tk)[None, :] <= (tk - tq + torch.arange(tq))[:, None]
+    scores = scores.masked_fill(~visible, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def write_attention_gqa():
+    """Its own generator, so these cases leave every other fixture's draws unchanged."""
+    global GEN
+    saved, GEN = GEN, torch.Generator().manual_seed(20261202)
+    write("attention_gqa", [
+        case("gqa_hs5", gqa_attention,
+             {"q": randn(2, 4, 7, 5), "k": randn(2, 2, 7, 5), "v": randn(2, 2, 7, 5)}),
+        case("behind_cache", gqa_attention,
+             {"q": randn(1, 3, 3, 6), "k": randn(1, 3, 8, 6), "v": randn(1, 3, 8, 6)}),
+        case("mqa_one_query", gqa_attention,
+             {"q": randn(2, 4, 1, 9), "k": randn(2, 1, 5, 9), "v": randn(2, 1, 5, 9)}),
+    ])
+    GEN = saved
+
+
 def write(op, cases):
     path = os.path.join(HERE, "fixtures", f"ops_{op}.json")
     with open(path, "w") as f:
@@ -152,3 +180,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    write_attention_gqa()

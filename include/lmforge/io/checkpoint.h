@@ -1,6 +1,7 @@
-// GPT checkpoints as Hugging Face GPT-2 directories: model.safetensors (HF tensor names, Conv1D
-// weights stored (IN, OUT)) and config.json, so GPT2LMHeadModel.from_pretrained(dir) loads ours and
-// load_gpt loads theirs. Directories are written under a temporary name and renamed into place so
+// Checkpoints of any CausalLM as Hugging Face directories: model.safetensors (the architecture's
+// tensor names and layouts; GPT-2's Conv1D weights stored (IN, OUT)) and config.json, so
+// GPT2LMHeadModel.from_pretrained(dir) loads ours and load_model / load_gpt load theirs.
+// Directories are written under a temporary name and renamed into place so
 // a crash never leaves a half-written checkpoint where a complete one is expected.
 #pragma once
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "lmforge/io/safetensors.h"
+#include "lmforge/nn/causal_lm.h"
 #include "lmforge/nn/gpt.h"
 
 namespace lmf::io {
@@ -58,33 +60,40 @@ std::string gpt_config_json(const nn::GPTConfig& config);
 /// be null or 4·n_embd), model_type (must be "gpt2"). Errors name the file and the key.
 nn::GPTConfig read_gpt_config(const std::filesystem::path& config_json);
 
-/// Writes model.safetensors and config.json into the existing directory `dir` (for example an
-/// AtomicDir's path()). Tensor names are Hugging Face's without the "transformer." prefix (as on
-/// the Hub); Conv1D weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are transposed to
-/// (IN, OUT). lm_head.weight is omitted: it is tied to wte.weight, and Hugging Face re-ties it on
-/// load. A model without biases writes zero biases, which Hugging Face's layers require and
-/// which compute the same function. A model with LoRA adapters writes its base weights there
-/// (still plain GPT-2) and the adapters with write_adapter_files.
-void write_model_files(const nn::GPT& gpt, const std::filesystem::path& dir);
-
-/// Writes adapters.safetensors ("h.{i}.<layer>.lora_A" (r, IN), ".lora_B" (OUT, r)) and
-/// adapter_config.json ({"rank", "alpha", "dropout", "targets"}) into `dir`. The model must have
-/// adapters.
-void write_adapter_files(const nn::GPT& gpt, const std::filesystem::path& dir);
-
+/// Writes model.safetensors and config.json (model.hf_config_json()) into the existing directory
+/// `dir` (for example an AtomicDir's path()), in the format of the model's architecture. GPT-2:
+/// tensor names are Hugging Face's without the "transformer." prefix (as on the Hub); Conv1D
+/// weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are transposed to (IN, OUT).
+/// lm_head.weight is omitted: it is tied to wte.weight, and Hugging Face re-ties it on load. A
+/// model without biases writes zero biases, which Hugging Face's layers require and which compute
+/// the same function. An architecture without an entry in the table of architectures (a model of
+/// one's own) writes every parameter under model.checkpoint_name(). A model with LoRA adapters
+/// writes its base weights there (still a plain model) and the adapters with write_adapter_files.
+void write_model_files(const nn::CausalLM& model, const std::filesystem::path& dir);
+/// Writes adapters.safetensors ("<layer_prefix(i)>.<target>.lora_A" (r, IN), ".lora_B" (OUT, r);
+/// "h.{i}...." for GPT-2) and adapter_config.json ({"rank", "alpha", "dropout", "targets"}) into
+/// `dir`. The model must have adapters.
+void write_adapter_files(const nn::CausalLM& model, const std::filesystem::path& dir);
 /// Whether `dir` holds adapter files (either of the two counts, so a half-copied pair is an error
 /// on load rather than a silently unadapted model).
 bool has_adapter_files(const std::filesystem::path& dir);
 
-/// Attaches the adapters described in `dir` to `gpt` (nn::add_lora: base frozen, slabs rebuilt)
+/// Attaches the adapters described in `dir` to `model` (nn::add_lora: base frozen, slabs rebuilt)
 /// and loads their values. Every tensor's presence and shape is checked against
 /// adapter_config.json and the model before anything is allocated; errors name the file and key.
-void load_adapters(nn::GPT& gpt, const std::filesystem::path& dir);
+void load_adapters(nn::CausalLM& model, const std::filesystem::path& dir);
 
 /// Writes a complete checkpoint directory at `dir` atomically (AtomicDir + write_model_files).
+void save(const nn::CausalLM& model, const std::filesystem::path& dir);
 void save_gpt(const nn::GPT& gpt, const std::filesystem::path& dir);
 
-/// Loads a checkpoint directory written by save_gpt or by Hugging Face (GPT2LMHeadModel or
+/// Loads a checkpoint directory of any architecture in the table of architectures, chosen by
+/// config.json's "model_type" (absent: "gpt2"); an unknown model_type is an error naming the file,
+/// the key and the supported types. Adapter files beside it are re-attached (load_adapters).
+/// The model is returned on the CPU.
+std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint64_t seed = 0);
+
+/// Loads a GPT-2 checkpoint directory written by save_gpt or by Hugging Face (GPT2LMHeadModel or
 /// GPT2Model). Accepts tensor names with or without the "transformer." prefix; ignores the
 /// attn.bias / attn.masked_bias buffers; accepts an absent lm_head.weight, and a present one only
 /// when it equals wte.weight (an untied head cannot be represented, so it is an error rather than

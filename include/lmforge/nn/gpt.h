@@ -40,8 +40,10 @@ std::string gpt2_config_json(const GPTConfig& config);
 class CausalSelfAttention : public Module {
  public:
   CausalSelfAttention(const GPTConfig& config, Generator& init_gen, Generator& dropout_gen);
-  /// x (B, T, C) -> (B, T, C).
-  Tensor forward(const Tensor& x) const;
+  /// x (B, T, C) -> (B, T, C). With a cache, x holds the positions after the cache->length()
+  /// cached ones: its keys and values are appended to layer `layer` of the cache and its queries
+  /// attend to every cached position as well. Gradients do not flow through the cache.
+  Tensor forward(const Tensor& x, KVCache* cache = nullptr, int64_t layer = 0) const;
 
   const Linear& c_attn() const { return c_attn_; }  ///< C -> 3C, outputs ordered q, k, v
   const Linear& c_proj() const { return c_proj_; }  ///< C -> C
@@ -78,8 +80,8 @@ class MLP : public Module {
 class Block : public Module {
  public:
   Block(const GPTConfig& config, Generator& init_gen, Generator& dropout_gen);
-  /// x (B, T, C) -> (B, T, C).
-  Tensor forward(const Tensor& x) const;
+  /// x (B, T, C) -> (B, T, C); the cache as in CausalSelfAttention::forward.
+  Tensor forward(const Tensor& x, KVCache* cache = nullptr, int64_t layer = 0) const;
 
   const LayerNorm& ln_1() const { return ln_1_; }
   const CausalSelfAttention& attn() const { return attn_; }
@@ -141,8 +143,9 @@ class GPT : public CausalLM {
   int64_t num_parameters(bool include_embeddings = true) const;
 
  private:
-  /// ids (B, T) -> final hidden states (B, T, C), after ln_f.
-  Tensor hidden_states(const Tensor& ids) const;
+  /// ids (B, T) -> final hidden states (B, T, C), after ln_f; with a cache, at positions
+  /// [cache->length(), cache->length() + T).
+  Tensor hidden_states(const Tensor& ids, KVCache* cache) const;
 
   GPTConfig config_;
   std::unique_ptr<Generator> init_gen_;     // drives initialisation; released after construction

@@ -71,14 +71,12 @@ class Module {
   /// names ("h.0", "h.0.attn", ...).
   std::vector<std::pair<std::string, Module*>> named_modules();
   std::vector<std::pair<std::string, const Module*>> named_modules() const;
-  /// The submodule at dotted path `name` ("" is this module); throws lmf::Error naming it when
-  /// there is none.
-  Module& submodule(const std::string& name);
-  const Module& submodule(const std::string& name) const;
-  bool has_submodule(const std::string& name) const;
+  bool has_submodule(const std::string& name) const { return submodule(name) != nullptr; }
   /// The parameter called `name`; throws lmf::Error naming it when there is none.
   Tensor parameter(const std::string& name) const;
   bool has_parameter(const std::string& name) const;
+  /// The submodule at dotted path `name` ("h.3.attn.c_attn"), or nullptr when there is none.
+  Module* submodule(const std::string& name) const;
   /// Total number of parameter elements.
   int64_t num_parameters() const;
 

@@ -119,16 +119,23 @@ struct HeadLayout {
   static HeadLayout interleaved(int64_t nh, int64_t t, int64_t hs, int64_t parts);
 };
 
-/// Causal attention over B * NH heads. q, k, v share the layout in_l, out has out_l; lse (B*NH, T)
-/// is the log-sum-exp of each row of scaled scores, saved for the backward pass, which recomputes
-/// the probabilities from it. dq, dk, dv share din_l and are written (dk, dv zeroed first).
-void attention_forward(float* out, const HeadLayout& out_l, float* lse, const float* q,
-                       const float* k, const float* v, const HeadLayout& in_l, int64_t b,
-                       int64_t nh, int64_t t, int64_t hs);
-void attention_backward(float* dq, float* dk, float* dv, const HeadLayout& din_l,
-                        const float* dout, const HeadLayout& dout_l, const float* q, const float* k,
-                        const float* v, const HeadLayout& in_l, const float* lse, int64_t b,
-                        int64_t nh, int64_t t, int64_t hs);
+/// Sizes of one attention call: B sequences, NH query heads reading NKV key/value heads (NKV
+/// divides NH), Tq queries that are the last Tq of Tk positions, head size HS.
+struct AttentionDims {
+  int64_t b, nh, nkv, tq, tk, hs;
+};
+
+/// Causal attention over B * NH query heads; query head h reads key/value head h / (NH / NKV),
+/// query i sees keys [0, Tk - Tq + i]. Each operand has its own layout; lse (B*NH, Tq) is the
+/// log-sum-exp of each row of scaled scores, saved for the backward pass, which recomputes the
+/// probabilities from it. dq, dk, dv are written (dk, dv of a shared head sum over its group).
+void attention_forward(const AttentionDims& d, float* out, const HeadLayout& out_l, float* lse, const float* q,
+                       const HeadLayout& q_l, const float* k, const HeadLayout& k_l, const float* v,
+                       const HeadLayout& v_l);
+void attention_backward(const AttentionDims& d, float* dq, const HeadLayout& dq_l, float* dk, const HeadLayout& dk_l,
+                        float* dv, const HeadLayout& dv_l, const float* dout, const HeadLayout& dout_l,
+                        const float* q, const HeadLayout& q_l, const float* k, const HeadLayout& k_l,
+                        const float* v, const HeadLayout& v_l, const float* lse);
 
 /// logits (N, V), targets (N) -> losses (N) (0 for ignored rows) and lse (N); returns the
 /// number of rows whose target is not ignore_index. Targets already validated.

@@ -93,9 +93,11 @@ LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, c
 LMF_CUDA_ENTRY(void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c))
 LMF_CUDA_ENTRY(void softmax_backward(Device device, float* dx, const float* dy, const float* y, int64_t n,
                                      int64_t c))
-/// out, lse as cpu::attention_forward; the backward also needs the forward's output `out`.
+/// out, lse as cpu::attention_forward, all operands contiguous; the backward (NH == NKV, Tq == Tk
+/// only) also needs the forward's output `out`.
 LMF_CUDA_ENTRY(void attention_forward(Device device, float* out, float* lse, const float* q, const float* k,
-                                      const float* v, int64_t bh, int64_t t, int64_t hs))
+                                      const float* v, int64_t b, int64_t nh, int64_t nkv, int64_t tq, int64_t tk,
+                                      int64_t hs))
 LMF_CUDA_ENTRY(void attention_backward(Device device, float* dq, float* dk, float* dv, const float* dout,
                                        const float* out, const float* q, const float* k, const float* v,
                                        const float* lse, int64_t bh, int64_t t, int64_t hs))

@@ -140,9 +140,9 @@ void softmax_backward(Device device, float* dx, const float* dy, const float* y,
 }
 
 void attention_forward(Device device, float* out, float* lse, const float* q, const float* k_, const float* v,
-                       int64_t bh, int64_t t, int64_t hs) {
+                       int64_t b, int64_t nh, int64_t nkv, int64_t tq, int64_t tk, int64_t hs) {
   DeviceGuard guard(device);
-  k::attention_forward(out, lse, q, k_, v, bh, t, hs, kStream);
+  k::attention_forward(out, lse, q, k_, v, b, nh, nkv, tq, tk, hs, kStream);
 }
 
 void attention_backward(Device device, float* dq, float* dk, float* dv, const float* dout, const float* out,
