@@ -96,6 +96,24 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
                         const float* weight, const float* mean, const float* rstd, int64_t n, int64_t c,
                         float* workspace, cudaStream_t stream);
 
+/// RMS normalisation (rmsnorm.cu): x (N, C), weight (C) -> out (N, C) = x * rstd * weight, rstd (N)
+/// = rsqrt(mean(x²) + eps) saved. Backward writes dx (N, C) and dweight (C) (null to skip).
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t n, int64_t c,
+                     float eps, cudaStream_t stream);
+/// Floats of workspace rmsnorm_backward needs.
+int64_t rmsnorm_backward_workspace(int64_t n, int64_t c);
+void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x, const float* weight,
+                      const float* rstd, int64_t n, int64_t c, float* workspace, cudaStream_t stream);
+/// Rotary embedding (rotary.cu), rotate_half pairs (d, d + HS/2): x (B, NH, T, HS) at element strides
+/// (stride_b, stride_h, stride_t, 1) -> out (B, NH, T, HS) contiguous; cos, sin (L, HS/2), row
+/// offset + t. sin_sign -1 gives the inverse rotation (the backward).
+void rotary_apply(float* out, const float* x, const float* cos, const float* sin, int64_t b, int64_t nh,
+                  int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t, int64_t offset,
+                  float sin_sign, cudaStream_t stream);
+/// SwiGLU gate (swiglu.cu): out (N) = silu(gate) * up; backward dgate, dup (N) (null to skip).
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream);
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
+                     cudaStream_t stream);
 /// out (N) = gelu(x) (tanh approximation); dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream);

@@ -12,6 +12,7 @@
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
 
+#include "lmforge/nn/attention.h"
 #include "lmforge/nn/causal_lm.h"
 #include "lmforge/nn/embedding.h"
 #include "lmforge/nn/gpt.h"
@@ -19,6 +20,9 @@
 #include "lmforge/nn/layer_norm.h"
 #include "lmforge/nn/linear.h"
 #include "lmforge/nn/module.h"
+#include "lmforge/nn/rms_norm.h"
+#include "lmforge/nn/rotary.h"
+#include "lmforge/nn/swiglu_mlp.h"
 
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/clip.h"

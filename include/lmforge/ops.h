@@ -90,6 +90,22 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps =
 /// layer norm after it); the same bits and gradients as add followed by layer_norm.
 std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& b,
                                          float eps = 1e-5f);
+/// RMS normalisation over the last dim (Hugging Face's LlamaRMSNorm, in f32):
+/// x * rsqrt(mean(x²) + eps) * w; w (C). Saves rstd per row for the backward.
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps = 1e-6f);
+/// {x + y, rms_norm(x + y, w)} in one pass over each row on the CPU (a residual add and the
+/// norm after it); the same bits and gradients as add followed by rms_norm.
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& y, const Tensor& w, float eps = 1e-6f);
+/// Rotary position embedding with Hugging Face's rotate_half convention: dims d and d + HS/2 of a
+/// head form a pair (not interleaved neighbours). x (B, NH, T, HS) in any layout whose last dim is
+/// contiguous (so transpose(x, 1, 2) of a (B, T, NH, HS) projection needs no copy); cos, sin
+/// (L, HS/2) tables with row p for position p. Position offset + t rotates time step t:
+///   out[d] = x[d] cos - x[d + HS/2] sin,  out[d + HS/2] = x[d + HS/2] cos + x[d] sin.
+/// Returns a contiguous (B, NH, T, HS). The backward is the inverse rotation; cos and sin get no
+/// gradient (they are tables, not parameters). offset + T must not exceed L.
+Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t offset = 0);
+/// silu(gate) * up, elementwise (the gate of a SwiGLU MLP); gate and up of the same shape.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
 /// GELU, tanh approximation (GPT-2's gelu_new).
 Tensor gelu(const Tensor& x);
 /// Softmax over the last dim.

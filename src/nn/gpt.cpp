@@ -116,7 +116,6 @@ GPT::GPT(const GPTConfig& config, uint64_t seed)
   for (std::size_t i = 0; i < h_.size(); ++i) register_module("h." + std::to_string(i), *h_[i]);
   register_module("ln_f", ln_f_);
   init_gen_.reset();
-  flatten_parameters(Device::cpu());
 }
 
 Tensor GPT::hidden_states(const Tensor& ids, KVCache* cache) const {

@@ -1,8 +1,12 @@
-// Module bookkeeping: recursive parameter naming, state dicts, freezing and the slabs. Parameters
-// are re-pointed in place (their TensorImpl gets the slab's storage and offset), so every handle
-// anyone holds to a parameter sees the move.
+// Module bookkeeping: recursive parameter, buffer and submodule naming, state dicts, freezing and
+// the slabs. Parameters and buffers are re-pointed in place (their TensorImpl gets the new storage
+// and offset), so every handle anyone holds to one sees the move. A process-wide generation counter
+// changes whenever any module's parameters or children change, so slab() notices a stale slab with
+// one comparison and rebuilds it only then.
 #include "lmforge/nn/module.h"
 
+#include <atomic>
+#include <utility>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -10,13 +14,45 @@
 
 namespace lmf::nn {
 
+namespace {
+
+// Bumped by every change to any module's parameters or children, and by every flatten (which may
+// move parameters out of a submodule's own slab). Starts at 1 so a fresh module's 0 is stale.
+std::atomic<uint64_t> g_structure_generation{1};
+
+void structure_changed() { g_structure_generation.fetch_add(1, std::memory_order_relaxed); }
+
+// Re-points t's implementation at `moved` (same shape), so every handle to t follows.
+void repoint(const Tensor& t, const Tensor& moved) {
+  TensorImpl& impl = *t.impl();
+  impl.storage = moved.impl()->storage;
+  impl.strides = moved.impl()->strides;
+  impl.offset = moved.impl()->offset;
+}
+
+}  // namespace
+
 Tensor Module::register_parameter(std::string name, Tensor value) {
   LMF_CHECK(value.defined(), "register_parameter: '", name, "' is undefined");
   LMF_CHECK(name.find('.') == std::string::npos, "parameter name '", name, "' contains a dot");
   for (const auto& [existing, t] : params_)
     LMF_CHECK(existing != name, "parameter '", name, "' registered twice");
+  for (const Buffer& b : buffers_)
+    LMF_CHECK(b.name != name, "parameter '", name, "' has the name of a buffer");
   value.set_requires_grad(true);
   params_.emplace_back(std::move(name), value);
+  structure_changed();
+  return value;
+}
+
+Tensor Module::register_buffer(std::string name, Tensor value, bool persistent) {
+  LMF_CHECK(value.defined(), "register_buffer: '", name, "' is undefined");
+  LMF_CHECK(name.find('.') == std::string::npos, "buffer name '", name, "' contains a dot");
+  for (const Buffer& b : buffers_) LMF_CHECK(b.name != name, "buffer '", name, "' registered twice");
+  for (const auto& [existing, t] : params_)
+    LMF_CHECK(existing != name, "buffer '", name, "' has the name of a parameter");
+  value.set_requires_grad(false);
+  buffers_.push_back(Buffer{std::move(name), value, persistent});
   return value;
 }
 
@@ -24,6 +60,7 @@ void Module::remove_parameter(const std::string& name) {
   for (auto it = params_.begin(); it != params_.end(); ++it) {
     if (it->first != name) continue;
     params_.erase(it);
+    structure_changed();
     return;
   }
   throw Error(str("remove_parameter: no parameter named '", name, "'"));
@@ -31,9 +68,11 @@ void Module::remove_parameter(const std::string& name) {
 
 void Module::add_child(std::string name, Module* child) {
   // Dotted names are allowed here so a list of blocks registers as "h.0", "h.1", ...
+  LMF_CHECK(child && child != this, "submodule '", name, "' is null or the module itself");
   for (const auto& [existing, m] : children_)
     LMF_CHECK(existing != name, "submodule '", name, "' registered twice");
   children_.emplace_back(std::move(name), child);
+  structure_changed();
 }
 
 Module* Module::submodule(const std::string& name) const {
@@ -50,6 +89,50 @@ void Module::collect(const std::string& prefix, StateDict& out) const {
   for (const auto& [name, t] : params_) out.emplace_back(prefix + name, t);
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
 }
+
+void Module::collect_buffers(const std::string& prefix, bool persistent_only, StateDict& out) const {
+  for (const Buffer& b : buffers_)
+    if (b.persistent || !persistent_only) out.emplace_back(prefix + b.name, b.value);
+  for (const auto& [name, child] : children_) child->collect_buffers(prefix + name + ".", persistent_only, out);
+}
+
+void Module::collect_modules(const std::string& prefix,
+                             std::vector<std::pair<std::string, const Module*>>& out) const {
+  out.emplace_back(prefix, this);
+  for (const auto& [name, child] : children_) child->collect_modules(prefix.empty() ? name : prefix + "." + name, out);
+}
+
+StateDict Module::named_buffers() const {
+  StateDict out;
+  collect_buffers("", false, out);
+  return out;
+}
+
+Tensor Module::buffer(const std::string& name) const {
+  for (auto& [n, t] : named_buffers())
+    if (n == name) return t;
+  throw Error(str("no buffer named '", name, "'"));
+}
+
+StateDict Module::state_dict() const {
+  StateDict out = named_parameters();
+  collect_buffers("", true, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, const Module*>> Module::named_modules() const {
+  std::vector<std::pair<std::string, const Module*>> out;
+  collect_modules("", out);
+  return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out;
+  // The tree is reachable from this non-const module, so its members are not const either.
+  for (const auto& [name, m] : std::as_const(*this).named_modules()) out.emplace_back(name, const_cast<Module*>(m));
+  return out;
+}
+
 
 StateDict Module::named_parameters() const {
   StateDict out;
@@ -92,7 +175,7 @@ std::string join_names(const std::vector<std::string>& names) {
 }  // namespace
 
 void Module::load_state_dict(const StateDict& state, bool strict) {
-  const StateDict own = named_parameters();
+  const StateDict own = state_dict();
   std::unordered_map<std::string, const Tensor*> given;
   for (const auto& [name, t] : state) {
     LMF_CHECK(given.emplace(name, &t).second, "load_state_dict: '", name, "' given twice");
@@ -135,7 +218,7 @@ void Module::train(bool training) {
 
 void Module::zero_grad() {
   if (slab_) {
-    slab_->grads.zero_();
+    slab()->grads.zero_();
     return;
   }
   for (auto& [name, t] : named_parameters()) t.zero_grad();
@@ -157,6 +240,12 @@ int64_t Module::set_requires_grad(const std::string& prefix, bool requires_grad)
 }
 
 void Module::flatten_parameters(Device device) {
+  for (const auto& [name, b] : named_buffers())
+    if (b.device() != device) repoint(b, b.to(device));
+  build_slab(device);
+}
+
+void Module::build_slab(Device device) const {
   const StateDict named = named_parameters();
   auto slab = std::make_shared<ParameterSlab>();
   int64_t total = 0;
@@ -176,19 +265,48 @@ void Module::flatten_parameters(Device device) {
     Tensor dst = Tensor::view_of(slab->params.storage(), p.shape(), DType::f32, entry.offset);
     dst.copy_(p);
     Tensor grad = Tensor::view_of(slab->grads.storage(), p.shape(), DType::f32, entry.offset);
+    // A gradient accumulated before the slab existed (a backward before the first slab() call)
+    // is carried over, so building the slab lazily never loses one.
+    const Tensor old_grad = p.grad();
+    if (old_grad.defined() && old_grad.shape() == p.shape()) grad.copy_(old_grad);
     // Re-point the shared implementation so that every existing handle follows the parameter.
-    TensorImpl& impl = *p.impl();
-    impl.storage = dst.impl()->storage;
-    impl.strides = dst.impl()->strides;
-    impl.offset = entry.offset;
-    impl.grad = grad.impl();
+    repoint(p, dst);
+    p.impl()->grad = grad.impl();
   }
   if (slab_) slab_->retired = true;
   slab_ = std::move(slab);
+  structure_changed();  // a submodule's own slab, if it had one, no longer holds its parameters
+  slab_generation_ = g_structure_generation.load(std::memory_order_relaxed);
+}
+
+// Whether the slab still holds exactly this module's parameters, in order.
+bool Module::slab_matches() const {
+  const StateDict named = named_parameters();
+  if (named.size() != slab_->entries.size()) return false;
+  for (std::size_t i = 0; i < named.size(); ++i) {
+    const Tensor& p = named[i].second;
+    const SlabEntry& e = slab_->entries[i];
+    if (!p.is_same(e.param) || p.storage() != slab_->params.storage() || p.offset() != e.offset) return false;
+  }
+  return true;
 }
 
 const std::shared_ptr<ParameterSlab>& Module::slab() const {
-  LMF_CHECK(slab_, "the module's parameters are not flattened into slabs (call flatten_parameters)");
+  const uint64_t generation = g_structure_generation.load(std::memory_order_relaxed);
+  if (slab_ && slab_generation_ == generation) return slab_;
+  if (slab_ && slab_matches()) {
+    slab_generation_ = generation;
+    return slab_;
+  }
+  Device device = slab_ ? slab_->device() : Device::cpu();
+  if (!slab_) {
+    const StateDict named = named_parameters();
+    if (!named.empty()) device = named.front().second.device();
+    for (const auto& [name, t] : named)
+      LMF_CHECK(t.device() == device, "the module's parameters are on different devices ('", named.front().first,
+                "' on ", device.str(), ", '", name, "' on ", t.device().str(), "); call to(device) first");
+  }
+  build_slab(device);
   return slab_;
 }
 

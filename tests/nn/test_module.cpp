@@ -1,6 +1,6 @@
 // Module bookkeeping: stable dotted names, state-dict round trips and load errors, the parameter and
-// gradient slabs (parameters and grads alias them, handles follow a re-flatten), freezing,
-// train/eval propagation and zero_grad.
+// gradient slabs (parameters and grads alias them, handles follow a re-flatten, built lazily and
+// rebuilt after the tree changes), buffers, named submodules, freezing, train/eval and zero_grad.
 #include <catch2/catch.hpp>
 
 #include "lmforge/nn/layer_norm.h"
@@ -176,10 +176,99 @@ TEST_CASE("re-flattening moves parameters to fresh slabs and retires the old one
   CHECK(net.fc1.weight().storage() == net.param_slab().storage());
 }
 
-TEST_CASE("slab accessors throw before flattening") {
+TEST_CASE("slabs are built on first use, carrying gradients accumulated before") {
   Net net;
   CHECK_FALSE(net.is_flattened());
-  CHECK_THROWS_WITH(net.param_slab(), Contains("flatten_parameters"));
+  const Tensor x = Tensor::from_vector(std::vector<float>{0.1f, -0.2f, 0.3f}, {1, 3});
+  lmf::sum(net.forward(x)).backward();
+  const std::vector<float> grad = net.fc1.weight().grad().to_vector();
+  const std::vector<float> values = net.fc1.weight().to_vector();
+  const auto& slab = net.slab();  // no flatten_parameters call
+  CHECK(net.is_flattened());
+  CHECK(net.fc1.weight().storage() == slab->params.storage());
+  CHECK(net.fc1.weight().to_vector() == values);
+  CHECK(net.fc1.weight().grad().storage() == slab->grads.storage());
+  CHECK(net.fc1.weight().grad().to_vector() == grad);
+  CHECK(net.slab() == slab);  // nothing changed: the same slab
+}
+
+TEST_CASE("registering a parameter or submodule after flattening rebuilds the slab on next use") {
+  class Growing : public Module {
+   public:
+    Growing() : gen(1), first(2, 2, false, gen), second(2, 3, false, gen) { register_module("first", first); }
+    void grow() { register_module("second", second); }
+    void add_gain() { gain = register_parameter("gain", Tensor::ones({3})); }
+    lmf::Generator gen;
+    Linear first, second;
+    Tensor gain;
+  } model;
+  const auto old_slab = model.slab();
+  const std::vector<float> w = model.first.weight().to_vector();
+  model.grow();
+  const auto grown = model.slab();
+  CHECK(old_slab->retired);
+  CHECK(grown != old_slab);
+  REQUIRE(grown->entries.size() == 2);
+  CHECK(grown->entries[1].name == "second.weight");
+  CHECK(model.second.weight().storage() == grown->params.storage());
+  CHECK(model.first.weight().to_vector() == w);
+  model.add_gain();
+  CHECK(model.slab()->entries.size() == 3);
+  CHECK(grown->retired);
+  // Another module's changes leave this slab alone.
+  const auto current = model.slab();
+  Linear unrelated(2, 2, false, model.gen);
+  CHECK(model.slab() == current);
+}
+
+TEST_CASE("buffers: registered, named by path, moved in place, persistent ones in the state dict") {
+  class WithBuffers : public Module {
+   public:
+    WithBuffers() : gen(2), fc(2, 2, false, gen) {
+      table = register_buffer("table", Tensor::full({3}, 2.f));
+      counts = register_buffer("counts", Tensor::zeros({2}), /*persistent=*/true);
+      register_module("fc", fc);
+    }
+    lmf::Generator gen;
+    Linear fc;
+    Tensor table, counts;
+  };
+  class Outer : public Module {
+   public:
+    Outer() { register_module("inner", inner); }
+    WithBuffers inner;
+  } outer;
+  const auto buffers = outer.named_buffers();
+  REQUIRE(buffers.size() == 2);
+  CHECK(buffers[0].first == "inner.table");
+  CHECK(buffers[1].first == "inner.counts");
+  CHECK_FALSE(buffers[0].second.requires_grad());
+  CHECK(outer.buffer("inner.table").is_same(outer.inner.table));
+  CHECK_THROWS_WITH(outer.buffer("inner.nothing"), Contains("'inner.nothing'"));
+  // Parameters first, then persistent buffers; the non-persistent table never appears.
+  std::vector<std::string> names;
+  for (const auto& [name, t] : outer.state_dict()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"inner.fc.weight", "inner.counts"});
+  CHECK(outer.slab()->entries.size() == 1);  // buffers are not in the slabs
+  StateDict state;
+  state.emplace_back("inner.fc.weight", Tensor::zeros({2, 2}));
+  state.emplace_back("inner.counts", Tensor::full({2}, 5.f));
+  outer.load_state_dict(state);
+  CHECK(outer.inner.counts.to_vector() == std::vector<float>{5.f, 5.f});
+  CHECK_THROWS_WITH(outer.load_state_dict({state[0]}), Contains("missing inner.counts"));
+  outer.to(lmf::Device::cpu());
+  CHECK(outer.inner.table.to_vector() == std::vector<float>{2.f, 2.f, 2.f});
+}
+
+TEST_CASE("named_modules lists the tree depth first and has_submodule finds a dotted path") {
+  Net net;
+  std::vector<std::string> names;
+  for (const auto& [name, m] : net.named_modules()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"", "fc1", "inner", "inner.norm", "inner.fc2"});
+  CHECK(net.submodule("inner.fc2") == &net.inner.fc2);
+  CHECK(net.has_submodule("inner.norm"));
+  CHECK_FALSE(net.has_submodule("inner.fc3"));
+  CHECK(net.submodule("inner.fc3") == nullptr);
 }
 
 TEST_CASE("freezing by name prefix matches whole path components") {

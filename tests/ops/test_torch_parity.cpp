@@ -91,6 +91,12 @@ Tensor run_op(const std::string& op, const json& params, std::map<std::string, T
   if (op == "where") return where(in["cond"], in["a"], in["b"]);
   if (op == "gather") return gather(in["x"], in["index"]);
   if (op == "expand") return scale(expand(in["x"], params.at("shape").get<Shape>()), 1.f);
+  if (op == "rms_norm") return rms_norm(in["x"], in["w"], params.at("eps").get<float>());
+  if (op == "rotary_embedding") {
+    const Tensor x = params.at("time_first").get<bool>() ? transpose(in["x"], 1, 2) : in["x"];
+    return rotary_embedding(x, in["cos"], in["sin"], params.at("offset").get<int64_t>());
+  }
+  if (op == "swiglu") return swiglu(in["gate"], in["up"]);
   FAIL("no runner for op " << op);
   return Tensor();
 }
@@ -141,3 +147,8 @@ TEST_CASE("sum, mean and max over a dim match PyTorch", "[parity][primitives]") 
 TEST_CASE("cat, split, chunk, where, gather and expand match PyTorch", "[parity][primitives]") {
   for (const char* op : {"cat", "split", "chunk", "where", "gather", "expand"}) check_op(op);
 }
+TEST_CASE("rms_norm matches Hugging Face's LlamaRMSNorm", "[parity]") { check_op("rms_norm"); }
+TEST_CASE("rotary_embedding matches Hugging Face's apply_rotary_pos_emb, either layout, at an offset", "[parity]") {
+  check_op("rotary_embedding");
+}
+TEST_CASE("swiglu matches silu(gate) * up", "[parity]") { check_op("swiglu"); }

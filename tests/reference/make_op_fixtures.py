@@ -34,9 +34,10 @@ def pack(t):
     return {"shape": list(t.shape), "data": data}
 
 
-def case(name, fn, inputs, params=None):
-    """Runs fn(**inputs) in float64 and differentiates sum(out * W) for every float input."""
-    leaves = {k: (v.clone().requires_grad_(True) if v.dtype.is_floating_point else v)
+def case(name, fn, inputs, params=None, constants=()):
+    """Runs fn(**inputs) in float64 and differentiates sum(out * W) for every float input not
+    named in `constants` (tables such as rotary cos/sin that the op does not differentiate)."""
+    leaves = {k: (v.clone().requires_grad_(True) if v.dtype.is_floating_point and k not in constants else v)
               for k, v in inputs.items()}
     out = fn(**leaves)
     weights = randn(*out.shape)
@@ -58,6 +59,31 @@ def causal_attention(q, k, v):
     mask = torch.ones(t, t, dtype=torch.bool).tril()
     scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
+
+
+def rms_norm(x, w, eps):
+    """Hugging Face's LlamaRMSNorm: x * rsqrt(mean(x^2) + eps), then times the weight."""
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rotary(x, cos, sin, offset):
+    """HF's apply_rotary_pos_emb on x (B, NH, T, HS) with half tables (L, HS/2) at positions offset + t."""
+    t = x.shape[-2]
+    c = torch.cat((cos, cos), dim=-1)[offset:offset + t]
+    s = torch.cat((sin, sin), dim=-1)[offset:offset + t]
+    return x * c + rotate_half(x) * s
+
+
+def rotary_tables(positions, hs, theta):
+    inv_freq = 1.0 / theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+    angles = torch.arange(positions, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    # Rounded to float32 like every other input, so the C++ op sees the same values.
+    return angles.cos().float().double(), angles.sin().float().double()
 
 
 def gqa_attention(q, k, v):
@@ -238,6 +264,25 @@ def main():
              {"a": randn(2, 4, 3), "b": randn(2, 5, 4)}, {"trans_a": True, "trans_b": True}),
     ])
     primitive_fixtures()
+
+    write("rms_norm", [
+        case("rows", lambda x, w: rms_norm(x, w, 1e-5),
+             {"x": randn(2, 3, 8, std=2.0) + 0.5, "w": randn(8, std=0.3) + 1.0}, {"eps": 1e-5}),
+        case("eps_large", lambda x, w: rms_norm(x, w, 1e-2), {"x": randn(5, 6, std=0.2), "w": randn(6)},
+             {"eps": 1e-2}),
+    ])
+    cos, sin = rotary_tables(12, 8, 10000.0)
+    write("rotary_embedding", [
+        case("heads_first", lambda x, cos, sin: rotary(x, cos, sin, 0),
+             {"x": randn(2, 3, 5, 8), "cos": cos, "sin": sin}, {"offset": 0, "time_first": False},
+             constants=("cos", "sin")),
+        case("time_first_offset", lambda x, cos, sin: rotary(x.transpose(1, 2), cos, sin, 4),
+             {"x": randn(2, 5, 3, 8), "cos": cos, "sin": sin}, {"offset": 4, "time_first": True},
+             constants=("cos", "sin")),
+    ])
+    write("swiglu", [
+        case("gate", lambda gate, up: F.silu(gate) * up, {"gate": randn(4, 7, std=3.0), "up": randn(4, 7)}),
+    ])
 
 
 if __name__ == "__main__":

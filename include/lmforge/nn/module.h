@@ -1,6 +1,7 @@
-// Module: named parameters and submodules in a stable registration order, train/eval mode, state
-// dicts, freezing, and the parameter/gradient slabs. Slabs exist so that the fused optimizer is one
-// loop, gradient clipping one reduction and the data-parallel all-reduce a few large buckets.
+// Module: named parameters, buffers and submodules in a stable registration order, train/eval mode,
+// state dicts, freezing, and the parameter/gradient slabs. Slabs exist so that the fused optimizer is
+// one loop, gradient clipping one reduction and the data-parallel all-reduce a few large buckets;
+// the library builds them on first use, so a model assembled from modules needs no extra call.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -32,7 +33,8 @@ struct ParameterSlab {
   Tensor params;                   ///< (N) f32
   Tensor grads;                    ///< (N) f32
   std::vector<SlabEntry> entries;  ///< in registration order
-  /// Set when the owning module re-flattened its parameters (for example after to(device)):
+  /// Set when the owning module re-flattened its parameters (after to(device), or lazily after a
+  /// parameter or submodule was registered or removed):
   /// anything still holding this slab (an optimizer) would update storage no longer in use.
   bool retired = false;
 
@@ -51,13 +53,25 @@ class Module {
   /// Every parameter of this module and its submodules, depth first in registration order.
   StateDict named_parameters() const;
   std::vector<Tensor> parameters() const;
-  /// The parameters by name (the tensors themselves, not copies; clone() to snapshot).
-  StateDict state_dict() const { return named_parameters(); }
-  /// Copies values into the existing parameters (so slab views stay valid), converting dtype and
-  /// device. Strict: missing or unexpected names are an error listing them; a shape mismatch is
-  /// an error naming the parameter and both shapes. Non-strict: unexpected names are ignored and
-  /// missing ones keep their values; shape mismatches are still errors.
+  /// Every buffer of this module and its submodules (persistent or not), depth first.
+  StateDict named_buffers() const;
+  /// The buffer called `name` (dotted); throws lmf::Error naming it when there is none.
+  Tensor buffer(const std::string& name) const;
+  /// The parameters and the persistent buffers by name, parameters first (the tensors themselves,
+  /// not copies; clone() to snapshot). Non-persistent buffers (tables a module recomputes from its
+  /// configuration, such as rotary cos/sin) are never part of it, so never part of a checkpoint.
+  StateDict state_dict() const;
+  /// Copies values into the existing parameters and persistent buffers (so slab views stay
+  /// valid), converting dtype and device. Strict: missing or unexpected names are an error listing
+  /// them; a shape mismatch is an error naming the tensor and both shapes. Non-strict: unexpected
+  /// names are ignored and missing ones keep their values; shape mismatches are still errors.
   void load_state_dict(const StateDict& state, bool strict = true);
+
+  /// This module (named "") and every submodule, depth first in registration order, with dotted
+  /// names ("h.0", "h.0.attn", ...).
+  std::vector<std::pair<std::string, Module*>> named_modules();
+  std::vector<std::pair<std::string, const Module*>> named_modules() const;
+  bool has_submodule(const std::string& name) const { return submodule(name) != nullptr; }
   /// The parameter called `name`; throws lmf::Error naming it when there is none.
   Tensor parameter(const std::string& name) const;
   bool has_parameter(const std::string& name) const;
@@ -81,14 +95,19 @@ class Module {
   int64_t freeze(const std::string& prefix = "") { return set_requires_grad(prefix, false); }
   int64_t unfreeze(const std::string& prefix = "") { return set_requires_grad(prefix, true); }
 
-  /// Moves every parameter into fresh contiguous slabs on `device` (values copied, gradients set
-  /// to zeroed slab views). Any previous slab is marked retired. Models call this at the end of
-  /// construction; call it again to move the model to another device.
+  /// Moves every parameter into fresh contiguous slabs on `device` (values copied; gradients
+  /// become slab views, carrying over any gradient a parameter already had, zero otherwise) and
+  /// every buffer to `device`. Any previous slab is marked retired. Nobody has to call this: slab()
+  /// flattens on first use; call it (or to()) to move the model to another device.
   void flatten_parameters(Device device = Device::cpu());
   /// Same as flatten_parameters(device): moves the model.
   void to(Device device) { flatten_parameters(device); }
-  /// The slabs; throws when the parameters were never flattened.
+  /// The slabs. Built on first use (on the device the parameters are on) and rebuilt, on the same
+  /// device, when parameters or submodules were registered or removed anywhere in the module tree
+  /// since (the old slab is then retired). Checking costs one integer comparison when nothing
+  /// changed. Throws when the parameters sit on different devices or are not f32.
   const std::shared_ptr<ParameterSlab>& slab() const;
+  /// Whether a slab has been built (it may be due for a rebuild; slab() takes care of that).
   bool is_flattened() const { return slab_ != nullptr; }
   const Tensor& param_slab() const { return slab()->params; }
   const Tensor& grad_slab() const { return slab()->grads; }
@@ -99,6 +118,10 @@ class Module {
   /// Unregisters a parameter of this module (not of a submodule); throws when there is none.
   /// The slabs keep its storage until the owning model calls flatten_parameters again.
   void remove_parameter(const std::string& name);
+  /// Registers a buffer: a tensor the module uses but does not train (requires_grad off, never in
+  /// the slabs, any dtype). Buffers move with to(device); handles to them follow the move.
+  /// Persistent buffers are part of state_dict() and load_state_dict(); non-persistent ones are not.
+  Tensor register_buffer(std::string name, Tensor value, bool persistent = false);
   /// Registers a submodule owned by this module (usually a member); returns it.
   template <class M>
   M& register_module(std::string name, M& module) {
@@ -109,10 +132,22 @@ class Module {
  private:
   void add_child(std::string name, Module* child);
   void collect(const std::string& prefix, StateDict& out) const;
+  void collect_buffers(const std::string& prefix, bool persistent_only, StateDict& out) const;
+  void collect_modules(const std::string& prefix, std::vector<std::pair<std::string, const Module*>>& out) const;
+  void build_slab(Device device) const;
+  bool slab_matches() const;
 
+  struct Buffer {
+    std::string name;
+    Tensor value;
+    bool persistent;
+  };
   std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<Buffer> buffers_;
   std::vector<std::pair<std::string, Module*>> children_;
-  std::shared_ptr<ParameterSlab> slab_;
+  // The slab is a cache of the parameters' layout, built and checked by the const slab().
+  mutable std::shared_ptr<ParameterSlab> slab_;
+  mutable uint64_t slab_generation_ = 0;  // the module-tree generation the slab was checked at
   bool training_ = true;
 };
 

@@ -80,6 +80,27 @@ void layer_norm_backward(float* dx, float* dweight, float* dbias, const float* d
                          const float* weight, const float* mean, const float* rstd, int64_t n,
                          int64_t c);
 
+/// x (N, C), weight (C) -> out (N, C) = x * rstd * weight, rstd (N) = 1/sqrt(mean(x²) + eps) saved.
+void rms_norm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t n, int64_t c,
+                      float eps);
+/// sum (N, C) = x + y, and rms_norm_forward of sum, in one pass over each row; the same bits.
+void add_rms_norm_forward(float* sum, float* out, float* rstd, const float* x, const float* y,
+                          const float* weight, int64_t n, int64_t c, float eps);
+/// dx (N, C), dweight (C) (null to skip) from dout (N, C) and the saved rstd; deterministic.
+void rms_norm_backward(float* dx, float* dweight, const float* dout, const float* x, const float* weight,
+                       const float* rstd, int64_t n, int64_t c);
+
+/// Rotary embedding of x (B, NH, T, HS), element (b, h, t, d) at b * stride_b + h * stride_h +
+/// t * stride_t + d, into out (B, NH, T, HS) contiguous; cos, sin (L, HS/2), row offset + t for
+/// step t. sin_sign -1 rotates backwards (the gradient). out must not alias x.
+void rotary_apply(float* out, const float* x, const float* cos, const float* sin, int64_t b, int64_t nh,
+                  int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t, int64_t offset,
+                  float sin_sign);
+
+/// out (N) = silu(gate) * up; dgate = dout * up * silu'(gate), dup = dout * silu(gate) (null to skip).
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n);
+
 /// out (N) = gelu(x), tanh approximation; dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n);
 /// gelu_forward on the calling thread only (the GEMM epilogue of linear_gelu); the same bits.

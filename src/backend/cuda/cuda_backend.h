@@ -84,6 +84,17 @@ LMF_CUDA_ENTRY(void layer_norm_forward(Device device, float* out, float* mean, f
 LMF_CUDA_ENTRY(void layer_norm_backward(Device device, float* dx, float* dweight, float* dbias, const float* dout,
                                         const float* x, const float* weight, const float* mean,
                                         const float* rstd, int64_t n, int64_t c))
+/// As cpu::rms_norm_forward / rms_norm_backward / rotary_apply / swiglu_forward / swiglu_backward.
+LMF_CUDA_ENTRY(void rms_norm_forward(Device device, float* out, float* rstd, const float* x, const float* weight,
+                                     int64_t n, int64_t c, float eps))
+LMF_CUDA_ENTRY(void rms_norm_backward(Device device, float* dx, float* dweight, const float* dout, const float* x,
+                                      const float* weight, const float* rstd, int64_t n, int64_t c))
+LMF_CUDA_ENTRY(void rotary_apply(Device device, float* out, const float* x, const float* cos, const float* sin,
+                                 int64_t b, int64_t nh, int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h,
+                                 int64_t stride_t, int64_t offset, float sin_sign))
+LMF_CUDA_ENTRY(void swiglu_forward(Device device, float* out, const float* gate, const float* up, int64_t n))
+LMF_CUDA_ENTRY(void swiglu_backward(Device device, float* dgate, float* dup, const float* dout, const float* gate,
+                                    const float* up, int64_t n))
 LMF_CUDA_ENTRY(void gelu_forward(Device device, float* out, const float* x, int64_t n))
 LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n))
 LMF_CUDA_ENTRY(void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c))

@@ -1,5 +1,5 @@
-// Host glue for the model ops (kernels/embedding.cu, layernorm.cu, gelu.cu, softmax.cu,
-// attention.cu, cross_entropy.cu, dropout.cu): select the GPU, take workspace from its
+// Host glue for the model ops (kernels/embedding.cu, layernorm.cu, rmsnorm.cu, rotary.cu, swiglu.cu,
+// gelu.cu, softmax.cu, attention.cu, cross_entropy.cu, dropout.cu): select the GPU, take workspace from its
 // caching allocator, launch. Id checks are the one place that reads a value back to the host.
 #include <cuda_runtime.h>
 
@@ -86,6 +86,37 @@ void layer_norm_backward(Device device, float* dx, float* dweight, float* dbias,
   DeviceGuard guard(device);
   Tensor scratch = workspace(device, sizeof(float) * k::layernorm_backward_workspace(n, c));
   k::layernorm_backward(dx, dweight, dbias, dout, x, weight, mean, rstd, n, c, scratch.data<float>(), kStream);
+}
+
+void rms_norm_forward(Device device, float* out, float* rstd, const float* x, const float* weight, int64_t n,
+                      int64_t c, float eps) {
+  DeviceGuard guard(device);
+  k::rmsnorm_forward(out, rstd, x, weight, n, c, eps, kStream);
+}
+
+void rms_norm_backward(Device device, float* dx, float* dweight, const float* dout, const float* x,
+                       const float* weight, const float* rstd, int64_t n, int64_t c) {
+  DeviceGuard guard(device);
+  Tensor scratch = workspace(device, sizeof(float) * k::rmsnorm_backward_workspace(n, c));
+  k::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, n, c, scratch.data<float>(), kStream);
+}
+
+void rotary_apply(Device device, float* out, const float* x, const float* cos, const float* sin, int64_t b,
+                  int64_t nh, int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t,
+                  int64_t offset, float sin_sign) {
+  DeviceGuard guard(device);
+  k::rotary_apply(out, x, cos, sin, b, nh, t, hs, stride_b, stride_h, stride_t, offset, sin_sign, kStream);
+}
+
+void swiglu_forward(Device device, float* out, const float* gate, const float* up, int64_t n) {
+  DeviceGuard guard(device);
+  k::swiglu_forward(out, gate, up, n, kStream);
+}
+
+void swiglu_backward(Device device, float* dgate, float* dup, const float* dout, const float* gate, const float* up,
+                     int64_t n) {
+  DeviceGuard guard(device);
+  k::swiglu_backward(dgate, dup, dout, gate, up, n, kStream);
 }
 
 void gelu_forward(Device device, float* out, const float* x, int64_t n) {

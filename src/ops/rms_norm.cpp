@@ -1,0 +1,94 @@
+// RMS normalisation over the last dim of x (..., C) with a weight (C), as Hugging Face's
+// LlamaRMSNorm computes it in f32. The forward saves rstd per row (N), all the backward needs
+// besides x and the weight.
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
+#include "lmforge/ops.h"
+#include "ops/op_checks.h"
+
+namespace lmf {
+using namespace ops_detail;
+
+namespace {
+
+// Checks x (..., C) and weight (C); returns C.
+int64_t check_rms_norm(const char* op, const Tensor& x, const Tensor& w, float eps) {
+  check_f32(op, x, "x");
+  check_f32(op, w, "weight");
+  check_same_device(op, x, "x", w, "weight");
+  LMF_CHECK(x.dim() >= 1, op, ": x must have at least one dim, got ", shape_str(x.shape()));
+  const int64_t c = x.size(-1);
+  LMF_CHECK(w.shape() == Shape{c}, op, ": weight of shape ", shape_str(w.shape()), " for x ", shape_str(x.shape()),
+            " (expected (", c, "))");
+  LMF_CHECK(eps >= 0.f, op, ": eps must be non-negative, got ", eps);
+  return c;
+}
+
+// Records out = rms_norm(x_in) given the contiguous input x, weight w and the saved rstd.
+Tensor record_rms_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const Tensor& x, const Tensor& w,
+                       const Tensor& rstd) {
+  const int64_t c = x.size(-1), n = c ? x.numel() / c : 0;
+  const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
+  return record(out, "rms_norm", {x_in, w_in},
+                [x = x.detach(), w = w.detach(), rstd, n, c, need_x, need_w](const Tensor& g_in) {
+                  const Tensor g = g_in.contiguous_copy();  // (N, C)
+                  Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
+                  Tensor dw = need_w ? Tensor::empty({c}, DType::f32, g.device()) : Tensor();
+                  float* dxp = need_x ? dx.data<float>() : nullptr;
+                  float* dwp = need_w ? dw.data<float>() : nullptr;
+                  switch (g.device().type) {
+                    case DeviceType::cpu:
+                      cpu::rms_norm_backward(dxp, dwp, g.data<float>(), x.data<float>(), w.data<float>(),
+                                             rstd.data<float>(), n, c);
+                      break;
+                    case DeviceType::cuda:
+                      cuda::rms_norm_backward(g.device(), dxp, dwp, g.data<float>(), x.data<float>(),
+                                              w.data<float>(), rstd.data<float>(), n, c);
+                      break;
+                  }
+                  return std::vector<Tensor>{dx, dw};
+                });
+}
+
+}  // namespace
+
+Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, float eps) {
+  const int64_t c = check_rms_norm("rms_norm", x_in, w_in, eps), n = c ? x_in.numel() / c : 0;
+  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor rstd = Tensor::empty({n}, DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu:
+      cpu::rms_norm_forward(out.data<float>(), rstd.data<float>(), x.data<float>(), w.data<float>(), n, c, eps);
+      break;
+    case DeviceType::cuda:
+      cuda::rms_norm_forward(x.device(), out.data<float>(), rstd.data<float>(), x.data<float>(), w.data<float>(),
+                             n, c, eps);
+      break;
+  }
+  return record_rms_norm(out, x_in, w_in, x, w, rstd);
+}
+
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x_in, const Tensor& y_in, const Tensor& w_in, float eps) {
+  check_f32("add_rms_norm", y_in, "y");
+  check_f32("add_rms_norm", x_in, "x");
+  check_same_device("add_rms_norm", x_in, "x", y_in, "y");
+  LMF_CHECK(x_in.shape() == y_in.shape(), "add_rms_norm: x ", shape_str(x_in.shape()), " and y ",
+            shape_str(y_in.shape()), " must have the same shape");
+  const int64_t c = check_rms_norm("add_rms_norm", x_in, w_in, eps), n = c ? x_in.numel() / c : 0;
+  if (x_in.device().is_cuda()) {  // the two ops (no fused kernel on the GPU yet)
+    Tensor sum = add(x_in, y_in);
+    return {sum, rms_norm(sum, w_in, eps)};
+  }
+  const Tensor x = x_in.contiguous_copy(), y = y_in.contiguous_copy(), w = w_in.contiguous_copy();
+  Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor rstd = Tensor::empty({n}, DType::f32, x.device());
+  cpu::add_rms_norm_forward(sum.data<float>(), out.data<float>(), rstd.data<float>(), x.data<float>(),
+                            y.data<float>(), w.data<float>(), n, c, eps);
+  // Two nodes, as if add and rms_norm had run: the sum passes its gradient to both inputs.
+  sum = record(sum, "add", {x_in, y_in}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+  return {sum, record_rms_norm(out, sum, w_in, sum, w, rstd)};
+}
+
+}  // namespace lmf
