@@ -37,5 +37,10 @@
 
 #include "lmforge/generate/generate.h"
 
+#include "lmforge/train/checkpointer.h"
 #include "lmforge/train/config.h"
+#include "lmforge/train/data_parallel.h"
+#include "lmforge/train/guards.h"
+#include "lmforge/train/run_lock.h"
+#include "lmforge/train/run_log.h"
 #include "lmforge/train/trainer.h"

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "lmforge/core/error.h"
+#include "lmforge/train/run_log.h"
 
 namespace fs = std::filesystem;
 
@@ -16,8 +17,8 @@ namespace {
 
 void plot(const fs::path& run_dir, fs::path output) {
   const fs::path metrics = run_dir / "metrics.jsonl";
-  std::ifstream in(metrics);
-  LMF_CHECK(in, "cannot read ", metrics.string(), " (is '", run_dir.string(), "' a run directory?)");
+  LMF_CHECK(std::ifstream(metrics).good(), "cannot read ", metrics.string(), " (is '", run_dir.string(),
+            "' a run directory?)");
   if (output.empty()) output = run_dir / "loss.png";
   const std::string ext = output.extension().string();
   LMF_CHECK(ext == ".png" || ext == ".svg", "--output: '", output.string(), "' must end in .png or .svg");
@@ -25,11 +26,11 @@ void plot(const fs::path& run_dir, fs::path output) {
   // gnuplot reads two data files: train (step, loss) and validation (step, loss).
   const fs::path train_dat = output.string() + ".train.dat", val_dat = output.string() + ".val.dat";
   std::ofstream train_out(train_dat), val_out(val_dat);
-  int64_t line_no = 0, train_points = 0, val_points = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++line_no;
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    LMF_CHECK(!j.is_discarded() && j.is_object(), metrics.string(), ":", line_no, ": not a JSON object");
+  int64_t train_points = 0, val_points = 0;
+  // A torn last line (a run killed mid-write, a full disk) is skipped with a warning.
+  const auto warn = [](const std::string& w) { std::fprintf(stderr, "lmforge: warning: %s\n", w.c_str()); };
+  for (const std::string& line : train::read_jsonl_lines(metrics, warn)) {
+    const auto j = nlohmann::json::parse(line);
     if (j.contains("train_loss")) train_out << j["step"] << ' ' << j["train_loss"] << '\n', ++train_points;
     if (j.contains("val_loss")) val_out << j["step"] << ' ' << j["val_loss"] << '\n', ++val_points;
   }

@@ -123,6 +123,56 @@ Check<std::string> one_of(std::vector<std::string> options) {
   };
 }
 
+// --- kinds: every enum's YAML spellings, in documentation order -------------------------------
+
+template <class E>
+using Spellings = std::vector<std::pair<const char*, E>>;
+
+const Spellings<DeviceKind> kDeviceKinds = {{"auto", DeviceKind::automatic}, {"cpu", DeviceKind::cpu},
+                                            {"cuda", DeviceKind::cuda}};
+const Spellings<Precision> kPrecisions = {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}};
+const Spellings<data::LoaderOrder> kOrders = {{"random", data::LoaderOrder::random},
+                                              {"sequential", data::LoaderOrder::sequential}};
+const Spellings<optim::ScheduleKind> kSchedules = {{"constant", optim::ScheduleKind::constant},
+                                                   {"cosine", optim::ScheduleKind::cosine}};
+const Spellings<NanPolicy> kNanPolicies = {{"stop", NanPolicy::stop}, {"skip", NanPolicy::skip}};
+const Spellings<EarlyStoppingMetric> kMetrics = {{"val_loss", EarlyStoppingMetric::val_loss}};
+const Spellings<CommBackend> kBackends = {{"auto", CommBackend::automatic}, {"none", CommBackend::none},
+                                          {"mpi", CommBackend::mpi}, {"nccl", CommBackend::nccl}};
+const Spellings<ProgressMode> kProgressModes = {{"auto", ProgressMode::automatic}, {"bar", ProgressMode::bar},
+                                                {"plain", ProgressMode::plain}, {"none", ProgressMode::none}};
+
+template <class E>
+std::string spelling(const Spellings<E>& table, E value) {
+  for (const auto& [name, v] : table)
+    if (v == value) return name;
+  throw Error(str("invalid enum value ", static_cast<int>(value)));
+}
+
+std::vector<std::string> names_of(const auto& table) {
+  std::vector<std::string> out;
+  for (const auto& entry : table) out.push_back(entry.first);
+  return out;
+}
+
+// A key whose value is one of an enum's spellings; `read_as` may map other YAML forms first.
+template <class E, class Access>
+Field enum_field(std::string key, Access access, const Spellings<E>& table,
+                 std::function<bool(const YAML::Node&, E&)> read_as = nullptr) {
+  return Field{
+      std::move(key),
+      [access, &table, read_as](Config& c, const YAML::Node& n) {
+        if (read_as && read_as(n, access(c))) return;
+        std::string text;
+        read(n, text);
+        const std::string problem = one_of(names_of(table))(text);
+        if (!problem.empty()) throw Error(problem);
+        for (const auto& [name, v] : table)
+          if (text == name) access(c) = v;
+      },
+      [access, &table](const Config& c) { return write(spelling(table, access(const_cast<Config&>(c)))); }};
+}
+
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = [] {
     std::vector<Field> f;
@@ -131,27 +181,21 @@ const std::vector<Field>& fields() {
     f.push_back(field<std::string>("run.out_dir", [](Config& c) -> auto& { return c.run.out_dir; },
         [](const std::string& v) { return v.empty() ? "must not be empty" : ""; }));
     f.push_back(field<uint64_t>("run.seed", [](Config& c) -> auto& { return c.run.seed; }));
-    f.push_back(field<std::string>("run.device", [](Config& c) -> auto& { return c.run.device; },
-        [](const std::string& v) {
-          if (v == "auto") return std::string();
-          try {
-            parse_device(v);
-            return std::string();
-          } catch (const Error&) {
-            return str("must be auto, cpu, cuda or cuda:N, got '", v, "'");
-          }
-        }));
-    f.push_back(field<std::string>("run.precision", [](Config& c) -> auto& { return c.run.precision; },
-        one_of({"fp32", "bf16"})));
-    f.push_back(field<std::string>("run.matmul_precision", [](Config& c) -> auto& { return c.run.matmul_precision; },
-        one_of({"fp32", "bf16"})));
+    f.push_back(Field{"run.device",
+        [](Config& c, const YAML::Node& n) {
+          std::string text;
+          read(n, text);
+          c.run.device = DeviceSetting::parse(text);
+        },
+        [](const Config& c) { return write(c.run.device.str()); }});
+    f.push_back(enum_field("run.precision", [](Config& c) -> auto& { return c.run.precision; }, kPrecisions));
+    f.push_back(enum_field("run.matmul_precision", [](Config& c) -> auto& { return c.run.matmul_precision; }, kPrecisions));
     f.push_back(field<int>("run.threads", [](Config& c) -> auto& { return c.run.threads; }, at_least(0)));
     // data
     f.push_back(field<std::string>("data.train", [](Config& c) -> auto& { return c.data.train; }));
     f.push_back(field<std::string>("data.val", [](Config& c) -> auto& { return c.data.val; }));
     f.push_back(field<std::string>("data.tokenizer", [](Config& c) -> auto& { return c.data.tokenizer; }));
-    f.push_back(field<std::string>("data.order", [](Config& c) -> auto& { return c.data.order; },
-        one_of({"random", "sequential"})));
+    f.push_back(enum_field("data.order", [](Config& c) -> auto& { return c.data.order; }, kOrders));
     // model
     f.push_back(field<std::string>("model.init", [](Config& c) -> auto& { return c.model.init; },
         [](const std::string& v) { return v.empty() ? "must be scratch or a directory" : ""; }));
@@ -172,8 +216,7 @@ const std::vector<Field>& fields() {
         [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
     f.push_back(field<float>("training.min_lr", [](Config& c) -> auto& { return c.training.min_lr; }, at_least(0.f)));
     f.push_back(field<int64_t>("training.warmup_steps", [](Config& c) -> auto& { return c.training.warmup_steps; }, at_least<int64_t>(0)));
-    f.push_back(field<std::string>("training.schedule", [](Config& c) -> auto& { return c.training.schedule; },
-        one_of({"constant", "cosine"})));
+    f.push_back(enum_field("training.schedule", [](Config& c) -> auto& { return c.training.schedule; }, kSchedules));
     f.push_back(field<std::array<float, 2>>("training.betas", [](Config& c) -> auto& { return c.training.betas; },
         [](const std::array<float, 2>& b) {
           return b[0] >= 0 && b[0] < 1 && b[1] >= 0 && b[1] < 1 ? "" : "must both be in [0, 1)";
@@ -182,23 +225,32 @@ const std::vector<Field>& fields() {
         [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
     f.push_back(field<float>("training.weight_decay", [](Config& c) -> auto& { return c.training.weight_decay; }, at_least(0.f)));
     f.push_back(field<float>("training.grad_clip", [](Config& c) -> auto& { return c.training.grad_clip; }, at_least(0.f)));
-    f.push_back(field<std::string>("training.on_nan", [](Config& c) -> auto& { return c.training.on_nan; },
-        one_of({"stop", "skip"})));
+    f.push_back(enum_field("training.on_nan", [](Config& c) -> auto& { return c.training.on_nan; }, kNanPolicies));
     f.push_back(field<float>("training.spike_zscore", [](Config& c) -> auto& { return c.training.spike_zscore; }, at_least(0.f)));
     // eval and early stopping
     f.push_back(field<int64_t>("eval.interval", [](Config& c) -> auto& { return c.eval.interval; }, at_least<int64_t>(0)));
     f.push_back(field<int64_t>("eval.batches", [](Config& c) -> auto& { return c.eval.batches; }, at_least<int64_t>(1)));
     f.push_back(field<bool>("early_stopping.enabled", [](Config& c) -> auto& { return c.early_stopping.enabled; }));
-    f.push_back(field<std::string>("early_stopping.metric", [](Config& c) -> auto& { return c.early_stopping.metric; },
-        one_of({"val_loss"})));
+    f.push_back(enum_field("early_stopping.metric", [](Config& c) -> auto& { return c.early_stopping.metric; }, kMetrics));
     f.push_back(field<int64_t>("early_stopping.patience", [](Config& c) -> auto& { return c.early_stopping.patience; }, at_least<int64_t>(1)));
     f.push_back(field<float>("early_stopping.min_delta", [](Config& c) -> auto& { return c.early_stopping.min_delta; }, at_least(0.f)));
     f.push_back(field<bool>("early_stopping.restore_best", [](Config& c) -> auto& { return c.early_stopping.restore_best; }));
     // checkpoints
     f.push_back(field<int64_t>("checkpoint.interval", [](Config& c) -> auto& { return c.checkpoint.interval; }, at_least<int64_t>(0)));
     f.push_back(field<int64_t>("checkpoint.keep_last", [](Config& c) -> auto& { return c.checkpoint.keep_last; }, at_least<int64_t>(1)));
-    f.push_back(field<std::string>("checkpoint.resume", [](Config& c) -> auto& { return c.checkpoint.resume; },
-        [](const std::string& v) { return v.empty() ? "must be auto, never or a checkpoint path" : ""; }));
+    f.push_back(Field{"checkpoint.resume",
+        [](Config& c, const YAML::Node& n) {
+          std::string text;
+          read(n, text);
+          if (text.empty()) throw Error("must be auto, never or a checkpoint path");
+          c.checkpoint.resume = text == "auto" ? ResumeMode::automatic : text == "never" ? ResumeMode::never : ResumeMode::path;
+          c.checkpoint.resume_path = c.checkpoint.resume == ResumeMode::path ? text : std::string();
+        },
+        [](const Config& c) {
+          const auto& k = c.checkpoint;
+          return write(std::string(k.resume == ResumeMode::automatic ? "auto" : k.resume == ResumeMode::never ? "never" : k.resume_path));
+        }});
+    f.push_back(field<bool>("checkpoint.force_fresh", [](Config& c) -> auto& { return c.checkpoint.force_fresh; }));
     // fine-tuning
     f.push_back(field<std::vector<std::string>>("finetune.freeze", [](Config& c) -> auto& { return c.finetune.freeze; }));
     f.push_back(field<int64_t>("finetune.lora.rank", [](Config& c) -> auto& { return c.finetune.lora.rank; }, at_least<int64_t>(0)));
@@ -214,15 +266,20 @@ const std::vector<Field>& fields() {
           return v.empty() ? std::string("must name at least one layer") : std::string();
         }));
     // distributed and logging
-    f.push_back(field<std::string>("distributed.backend", [](Config& c) -> auto& { return c.distributed.backend; },
-        one_of({"auto", "none", "mpi", "nccl"})));
+    f.push_back(enum_field("distributed.backend", [](Config& c) -> auto& { return c.distributed.backend; }, kBackends));
     f.push_back(field<int>("distributed.zero", [](Config& c) -> auto& { return c.distributed.zero; },
         [](const int& v) { return v == 0 || v == 1 ? "" : str("must be 0 or 1, got ", v); }));
     f.push_back(field<double>("distributed.timeout", [](Config& c) -> auto& { return c.distributed.timeout; },
         [](const double& v) { return v > 0 ? std::string() : str("must be positive seconds, got ", v); }));
     f.push_back(field<int64_t>("logging.interval", [](Config& c) -> auto& { return c.logging.interval; }, at_least<int64_t>(1)));
-    f.push_back(field<std::string>("logging.progress", [](Config& c) -> auto& { return c.logging.progress; },
-        one_of({"auto", "bar", "plain", "none"})));
+    // `progress: false`, the YAML boolean users write, means none.
+    f.push_back(enum_field<ProgressMode>("logging.progress", [](Config& c) -> auto& { return c.logging.progress; }, kProgressModes,
+        [](const YAML::Node& n, ProgressMode& mode) {
+          bool flag = true;
+          if (!n.IsScalar() || n.Tag() == "!" || !YAML::convert<bool>::decode(n, flag) || flag) return false;
+          mode = ProgressMode::none;
+          return true;
+        }));
     f.push_back(field<double>("logging.peak_gflops", [](Config& c) -> auto& { return c.logging.peak_gflops; }, at_least(0.0)));
     return f;
   }();
@@ -365,7 +422,7 @@ void Config::validate() const {
             ") must not exceed training.lr (", training.lr, ")");
   LMF_CHECK(model.n_embd % model.n_head == 0, "model.n_embd (", model.n_embd,
             ") must be divisible by model.n_head (", model.n_head, ")");
-  LMF_CHECK(!(distributed.zero == 1 && distributed.backend == "none"),
+  LMF_CHECK(!(distributed.zero == 1 && distributed.backend == CommBackend::none),
             "distributed.zero: 1 needs a distributed backend (not none)");
 }
 
@@ -387,6 +444,31 @@ std::string Config::to_yaml() const {
   out << root;
   return std::string(out.c_str()) + "\n";
 }
+
+DeviceSetting DeviceSetting::parse(const std::string& text) {
+  DeviceSetting d;
+  if (text == "auto") return d;
+  try {
+    const Device device = parse_device(text);
+    d.kind = device.is_cpu() ? DeviceKind::cpu : DeviceKind::cuda;
+    d.index = device.is_cuda() && text != "cuda" ? device.index : -1;
+    return d;
+  } catch (const Error&) {
+    throw Error(lmf::str("must be auto, cpu, cuda or cuda:N, got '", text, "'"));
+  }
+}
+
+std::string DeviceSetting::str() const {
+  if (kind == DeviceKind::cuda && index >= 0) return "cuda:" + std::to_string(index);
+  return spelling(kDeviceKinds, kind);
+}
+
+std::string to_string(DeviceKind kind) { return spelling(kDeviceKinds, kind); }
+std::string to_string(Precision precision) { return spelling(kPrecisions, precision); }
+std::string to_string(NanPolicy policy) { return spelling(kNanPolicies, policy); }
+std::string to_string(EarlyStoppingMetric metric) { return spelling(kMetrics, metric); }
+std::string to_string(CommBackend backend) { return spelling(kBackends, backend); }
+std::string to_string(ProgressMode mode) { return spelling(kProgressModes, mode); }
 
 std::vector<std::string> Config::keys() {
   std::vector<std::string> out;

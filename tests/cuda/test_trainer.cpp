@@ -54,7 +54,7 @@ Config config_on(const std::string& device, const fs::path& out_dir, int64_t max
   c.run.out_dir = out_dir.string();
   c.run.seed = 11;
   c.run.threads = 2;
-  c.run.device = device;
+  c.run.device = lmf::train::DeviceSetting::parse(device);
   c.data.train = corpus().string();
   c.model.n_layer = 2;
   c.model.n_head = 2;
@@ -72,7 +72,7 @@ Config config_on(const std::string& device, const fs::path& out_dir, int64_t max
   c.checkpoint.interval = 10;
   c.checkpoint.keep_last = 100;
   c.logging.interval = 1;
-  c.logging.progress = "none";
+  c.logging.progress = lmf::train::ProgressMode::none;
   c.validate();
   return c;
 }

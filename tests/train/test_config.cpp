@@ -26,7 +26,7 @@ TEST_CASE("a minimal config takes the documented defaults") {
   CHECK(c.training.max_steps == 10);
   CHECK(c.training.lr == Approx(1e-3f));
   CHECK(c.model.n_layer == 4);
-  CHECK(c.checkpoint.resume == "auto");
+  CHECK(c.checkpoint.resume == lmf::train::ResumeMode::automatic);
   CHECK(c.finetune.lora.rank == 0);
 }
 

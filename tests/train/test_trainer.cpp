@@ -80,7 +80,7 @@ Config tiny_config(const fs::path& out_dir, int64_t max_steps) {
   c.checkpoint.interval = 4;
   c.checkpoint.keep_last = 100;
   c.logging.interval = 1;
-  c.logging.progress = "none";
+  c.logging.progress = lmf::train::ProgressMode::none;
   c.validate();
   return c;
 }
@@ -187,7 +187,7 @@ TEST_CASE("resume continues bit-identically with dropout: the dropout RNG state 
 
 TEST_CASE("resume continues bit-identically in sequential order from a stop between checkpoints") {
   Config c = tiny_config("", 10);
-  c.data.order = "sequential";
+  c.data.order = lmf::data::LoaderOrder::sequential;
   c.model.dropout = 0.1f;
   check_exact_resume(c, "resume_sequential", 10, 6);
 }
@@ -218,10 +218,10 @@ TEST_CASE("run.matmul_precision: bf16 trains close to f32, differs from it, and 
   Config c = tiny_config(fresh_dir("matmul_f32"), 8);
   std::vector<float> f32, bf16, f32_again;
   Trainer(c, record_losses(f32)).fit();
-  c.run.matmul_precision = "bf16";
+  c.run.matmul_precision = lmf::train::Precision::bf16;
   c.run.out_dir = fresh_dir("matmul_bf16").string();
   Trainer(c, record_losses(bf16)).fit();
-  c.run.matmul_precision = "fp32";
+  c.run.matmul_precision = lmf::train::Precision::fp32;
   c.run.out_dir = fresh_dir("matmul_f32_again").string();
   Trainer(c, record_losses(f32_again)).fit();
   REQUIRE(bf16.size() == f32.size());
@@ -281,7 +281,7 @@ Config overfitting_config(const fs::path& out) {
   c.data.val = (data / "val.bin").string();
   c.training.lr = 1e-2f;
   c.training.min_lr = 1e-2f;
-  c.training.schedule = "constant";
+  c.training.schedule = lmf::optim::ScheduleKind::constant;
   c.eval.interval = 10;
   c.eval.batches = 4;
   c.early_stopping.enabled = true;
@@ -322,7 +322,7 @@ TEST_CASE("early stopping stops after patience evaluations without improvement a
 
 TEST_CASE("gradient accumulation of 2x4 sequences matches one batch of 8 and counts optimizer steps") {
   Config accum = tiny_config(fresh_dir("accum_2x4"), 5);
-  accum.data.order = "sequential";  // two micro-batches of 4 read the same windows as one of 8
+  accum.data.order = lmf::data::LoaderOrder::sequential;  // two micro-batches of 4 read the same windows as one of 8
   accum.training.grad_accum_steps = 2;
   Config whole = accum;
   whole.run.out_dir = fresh_dir("accum_1x8").string();
@@ -430,7 +430,7 @@ TEST_CASE("config.yaml in the run directory re-parses to the same configuration"
 
 namespace {
 // Sets ln_f.weight[0] (every position passes through it) to `value`; returns the old value.
-float poke_ln_f(lmf::nn::GPT& model, float value) {
+float poke_ln_f(lmf::nn::Module& model, float value) {
   for (auto& [name, t] : model.named_parameters())
     if (name == "ln_f.weight") {
       float* p = t.data<float>();
@@ -490,7 +490,7 @@ TEST_CASE("a huge learning rate without clipping is caught as non-finite, not tr
   Config c = tiny_config(fresh_dir("nan_huge_lr"), 30);
   c.training.lr = 1e30f;
   c.training.min_lr = 1e30f;
-  c.training.schedule = "constant";
+  c.training.schedule = lmf::optim::ScheduleKind::constant;
   c.training.warmup_steps = 0;
   c.training.grad_clip = 0;
   c.training.weight_decay = 0;
@@ -500,7 +500,7 @@ TEST_CASE("a huge learning rate without clipping is caught as non-finite, not tr
 TEST_CASE("on_nan skip drops the bad update and training continues") {
   const fs::path out = fresh_dir("nan_skip");
   Config c = tiny_config(out, 8);
-  c.training.on_nan = "skip";
+  c.training.on_nan = lmf::train::NanPolicy::skip;
   Trainer* self = nullptr;
   std::map<std::string, std::vector<float>> before;
   std::vector<StepMetrics> seen;
@@ -612,26 +612,26 @@ TEST_CASE("early stopping decides the same after a stop between evaluations and 
 
 TEST_CASE("run.device: cuda without a GPU, and run.precision: bf16, are refused naming the key") {
   Config c = tiny_config(fresh_dir("device_refused"), 2);
-  c.run.precision = "bf16";
+  c.run.precision = lmf::train::Precision::bf16;
   CHECK_THROWS_WITH(Trainer(c), Catch::Contains("run.precision: bf16 is not implemented"));
-  c.run.precision = "fp32";
+  c.run.precision = lmf::train::Precision::fp32;
   if (lmf::cuda_available()) {
     WARN("the GPU half is skipped: a CUDA GPU is visible (tests/cuda/test_trainer.cpp trains on it)");
     return;
   }
   for (const char* device : {"cuda", "cuda:1"}) {
-    c.run.device = device;
+    c.run.device = lmf::train::DeviceSetting::parse(device);
     CHECK_THROWS_WITH(Trainer(c), Catch::Contains(std::string("run.device: ") + device) &&
                                       Catch::Contains("no CUDA GPU is available"));
   }
   // Without a GPU, auto trains on the CPU.
-  c.run.device = "auto";
+  c.run.device = lmf::train::DeviceSetting{};
   Trainer trainer(c);
   CHECK(trainer.model().slab()->device().is_cpu());
 }
 
 TEST_CASE("distributed.backend: nccl on the CPU is refused naming both keys") {
   Config c = tiny_config(fresh_dir("nccl_cpu"), 2);
-  c.distributed.backend = "nccl";
+  c.distributed.backend = lmf::train::CommBackend::nccl;
   CHECK_THROWS_WITH(Trainer(c), Catch::Contains("distributed.backend: nccl") && Catch::Contains("run.device"));
 }

@@ -7,23 +7,61 @@
 #include <string>
 #include <vector>
 
+#include "lmforge/data/loader.h"
+#include "lmforge/optim/schedule.h"
+
 namespace lmf::train {
+
+/// Kinds of run.device. `automatic` is the CPU (docs/config.md says why).
+enum class DeviceKind { automatic, cpu, cuda };
+
+/// run.device as the library holds it: auto, cpu, cuda (the rank's GPU) or cuda:N.
+struct DeviceSetting {
+  DeviceKind kind = DeviceKind::automatic;
+  int index = -1;  ///< cuda:N; -1 with kind cuda: no GPU named
+  /// "auto", "cpu", "cuda", "cuda:N"; throws lmf::Error with the valid forms otherwise.
+  static DeviceSetting parse(const std::string& text);
+  /// The YAML spelling (the inverse of parse).
+  std::string str() const;
+  bool operator==(const DeviceSetting&) const = default;
+};
+
+/// Floating-point formats of run.precision and run.matmul_precision.
+enum class Precision { fp32, bf16 };
+/// training.on_nan: what a non-finite loss or gradient norm does.
+enum class NanPolicy { stop, skip };
+/// The metric early stopping watches.
+enum class EarlyStoppingMetric { val_loss };
+/// checkpoint.resume: the newest checkpoint of run.out_dir, none, or one named directory.
+enum class ResumeMode { automatic, never, path };
+/// distributed.backend.
+enum class CommBackend { automatic, none, mpi, nccl };
+/// logging.progress: `automatic` draws a bar on a terminal and plain lines otherwise.
+enum class ProgressMode { automatic, bar, plain, none };
+
+/// The YAML spelling of each kind ("auto", "fp32", "cosine", ...), as docs/config.md lists them.
+std::string to_string(DeviceKind kind);
+std::string to_string(Precision precision);
+std::string to_string(NanPolicy policy);
+std::string to_string(EarlyStoppingMetric metric);
+std::string to_string(CommBackend backend);
+std::string to_string(ProgressMode mode);
 
 struct RunConfig {
   std::string name = "run";
   std::string out_dir = "runs/run";
   uint64_t seed = 1337;
-  std::string device = "auto";     ///< auto | cpu | cuda | cuda:N
-  std::string precision = "fp32";  ///< fp32 | bf16
-  std::string matmul_precision = "fp32";  ///< fp32 | bf16: operands of CPU matrix products
-  int threads = 0;                 ///< 0: every available core
+  DeviceSetting device;                          ///< auto | cpu | cuda | cuda:N
+  Precision precision = Precision::fp32;         ///< parameters and activations
+  Precision matmul_precision = Precision::fp32;  ///< operands of CPU matrix products
+  int threads = 0;                               ///< 0: every available core
 };
 
 struct DataConfig {
   std::string train;                 ///< token shard, shard glob, or directory with train.bin
   std::string val;                   ///< token shard; empty: no validation
   std::string tokenizer;             ///< tokenizer spec; empty: <dir of train>/tokenizer.json if present
-  std::string order = "random";      ///< random | sequential
+  data::LoaderOrder order = data::LoaderOrder::random;
 };
 
 struct ModelConfig {
@@ -46,12 +84,12 @@ struct TrainingConfig {
   float lr = 1e-3f;
   float min_lr = 1e-4f;
   int64_t warmup_steps = 100;
-  std::string schedule = "cosine";  ///< constant | cosine
+  optim::ScheduleKind schedule = optim::ScheduleKind::cosine;
   std::array<float, 2> betas = {0.9f, 0.99f};
   float eps = 1e-8f;
   float weight_decay = 0.1f;
   float grad_clip = 1.0f;           ///< 0: no clipping
-  std::string on_nan = "stop";      ///< stop | skip
+  NanPolicy on_nan = NanPolicy::stop;
   float spike_zscore = 0.f;         ///< 0: off; skip an update whose loss z-score exceeds this
 };
 
@@ -62,7 +100,7 @@ struct EvalConfig {
 
 struct EarlyStoppingConfig {
   bool enabled = false;
-  std::string metric = "val_loss";
+  EarlyStoppingMetric metric = EarlyStoppingMetric::val_loss;
   int64_t patience = 5;  ///< evaluations without improvement before stopping
   float min_delta = 0.f;
   bool restore_best = true;
@@ -71,7 +109,11 @@ struct EarlyStoppingConfig {
 struct CheckpointConfig {
   int64_t interval = 500;     ///< steps; 0: only best and final
   int64_t keep_last = 2;
-  std::string resume = "auto";  ///< auto | never | PATH
+  ResumeMode resume = ResumeMode::automatic;
+  std::string resume_path;  ///< the checkpoint directory when resume is ResumeMode::path
+  /// With resume never: set an earlier run's files in out_dir aside (moved to a timestamped
+  /// sibling directory) instead of refusing to start. `lmforge train --force` sets it.
+  bool force_fresh = false;
 };
 
 struct LoraConfig {
@@ -87,14 +129,14 @@ struct FinetuneConfig {
 };
 
 struct DistributedConfig {
-  std::string backend = "auto";  ///< auto | none | mpi | nccl
+  CommBackend backend = CommBackend::automatic;
   int zero = 0;                  ///< 0 | 1
   double timeout = 300;          ///< seconds any one collective may wait before the run fails
 };
 
 struct LoggingConfig {
   int64_t interval = 10;
-  std::string progress = "auto";  ///< auto | bar | plain | none
+  ProgressMode progress = ProgressMode::automatic;
   double peak_gflops = 0;         ///< MFU reference per process; 0: measured at start on a CPU
 };
 

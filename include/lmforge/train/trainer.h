@@ -1,11 +1,13 @@
 // Trainer: the training loop behind `lmforge train`, usable from C++ with one's own model and
-// callbacks. It owns the data loaders, the AdamW optimizer and the checkpoints of a run directory:
+// callbacks. fit() composes the public parts a custom loop can also use alone: RunLock (one
+// process per run directory), Checkpointer (atomic checkpoints, keep-last, resume), RunLog
+// (metrics.jsonl and progress), DataParallel (gradient buckets, ZeRO-1), LossGuard and
+// EarlyStopping. Files of a run directory:
 //   out_dir/config.yaml                 the resolved configuration
 //   out_dir/metrics.jsonl               one JSON object per logged step, evaluation and event
 //   out_dir/checkpoints/step_XXXXXXXX/  periodic checkpoints (the keep_last newest are kept)
 //   out_dir/best/, out_dir/final/       best validation loss, end of training
-// Each checkpoint directory holds model.safetensors + config.json (Hugging Face GPT-2 form),
-// optimizer.safetensors, trainer_state.json and tokenizer.json, and is written atomically.
+//   out_dir/.lock                       held (flock) while a process trains in the directory
 // The model, its gradients and the AdamW moments live on run.device (the CPU or one GPU per
 // rank); checkpoints are copied to the host and are the same files whichever device wrote them.
 #pragma once
@@ -14,25 +16,18 @@
 #include <memory>
 #include <string>
 
-#include "lmforge/nn/gpt.h"
+#include "lmforge/nn/causal_lm.h"
 #include "lmforge/train/config.h"
+#include "lmforge/train/run_log.h"
 
 namespace lmf::train {
-
-struct StepMetrics {
-  int64_t step = 0;              ///< optimizer steps completed
-  float train_loss = 0;          ///< mean over the step's micro-batches
-  float lr = 0;
-  double grad_norm = 0;          ///< before clipping
-  double tokens_per_sec = 0;     ///< over the last logging interval
-  double mfu = 0;                ///< model FLOPs utilisation over the interval (0..1); 0 when unknown
-  double elapsed_s = 0;          ///< wall time of this run (resumed runs continue the count)
-  bool skipped = false;          ///< the update was skipped (NaN/Inf with on_nan: skip, or a spike)
-};
 
 /// Optional hooks; any may be empty. Returning false from on_step stops training after
 /// the current step (a final checkpoint is still written).
 struct Callbacks {
+  /// Called once fit() holds the run directory and has resumed (at `step`) or started afresh,
+  /// before the first step.
+  std::function<void(int64_t step)> on_start;
   std::function<bool(const StepMetrics&)> on_step;
   std::function<void(int64_t step, float val_loss)> on_eval;
   std::function<void(const std::string& event, const std::string& detail)> on_event;
@@ -53,18 +48,21 @@ class Trainer {
   explicit Trainer(Config config, Callbacks callbacks = {});
   /// Trains a caller-built model instead of config.model (config.model.init must be "scratch").
   /// The model is moved to run.device if it is elsewhere.
-  Trainer(Config config, std::unique_ptr<nn::GPT> model, Callbacks callbacks = {});
+  Trainer(Config config, std::unique_ptr<nn::CausalLM> model, Callbacks callbacks = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
   /// Runs (or resumes, per checkpoint.resume) until a stopping condition; returns why it stopped.
+  /// Holds the run directory's lock while it runs; another process training in run.out_dir is
+  /// an lmf::Error. With checkpoint.resume: never, an earlier run's results in run.out_dir are an
+  /// error unless checkpoint.force_fresh sets them aside.
   TrainResult fit();
   /// Mean validation loss over the fixed validation batches (eval.batches of them).
   float evaluate();
 
   /// The model being trained, on run.device.
-  nn::GPT& model();
+  nn::CausalLM& model();
   const Config& config() const;
 
   /// Installs SIGINT/SIGTERM handlers that make fit() finish its step, save and return.

@@ -1,0 +1,29 @@
+// The trainer's only contact with concrete model classes: building the model a config describes,
+// loading and writing checkpoint model files, and LoRA. Everything else in train/ sees an
+// nn::CausalLM. Today these are GPT-2's io::load_gpt / io::write_model_files / nn::GPT; a loader
+// for other architectures replaces the bodies here and nothing else.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "lmforge/nn/causal_lm.h"
+#include "lmforge/train/config.h"
+
+namespace lmf::train::detail {
+
+/// The model in checkpoint (or Hugging Face) directory `dir`, on the CPU.
+std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint64_t seed = 0);
+/// A freshly initialised model of `m` with `vocab_size` rows (model.init: scratch).
+std::unique_ptr<nn::CausalLM> build_model(const ModelConfig& m, int64_t vocab_size, uint64_t seed);
+/// model.safetensors + config.json (+ LoRA adapter files) of `model` into the existing `dir`.
+void write_model(const nn::CausalLM& model, const std::filesystem::path& dir);
+/// Throws when `loaded` (from `dir`) differs in architecture or shape from `model`.
+void check_same_shape(const nn::CausalLM& loaded, const nn::CausalLM& model, const std::filesystem::path& dir);
+
+bool has_lora(const nn::CausalLM& model);
+void merge_lora(nn::CausalLM& model);
+void add_lora(nn::CausalLM& model, const LoraConfig& lora, uint64_t seed);
+
+}  // namespace lmf::train::detail
