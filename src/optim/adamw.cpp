@@ -8,11 +8,9 @@
 #include <unordered_map>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
-#ifdef LMF_WITH_CUDA
-#include "kernels.h"
-#endif
 
 namespace lmf::optim {
 
@@ -87,23 +85,23 @@ void AdamW::step() {
   const float* g = slab_->grads.data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
-#ifdef LMF_WITH_CUDA
-  if (slab_->device().is_cuda()) {
-    // Default stream: ordered after the backward pass that produced the gradients.
-    for (const Run& r : runs_) {
-      kernels::adamw_update(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_),
-                            r.end - r.begin,
-                            1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1,
-                            config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt,
-                            nullptr);
-    }
-    return;
-  }
-#endif
+  const Device device = slab_->device();
   for (const Run& r : runs_) {
-    cpu::adamw_update(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_),
-                      r.end - r.begin, 1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1,
-                      config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+    float* pr = p + r.begin;
+    const float* gr = g + r.begin;
+    float* mr = m + (r.begin - shard_begin_);
+    float* vr = v + (r.begin - shard_begin_);
+    const float decay = 1.f - config_.lr * r.weight_decay;
+    switch (device.type) {
+      case DeviceType::cpu:
+        cpu::adamw_update(pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1, config_.beta2,
+                          config_.eps, bias_correction1, bias_correction2_sqrt);
+        break;
+      case DeviceType::cuda:  // the default stream: ordered after the backward that made the gradients
+        cuda::adamw_update(device, pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1,
+                           config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+        break;
+    }
   }
 }
 

@@ -111,6 +111,7 @@ bool looks_like_checkpoint(const fs::path& dir) {
 struct Trainer::Impl {
   Config config;
   Callbacks callbacks;
+  ComputeOptions compute;  // the run's settings, in force (ComputeScope) during set-up, fit and evaluate
   DataPaths paths;
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<nn::GPT> model;
@@ -142,9 +143,9 @@ struct Trainer::Impl {
   // --- set-up ------------------------------------------------------------------------------
 
   void setup(std::unique_ptr<nn::GPT> given) {
-    if (config.run.threads > 0) omp_set_num_threads(config.run.threads);
     check_device();
     make_comm();
+    const ComputeScope scope(compute);
     paths = resolve_data(config.data);
     check_paths();
     LMF_CHECK(!config.early_stopping.enabled || !paths.val.empty(),
@@ -199,11 +200,11 @@ struct Trainer::Impl {
   void check_device() {
     LMF_CHECK(config.run.precision == "fp32", "run.precision: bf16 is not implemented in this version (the ops "
               "store activations in f32; docs/kernels.md lists what is missing); use fp32");
-    // Process-wide: set on every start, so a later trainer in the same process gets its own.
     const bool bf16_products = config.run.matmul_precision == "bf16";
     LMF_CHECK(!bf16_products || cpu_matmul_bf16_available(), "run.matmul_precision: bf16 needs a CPU with "
               "AVX-512 BF16 (VDPBF16PS), which this one lacks; use fp32");
-    set_cpu_matmul_bf16(bf16_products);
+    compute.cpu_matmul_bf16 = bf16_products;
+    compute.threads = config.run.threads;
     if (config.run.device == "auto" || config.run.device == "cpu") {
       device = Device::cpu();
       return;
@@ -369,7 +370,7 @@ struct Trainer::Impl {
     }
     // Ranks on one node share its cores: unless run.threads says otherwise, each takes its part.
     if (config.run.threads == 0 && launch.local_size > 1)
-      omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
+      compute.threads = std::max(1, omp_get_num_procs() / launch.local_size);
   }
 
   void setup_data_parallel() {
@@ -674,6 +675,7 @@ struct Trainer::Impl {
   // --- evaluation --------------------------------------------------------------------------
 
   float evaluate() {
+    const ComputeScope scope(compute);
     LMF_CHECK(val_loader, "evaluate: no validation data (data.val)");
     NoGradGuard no_grad;
     model->eval();
@@ -746,6 +748,7 @@ struct Trainer::Impl {
   }
 
   TrainResult fit() {
+    const ComputeScope scope(compute);
     fs::create_directories(out_dir);
     remove_leftovers();
     bool resumed = false;

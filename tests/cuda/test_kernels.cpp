@@ -182,8 +182,8 @@ TEST_CASE("embedding forward matches the CPU and the backward is exact and bitwi
 
   const std::size_t bytes = k::embedding_backward_workspace(n);
   DeviceBuffer<char> work(bytes);
-  k::embedding_backward(grad.get(), dg.get(), dids.get(), n, c, v, work.get(), bytes, nullptr);
-  k::embedding_backward(grad2.get(), dg.get(), dids.get(), n, c, v, work.get(), bytes, nullptr);
+  k::embedding_backward(grad.get(), dg.get(), dids.get(), n, c, v, false, work.get(), bytes, nullptr);
+  k::embedding_backward(grad2.get(), dg.get(), dids.get(), n, c, v, false, work.get(), bytes, nullptr);
   lmf::cpu::embedding_backward_i32(ref_grad.data(), g.data(), ids.data(), n, c, v);
   const auto got = grad.download();
   // Both sum each id's rows in position order, so they agree exactly; unused rows are zero.

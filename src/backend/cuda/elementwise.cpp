@@ -28,9 +28,17 @@ void mul_backward(Device device, float* da, float* db, const float* dout, const 
   DeviceGuard guard(device);
   k::mul_backward(da, db, dout, a, b, n, nb, kStream);
 }
-void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor) {
+void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor,
+                 bool accumulate) {
   DeviceGuard guard(device);
-  k::column_sums(out, in, nullptr, rows, cols, factor, kStream);
+  if (!accumulate) {
+    k::column_sums(out, in, nullptr, rows, cols, factor, kStream);
+    return;
+  }
+  // A (cols) temporary and an axpy: a bias-sized vector, not worth a second kernel variant.
+  Tensor sums = workspace(device, sizeof(float) * cols);
+  k::column_sums(sums.data<float>(), in, nullptr, rows, cols, factor, kStream);
+  k::add_inplace(out, sums.data<float>(), 1.f, cols, kStream);
 }
 void add_inplace(Device device, float* dst, const float* src, float alpha, int64_t n) {
   DeviceGuard guard(device);
