@@ -16,8 +16,8 @@
 #include <random>
 #include <vector>
 
-#include "backend/cpu/gemm_kernel.h"
 #include "lmforge/autograd.h"
+#include "lmforge/ops.h"
 #include "lmforge/nn/gpt.h"
 #include "lmforge/optim/adamw.h"
 
@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   lmf::nn::GPTConfig config;  // GPT-2 124M defaults
   int64_t B = 4, T = 64, steps = 5;
   double ceiling = 0.0;
+  lmf::ComputeOptions compute;
   for (int i = 1; i + 1 < argc; i += 2) {
     const char* key = argv[i];
     const double value = std::atof(argv[i + 1]);
@@ -36,9 +37,10 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(key, "--seq")) T = int64_t(value);
     else if (!std::strcmp(key, "--steps")) steps = int64_t(value);
     else if (!std::strcmp(key, "--ceiling")) ceiling = value;
-    else if (!std::strcmp(key, "--bf16")) lmf::cpu::set_gemm_bf16(value != 0);
+    else if (!std::strcmp(key, "--bf16")) compute.cpu_matmul_bf16 = value != 0;
     else { std::fprintf(stderr, "unknown option %s\n", key); return 2; }
   }
+  const lmf::ComputeScope scope(compute);
   lmf::nn::GPT model(config, 1337);
   lmf::optim::AdamW opt(model, {6e-4f, 0.9f, 0.95f, 1e-8f, 0.1f});
   std::mt19937 gen(42);
@@ -73,7 +75,7 @@ int main(int argc, char** argv) {
               "products in %s\n",
               (long long)config.n_layer, (long long)config.n_embd, (long long)config.n_head,
               (long long)config.vocab_size, model.num_parameters() / 1e6, (long long)B,
-              (long long)T, omp_get_max_threads(), lmf::cpu::gemm_bf16() ? "bf16" : "f32");
+              (long long)T, omp_get_max_threads(), compute.cpu_matmul_bf16 && lmf::cpu_matmul_bf16_available() ? "bf16" : "f32");
   std::printf("step: median %.1f ms, best %.1f ms over %lld steps; %.0f tokens/s; %.1f GFLOP/s",
               median * 1e3, times.front() * 1e3, (long long)steps, B * T / median, gflops);
   if (ceiling > 0) std::printf("; MFU %.1f%% of %.0f GFLOP/s", 100.0 * gflops / ceiling, ceiling);

@@ -1,6 +1,7 @@
 // Embedding lookup out (N, C) = weight (V, C)[ids (N)] and its deterministic backward, plus the id
 // validation the op layer runs before either (a bad id must be an error, never a wild read).
-// Gradient: dweight[v] = sum of dout rows whose id is v (written; zero rows for unused ids).
+// Gradient: dweight[v] = sum of dout rows whose id is v (written, zero rows for unused ids; or
+// added to each row's existing gradient when accumulating into a parameter's).
 // Float atomics would add a popular token's rows in a different order each run, so instead the
 // (id, position) pairs are stably radix-sorted (CUB), and the first position of each run of equal
 // ids owns that row: its block sums the run's dout rows in position order. Same bits every run.
@@ -43,7 +44,7 @@ __global__ void iota_kernel(int32_t* p, int64_t n) {
 
 // Block i: if sorted position i starts a run of equal ids, sum the run into that id's row.
 __global__ void embedding_backward_runs_kernel(float* dweight, const float* dout, const int32_t* sorted_ids,
-                                               const int32_t* sorted_pos, int64_t n, int64_t c) {
+                                               const int32_t* sorted_pos, int64_t n, int64_t c, bool accumulate) {
   const int64_t i = blockIdx.x;
   const int32_t id = sorted_ids[i];
   if (i > 0 && sorted_ids[i - 1] == id) return;
@@ -52,7 +53,8 @@ __global__ void embedding_backward_runs_kernel(float* dweight, const float* dout
   for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
     float acc = 0.f;
     for (int64_t r = i; r < end; ++r) acc += dout[static_cast<int64_t>(sorted_pos[r]) * c + j];
-    dweight[static_cast<int64_t>(id) * c + j] = acc;
+    float& dst = dweight[static_cast<int64_t>(id) * c + j];
+    dst = accumulate ? dst + acc : acc;
   }
 }
 
@@ -116,8 +118,9 @@ std::size_t embedding_backward_workspace(int64_t n) {
 }
 
 void embedding_backward(float* dweight, const float* dout, const int32_t* ids, int64_t n, int64_t c,
-                        int64_t v, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
-  LMF_CUDA_CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * v * c, stream));
+                        int64_t v, bool accumulate, void* workspace, std::size_t workspace_bytes,
+                        cudaStream_t stream) {
+  if (!accumulate) LMF_CUDA_CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * v * c, stream));
   if (n == 0 || c == 0) return;
   if (workspace_bytes < embedding_backward_workspace(n)) throw CudaError("embedding_backward: workspace too small");
   char* base = static_cast<char*>(workspace);
@@ -134,7 +137,7 @@ void embedding_backward(float* dweight, const float* dout, const int32_t* ids, i
                                                  static_cast<int>(n), 0, end_bit_for(v), stream));
   check_grid("embedding_backward", "B*T (ids)", n, kMaxGridX);
   embedding_backward_runs_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(dweight, dout, keys_out,
-                                                                                    pos_out, n, c);
+                                                                                    pos_out, n, c, accumulate);
   LMF_CUDA_LAUNCH_CHECK();
 }
 

@@ -2,8 +2,9 @@
 // lmforge types, so the op layer (src/ops/) owns every shape and dtype check. Each launcher checks
 // its launch and throws lmf::kernels::CudaError (a std::runtime_error) on failure.
 // Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
-// Gradient rule: activation grads are written (=); parameter-grad accumulation (+=) happens in
-// the autograd engine through add_inplace.
+// Gradient rule: activation grads are written (=); kernels that can fuse an accumulation (the GEMM,
+// embedding's scatter-add) take an accumulate flag, which the autograd engine sets when the
+// destination is a parameter's gradient; other gradients it adds through add_inplace.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -79,11 +80,13 @@ void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids,
                            cudaStream_t stream);
 /// Workspace bytes embedding_backward needs for n ids.
 std::size_t embedding_backward_workspace(int64_t n);
-/// dweight (V, C) = scatter-sum of dout (N, C) by id, written (zeroed first). Deterministic: ids
-/// are stably sorted, then each run of equal ids is summed in position order by one block.
-/// ids_i32 (N) are i32 ids (u16 ids are widened first by the caller through strided_copy).
+/// dweight (V, C) = scatter-sum of dout (N, C) by id, written (zeroed first), or added to each
+/// row when accumulate. Deterministic: ids are stably sorted, then each run of equal ids is summed
+/// in position order by one block. ids_i32 (N) are i32 ids (u16 ids are widened first by the
+/// caller through strided_copy).
 void embedding_backward(float* dweight, const float* dout, const int32_t* ids, int64_t n, int64_t c,
-                        int64_t v, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+                        int64_t v, bool accumulate, void* workspace, std::size_t workspace_bytes,
+                        cudaStream_t stream);
 
 /// x (N, C), weight (C), bias (C) or null -> out (N, C); saves mean (N) and rstd (N).
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,

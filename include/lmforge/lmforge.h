@@ -3,6 +3,7 @@
 #pragma once
 
 #include "lmforge/core/allocator.h"
+#include "lmforge/core/compute.h"
 #include "lmforge/core/device.h"
 #include "lmforge/core/dtype.h"
 #include "lmforge/core/error.h"

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "lmforge/autograd.h"
+#include "lmforge/core/compute.h"
 #include "lmforge/core/tensor.h"
 
 namespace lmf {
@@ -74,12 +75,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 /// gelu(linear(x, w, b)) in one pass on the CPU: the GELU is the GEMM's epilogue, applied to
 /// each output tile while it is in cache; the same bits as the two ops. (On a GPU: the two ops.)
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
-/// Which implementation multiplies matrices on a GPU (the config's `matmul: custom|cublas`): the
-/// hand-written tensor-core kernel or cuBLASLt. Both round f32 operands to bf16 and accumulate in
-/// f32. Process-wide; the CPU always uses Eigen.
-enum class MatmulBackend : uint8_t { custom, cublas };
-void set_matmul_backend(MatmulBackend backend);
-MatmulBackend matmul_backend();
+// matmul, linear and linear_gelu read compute_options() (lmforge/core/compute.h) on the calling
+// thread: bf16 products on the CPU, cuBLASLt or the custom kernel on a GPU. Set them with a
+// ComputeScope around the work.
 
 // --- model ops --------------------------------------------------------------------------------
 /// weight (V, C), ids (...) of i32 or u16 -> (..., C). An id outside [0, V) is an lmf::Error.
@@ -116,15 +114,13 @@ Tensor softmax(const Tensor& x);
 /// (a KV cache holds the first Tk - Tq), so query i attends to keys [0, Tk - Tq + i].
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v);
 /// The f32 matrix-product rate of this machine's CPU in GFLOP/s: the best of `reps` n x n x n
-/// products with the current OpenMP threads (the reference the trainer's MFU is reported against;
-/// bench_gemm measures the same with more shapes and OpenBLAS beside it).
+/// f32 products (whatever compute_options() asks for) with the current OpenMP threads (the
+/// reference the trainer's MFU is reported against; bench_gemm measures the same with more shapes
+/// and OpenBLAS beside it).
 double cpu_gemm_gflops(int64_t n = 1024, int reps = 3);
-/// Whether CPU matrix products can take bf16 operands here (AVX-512 BF16).
+/// Whether CPU matrix products can take bf16 operands here (AVX-512 BF16): where false,
+/// ComputeOptions::cpu_matmul_bf16 is ignored.
 bool cpu_matmul_bf16_available();
-/// CPU matmul and linear with operands rounded to bf16 and f32 accumulation (attention's own
-/// products stay f32): about 1.5x the speed on AVX-512 BF16 CPUs, at bf16 input precision.
-/// Process-wide; stays off where cpu_matmul_bf16_available() is false. Default off.
-void set_cpu_matmul_bf16(bool on);
 /// GPT self-attention straight from the fused projection: qkv (B, T, 3C), q, k, v side by side, each
 /// C = n_head * HS wide -> (B, T, C), the heads' outputs side by side. The same as splitting qkv into
 /// heads, attention(q, k, v), and merging the heads back, without the permuting copies.

@@ -1,6 +1,8 @@
 // The autograd engine: recording nodes, and the backward walk. The walk orders nodes by an
 // iterative depth-first search (deep graphs must not overflow the stack), then runs each node's
-// closure once, summing the gradients that reach a node before it runs.
+// closure once, summing the gradients that reach a node before it runs. The engine owns every
+// accumulation: it adds what record() closures return, and hands record_into() closures the
+// tensors to write or accumulate into (a parameter's slab view, a gradient it already holds).
 #include "lmforge/autograd.h"
 
 #include <unordered_map>
@@ -30,15 +32,30 @@ bool needs_grad(std::initializer_list<Tensor> inputs) {
   return false;
 }
 
-Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, BackwardFn backward) {
-  if (!needs_grad(inputs)) return output;
+namespace {
+
+Tensor attach(Tensor output, const char* name, std::vector<Tensor> inputs, BackwardFn backward,
+              DestBackwardFn backward_into) {
   auto node = std::make_shared<Node>();
   node->name = name;
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
+  node->backward_into = std::move(backward_into);
   output.impl()->grad_fn = std::move(node);
   output.impl()->requires_grad = true;
   return output;
+}
+
+}  // namespace
+
+Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, BackwardFn backward) {
+  if (!needs_grad(inputs)) return output;
+  return attach(std::move(output), name, std::move(inputs), std::move(backward), nullptr);
+}
+
+Tensor record_into(Tensor output, const char* name, std::vector<Tensor> inputs, DestBackwardFn backward) {
+  if (!needs_grad(inputs)) return output;
+  return attach(std::move(output), name, std::move(inputs), nullptr, std::move(backward));
 }
 
 namespace {
@@ -52,6 +69,53 @@ void accumulate_leaf(const Tensor& leaf, const Tensor& g) {
   } else {
     add_(grad, g);
   }
+}
+
+// A gradient the engine holds for a non-leaf until its node runs. `owned`: no other tensor
+// references it (the engine made it, or a destination-aware backward returned it new), so a later
+// contribution may be accumulated into it in place.
+struct Pending {
+  Tensor grad;
+  bool owned = false;
+};
+
+// Whether `g` can serve as an in-place destination for a gradient of `input`.
+bool is_destination(const Tensor& g, const Tensor& input) {
+  return g.defined() && g.dtype() == DType::f32 && g.is_contiguous() && g.device() == input.device() &&
+         g.shape() == input.shape();
+}
+
+// The destinations the engine hands a record_into backward, one per input: the leaf's gradient
+// (accumulate), a new buffer for a leaf's first f32 gradient (write), the owned pending gradient
+// of a non-leaf (accumulate), or none (the backward returns a new tensor).
+std::vector<GradDest> destinations(const Node& node, std::unordered_map<Node*, Pending>& pending) {
+  std::vector<GradDest> dests(node.inputs.size());
+  for (std::size_t i = 0; i < dests.size(); ++i) {
+    const Tensor& input = node.inputs[i];
+    if (!input.defined() || !input.requires_grad()) continue;
+    GradDest& d = dests[i];
+    d.needed = true;
+    // An input passed twice gets a destination once; its second gradient comes back new.
+    bool repeated = false;
+    for (std::size_t j = 0; j < i && !repeated; ++j) repeated = node.inputs[j].impl() == input.impl();
+    if (repeated) continue;
+    if (input.impl()->grad_fn) {
+      auto it = pending.find(input.impl()->grad_fn.get());
+      if (it != pending.end() && it->second.owned && is_destination(it->second.grad, input)) {
+        d.tensor = it->second.grad;
+        d.accumulate = true;
+      }
+      continue;
+    }
+    const Tensor grad = input.grad();
+    if (is_destination(grad, input)) {
+      d.tensor = grad;
+      d.accumulate = true;
+    } else if (!grad.defined() && input.dtype() == DType::f32) {
+      d.tensor = Tensor::empty(input.shape(), DType::f32, input.device());
+    }
+  }
+  return dests;
 }
 
 std::vector<Node*> topological_order(Node* root) {
@@ -96,9 +160,9 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
     if (on_leaf_grad_final) on_leaf_grad_final(root);
     return;
   }
-  std::unordered_map<Node*, Tensor> pending;
+  std::unordered_map<Node*, Pending> pending;
   Node* root_node = root.impl()->grad_fn.get();
-  pending[root_node] = seed;
+  pending[root_node] = Pending{seed, false};
   const std::vector<Node*> order = topological_order(root_node);
   // With a hook: the edges still to be walked into each leaf that requires grad. A node, run or
   // skipped (no gradient reached it), releases its leaf edges after its accumulations; a leaf
@@ -121,9 +185,12 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
       release_leaf_edges(node);
       continue;
     }
-    const Tensor g = std::move(it->second);
+    const Tensor g = std::move(it->second.grad);
     pending.erase(it);
-    std::vector<Tensor> grads = node->backward(g);
+    const bool into = static_cast<bool>(node->backward_into);
+    std::vector<GradDest> dests;
+    if (into) dests = destinations(*node, pending);
+    std::vector<Tensor> grads = into ? node->backward_into(g, dests) : node->backward(g);
     LMF_CHECK(grads.size() == node->inputs.size(), "backward of ", node->name, " returned ",
               grads.size(), " gradients for ", node->inputs.size(), " inputs");
     for (std::size_t i = 0; i < grads.size(); ++i) {
@@ -131,9 +198,22 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
       if (!grads[i].defined() || !input.defined() || !input.requires_grad()) continue;
       LMF_CHECK(grads[i].shape() == input.shape(), "backward of ", node->name, ": gradient ", i,
                 " has shape ", shape_str(grads[i].shape()), ", input has ", shape_str(input.shape()));
+      if (into && dests[i].tensor.defined() && grads[i].impl() == dests[i].tensor.impl()) {
+        // Filled in place; a leaf's first gradient becomes its .grad.
+        if (!dests[i].accumulate) input.impl()->grad = dests[i].tensor.impl();
+        continue;
+      }
       if (input.impl()->grad_fn) {
-        Tensor& slot = pending[input.impl()->grad_fn.get()];
-        slot = slot.defined() ? add(slot, grads[i]) : grads[i];
+        Pending& slot = pending[input.impl()->grad_fn.get()];
+        if (slot.grad.defined()) {
+          slot.grad = add(slot.grad, grads[i]);
+          slot.owned = true;
+        } else {
+          slot.grad = grads[i];
+          slot.owned = into;  // a destination-aware backward's new tensors are its own
+        }
+      } else if (into && !input.grad().defined()) {
+        input.impl()->grad = grads[i].impl();  // new, referenced by nothing else: no copy
       } else {
         accumulate_leaf(input, grads[i]);
       }

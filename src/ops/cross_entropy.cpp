@@ -25,49 +25,38 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
   const int64_t v = logits_in.size(-1), n = targets_in.numel();
   LMF_CHECK(v > 0, "cross_entropy: empty vocabulary dim in logits ", shape_str(ls));
   const Tensor logits = logits_in.contiguous_copy(), targets = targets_in.contiguous_copy();
-  Tensor loss = Tensor::empty({}, DType::f32, logits.device());
-  Tensor lse = Tensor::empty({n}, DType::f32, logits.device());  // (N)
-  int64_t count = 0;
-  // On the GPU the number of counted rows stays on the device (no host sync per step).
-  Tensor count_dev = logits.device().is_cuda() ? Tensor::empty({}, DType::f32, logits.device()) : Tensor();
-  switch (logits.device().type) {
-    case DeviceType::cpu: {
-      const int32_t* tg = targets.data<int32_t>();
-      for (int64_t i = 0; i < n; ++i)
-        LMF_CHECK(tg[i] == ignore_index || (tg[i] >= 0 && tg[i] < v), "cross_entropy: target ",
-                  tg[i], " at position ", i, " is outside the vocabulary of size ", v,
-                  " (ignore_index is ", ignore_index, ")");
-      std::vector<float> losses(static_cast<std::size_t>(n));  // (N)
-      count = cpu::cross_entropy_forward(losses.data(), lse.data<float>(), logits.data<float>(), tg,
-                                         n, v, ignore_index);
-      const double total = cpu::sum_all(losses.data(), n);
-      loss.data<float>()[0] = count ? static_cast<float>(total / count) : 0.f;
+  const Device dev = logits.device();
+  Tensor loss = Tensor::empty({}, DType::f32, dev);
+  Tensor count = Tensor::empty({}, DType::f32, dev);  // counted rows; on a GPU it stays there (no sync)
+  Tensor lse = Tensor::empty({n}, DType::f32, dev);   // (N)
+  switch (dev.type) {
+    case DeviceType::cpu:
+      cpu::check_ids_i32("cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
+      cpu::cross_entropy_forward(loss.data<float>(), count.data<float>(), lse.data<float>(), logits.data<float>(),
+                                 targets.data<int32_t>(), n, v, ignore_index);
       break;
-    }
     case DeviceType::cuda:
-      cuda::check_ids_i32(logits.device(), "cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
-      cuda::cross_entropy_forward(logits.device(), loss.data<float>(), count_dev.data<float>(), lse.data<float>(),
+      cuda::check_ids_i32(dev, "cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
+      cuda::cross_entropy_forward(dev, loss.data<float>(), count.data<float>(), lse.data<float>(),
                                   logits.data<float>(), targets.data<int32_t>(), n, v, ignore_index);
       break;
   }
   return record(loss, "cross_entropy", {logits_in, targets_in},
-                [logits = logits.detach(), targets = targets.detach(), lse, n, v, count, count_dev,
-                 ignore_index](const Tensor& g) {
+                [logits = logits.detach(), targets = targets.detach(), lse, n, v, count,
+                 ignore_index](const Tensor& g_in) {
+                  const Tensor g = g_in.contiguous_copy();  // () on the logits' device
                   Tensor dlogits = Tensor::empty(logits.shape(), DType::f32, g.device());
                   switch (g.device().type) {
-                    case DeviceType::cpu: {
-                      const float dloss_scale = count ? g.item() / static_cast<float>(count) : 0.f;
+                    case DeviceType::cpu:
                       cpu::cross_entropy_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
-                                                  targets.data<int32_t>(), n, v, ignore_index, dloss_scale);
+                                                  targets.data<int32_t>(), g.data<float>(), count.data<float>(), n,
+                                                  v, ignore_index);
                       break;
-                    }
-                    case DeviceType::cuda: {
-                      const Tensor gc = g.contiguous_copy();
+                    case DeviceType::cuda:
                       cuda::cross_entropy_backward(g.device(), dlogits.data<float>(), logits.data<float>(),
-                                                   lse.data<float>(), targets.data<int32_t>(), gc.data<float>(),
-                                                   count_dev.data<float>(), n, v, ignore_index);
+                                                   lse.data<float>(), targets.data<int32_t>(), g.data<float>(),
+                                                   count.data<float>(), n, v, ignore_index);
                       break;
-                    }
                   }
                   return std::vector<Tensor>{dlogits, Tensor()};
                 });

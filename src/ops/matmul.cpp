@@ -3,7 +3,6 @@
 // express without materialising any transpose: for c = op(a) · op(b),
 //   d op(a) = dc · op(b)ᵀ,  d op(b) = op(a)ᵀ · dc,  summed over the batch when b is shared.
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <vector>
 
@@ -23,48 +22,63 @@ struct MatmulDims {
   bool trans_a, trans_b;
 };
 
-// A product on the device that holds the operands: cpu::gemm or cuda::gemm (the same contract).
+// A product on the device that holds the operands: cpu::gemm or cuda::gemm (the same contract),
+// with the calling thread's compute options.
 void gemm_on(const Device& dev, const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
-             bool trans_a, bool trans_b, bool accumulate = false) {
-  if (dev.is_cuda()) {
-    cuda::gemm(dev, a, b, c, m, n, k, trans_a, trans_b, accumulate);
-  } else {
-    cpu::gemm(a, b, c, m, n, k, trans_a, trans_b, accumulate);
+             bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr) {
+  const ComputeOptions& options = compute_options();
+  switch (dev.type) {
+    case DeviceType::cpu:
+      cpu::gemm(a, b, c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+      break;
+    case DeviceType::cuda:
+      cuda::gemm(dev, a, b, c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+      break;
   }
 }
 
 void gemm_batched_on(const Device& dev, int64_t batch, const float* a, int64_t stride_a, const float* b,
                      int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
                      bool trans_a, bool trans_b, bool accumulate = false) {
-  if (dev.is_cuda()) {
-    cuda::gemm_batched(dev, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate);
-  } else {
-    cpu::gemm_batched(batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate);
+  const ComputeOptions& options = compute_options();
+  switch (dev.type) {
+    case DeviceType::cpu:
+      cpu::gemm_batched(batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate,
+                        nullptr, options);
+      break;
+    case DeviceType::cuda:
+      cuda::gemm_batched(dev, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate,
+                         nullptr, options);
+      break;
   }
 }
 
-// Both input gradients of a (possibly batched) product; a, b, g contiguous.
-std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tensor& g,
-                                    const MatmulDims& d, bool need_a, bool need_b) {
+// Both input gradients of a (possibly batched) product, into the engine's destinations (each
+// GEMM writes, or accumulates with beta = 1); a, b, g contiguous.
+std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tensor& g, const MatmulDims& d,
+                                    bool need_a, bool need_b, const std::vector<GradDest>& dests) {
   const Device dev = g.device();
-  Tensor da = need_a ? Tensor::empty(a.shape(), DType::f32, dev) : Tensor();
-  Tensor db = need_b ? Tensor::empty(b.shape(), DType::f32, dev) : Tensor();
+  need_a = need_a && dests[0].needed;
+  need_b = need_b && dests[1].needed;
+  Tensor da = need_a ? dests[0].output(a.shape(), dev) : Tensor();
+  Tensor db = need_b ? dests[1].output(b.shape(), dev) : Tensor();
+  const bool acc_a = need_a && dests[0].accumulate, acc_b = need_b && dests[1].accumulate;
   const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
   const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
   if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
     if (d.shared_b) {
-      gemm_on(dev, pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b);
+      gemm_on(dev, pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b, acc_a);
     } else {
-      gemm_batched_on(dev, d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false, !d.trans_b);
+      gemm_batched_on(dev, d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false, !d.trans_b, acc_a);
     }
   } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
-    gemm_batched_on(dev, d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b, true);
+    gemm_batched_on(dev, d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b, true, acc_a);
   }
   if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
     if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
-      gemm_on(dev, pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false);
+      gemm_on(dev, pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false, acc_b);
     } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
-      gemm_on(dev, pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false);
+      gemm_on(dev, pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false, acc_b);
     }
   } else if (need_b) {
     for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
@@ -72,7 +86,7 @@ std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tens
       const int64_t count = d.shared_b ? 1 : d.batch;
       const float* ai = pa + i * sa;
       const float* gi = pg + i * sg;
-      const bool acc = d.shared_b && i > 0;
+      const bool acc = acc_b || (d.shared_b && i > 0);
       if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
         gemm_batched_on(dev, count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m, !d.trans_a, false,
                         acc);
@@ -85,12 +99,7 @@ std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tens
   return {da, db};
 }
 
-std::atomic<MatmulBackend> g_matmul_backend{MatmulBackend::custom};
-
 }  // namespace
-
-void set_matmul_backend(MatmulBackend backend) { g_matmul_backend.store(backend); }
-MatmulBackend matmul_backend() { return g_matmul_backend.load(); }
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
   check_f32("matmul", a_in, "a");
@@ -128,36 +137,35 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
                     out.data<float>(), d.m * d.n, d.m, d.n, d.k, trans_a, trans_b);
   }
   const bool need_a = a_in.requires_grad(), need_b = b_in.requires_grad();
-  return record(out, "matmul", {a_in, b_in},
-                [a = a.detach(), b = b.detach(), d, need_a, need_b](const Tensor& g) {
-                  return matmul_backward(a, b, g.contiguous_copy(), d, need_a, need_b);
-                });
+  return record_into(out, "matmul", {a_in, b_in},
+                     [a = a.detach(), b = b.detach(), d, need_a, need_b](const Tensor& g,
+                                                                         const std::vector<GradDest>& dests) {
+                       return matmul_backward(a, b, g.contiguous_copy(), d, need_a, need_b, dests);
+                     });
 }
 
 bool cpu_matmul_bf16_available() { return cpu::gemm_kernel_enabled() && cpu::have_avx512_bf16(); }
 
 double cpu_gemm_gflops(int64_t n, int reps) {
   LMF_CHECK(n > 0 && reps > 0, "cpu_gemm_gflops: n and reps must be positive, got ", n, " and ", reps);
-  const bool bf16 = cpu::gemm_bf16();
-  cpu::set_gemm_bf16(false);  // the f32 rate, whatever products the run uses
   std::vector<float> a(static_cast<std::size_t>(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
   double best = 0.0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    cpu::gemm(a.data(), b.data(), c.data(), n, n, n, false, false);
+    // The products of the options in force: bf16 ones when this scope multiplies in bf16, so MFU is
+    // reported against the peak of the precision in use.
+    cpu::gemm(a.data(), b.data(), c.data(), n, n, n, false, false, false, nullptr, compute_options());
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s * 1e-9);
   }
-  cpu::set_gemm_bf16(bf16);
   return best;
 }
-void set_cpu_matmul_bf16(bool on) { cpu::set_gemm_bf16(on); }
 
 namespace {
 
 // linear's inputs, checked, made contiguous, and what its backward needs.
 struct LinearArgs {
-  Tensor x, w, b, w_leaf, b_leaf;  // x (N, IN), w (OUT, IN), b (OUT) or undefined; the leaves as given
+  Tensor x, w, b;  // x (N, IN), w (OUT, IN), b (OUT) or undefined
   int64_t n = 0, in = 0, out = 0;
   Shape out_shape;
   bool need_x = false, need_w = false, need_b = false;
@@ -185,48 +193,52 @@ LinearArgs linear_args(const char* op, const Tensor& x_in, const Tensor& w_in, c
   a.out_shape.back() = a.out;
   a.x = x_in.contiguous_copy();
   a.w = w_in.contiguous_copy();
-  a.w_leaf = w_in;
-  a.b_leaf = b_in;
   a.need_x = x_in.requires_grad();
   a.need_w = w_in.requires_grad();
   a.need_b = b_in.defined() && b_in.requires_grad();
   return a;
 }
 
-// pre (N, OUT) = x wᵀ + b on the CPU; with gelu_out, also gelu(pre) in the GEMM's epilogue.
-void linear_cpu(const LinearArgs& a, float* pre, float* gelu_out) {
-  if (a.b.defined()) {  // start from the bias rows so the GEMM accumulates onto them
-    const float* pb = a.b.data<float>();
-#pragma omp parallel for schedule(static) if (a.n * a.out > 32768)
-    for (int64_t i = 0; i < a.n; ++i) std::copy(pb, pb + a.out, pre + i * a.out);
+// pre (N, OUT) = x wᵀ + b on the device; with gelu_out, also gelu(pre) (the GEMM's epilogue on the CPU).
+void linear_forward_on(const LinearArgs& a, float* pre, float* gelu_out) {
+  const ComputeOptions& options = compute_options();
+  const float* bias = a.b.defined() ? a.b.data<float>() : nullptr;
+  switch (a.x.device().type) {
+    case DeviceType::cpu:
+      cpu::linear_forward(pre, a.x.data<float>(), a.w.data<float>(), bias, a.n, a.out, a.in, gelu_out, options);
+      break;
+    case DeviceType::cuda:
+      cuda::linear_forward(a.x.device(), pre, a.x.data<float>(), a.w.data<float>(), bias, a.n, a.out, a.in,
+                           gelu_out, options);
+      break;
   }
-  cpu::gemm(a.x.data<float>(), a.w.data<float>(), pre, a.n, a.out, a.in, false, true, a.b.defined(), gelu_out);
 }
 
-// dx, dw, db of linear from g (N, OUT), contiguous. On the CPU, a parameter's gradient (a view
-// into the slab) takes dw and db directly: no (OUT, IN) temporary, no second pass to add it.
-std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g) {
+// dx, dw, db of linear from g (N, OUT), contiguous, into the engine's destinations: a parameter's
+// gradient (a view into the slab) takes dw and db directly, the GEMM and the column sums adding
+// into it, so there is no (OUT, IN) temporary and no second pass to add it.
+std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g, const std::vector<GradDest>& dests) {
   const int64_t n = a.n, in = a.in, out = a.out;
-  const bool cpu = g.device().is_cpu();
-  const Tensor w_grad = cpu && a.need_w ? leaf_grad_target(a.w_leaf, g.device()) : Tensor();
-  const Tensor b_grad = cpu && a.need_b ? leaf_grad_target(a.b_leaf, g.device()) : Tensor();
-  Tensor dx = a.need_x ? Tensor::empty(a.x.shape(), DType::f32, g.device()) : Tensor();
-  Tensor dw = a.need_w && !w_grad.defined() ? Tensor::empty(a.w.shape(), DType::f32, g.device()) : Tensor();
-  Tensor db = a.need_b && !b_grad.defined() ? Tensor::empty({out}, DType::f32, g.device()) : Tensor();
   const Device dev = g.device();
+  const bool need_x = a.need_x && dests[0].needed, need_w = a.need_w && dests[1].needed;
+  const bool need_b = a.need_b && dests[2].needed;
+  Tensor dx = need_x ? dests[0].output(a.x.shape(), dev) : Tensor();
+  Tensor dw = need_w ? dests[1].output(a.w.shape(), dev) : Tensor();
+  Tensor db = need_b ? dests[2].output({out}, dev) : Tensor();
   // dx (N, IN) = g (N, OUT) · w (OUT, IN)
-  if (a.need_x) gemm_on(dev, g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false);
+  if (need_x)
+    gemm_on(dev, g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false, dests[0].accumulate);
   // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
-  if (a.need_w) {
-    float* target = w_grad.defined() ? w_grad.data<float>() : dw.data<float>();
-    gemm_on(dev, g.data<float>(), a.x.data<float>(), target, out, in, n, true, false, w_grad.defined());
-  }
-  if (a.need_b) {  // db (OUT) = column sums of g
-    if (cpu) {
-      float* target = b_grad.defined() ? b_grad.data<float>() : db.data<float>();
-      cpu::column_sums(g.data<float>(), target, n, out, b_grad.defined());
-    } else {
-      cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out, 1.f);
+  if (need_w)
+    gemm_on(dev, g.data<float>(), a.x.data<float>(), dw.data<float>(), out, in, n, true, false, dests[1].accumulate);
+  if (need_b) {  // db (OUT) = column sums of g
+    switch (dev.type) {
+      case DeviceType::cpu:
+        cpu::column_sums(g.data<float>(), db.data<float>(), n, out, 1.f, dests[2].accumulate);
+        break;
+      case DeviceType::cuda:
+        cuda::column_sums(dev, g.data<float>(), db.data<float>(), n, out, 1.f, dests[2].accumulate);
+        break;
     }
   }
   return {dx, dw, db};
@@ -245,32 +257,33 @@ LinearArgs detached(LinearArgs a) {
 Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   const LinearArgs a = linear_args("linear", x_in, w_in, b_in);
   Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
-  switch (a.x.device().type) {
-    case DeviceType::cpu:
-      linear_cpu(a, out.data<float>(), nullptr);
-      break;
-    case DeviceType::cuda:
-      cuda::linear_forward(a.x.device(), out.data<float>(), a.x.data<float>(), a.w.data<float>(),
-                           a.b.defined() ? a.b.data<float>() : nullptr, a.n, a.out, a.in);
-      break;
-  }
-  return record(out, "linear", {x_in, w_in, b_in}, [a = detached(a)](const Tensor& g_in) {
-    return linear_backward(a, g_in.contiguous_copy());
-  });
+  linear_forward_on(a, out.data<float>(), nullptr);
+  return record_into(out, "linear", {x_in, w_in, b_in},
+                     [a = detached(a)](const Tensor& g_in, const std::vector<GradDest>& dests) {
+                       return linear_backward(a, g_in.contiguous_copy(), dests);
+                     });
 }
 
 Tensor linear_gelu(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
-  if (x_in.defined() && x_in.device().is_cuda()) return gelu(linear(x_in, w_in, b_in));
   const LinearArgs a = linear_args("linear_gelu", x_in, w_in, b_in);
   Tensor pre = Tensor::empty(a.out_shape, DType::f32, a.x.device());  // x wᵀ + b, kept for backward
   Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
-  linear_cpu(a, pre.data<float>(), out.data<float>());
-  return record(out, "linear_gelu", {x_in, w_in, b_in}, [a = detached(a), pre](const Tensor& g_in) {
-    const Tensor g = g_in.contiguous_copy();  // (N, OUT)
-    Tensor dpre = Tensor::empty(pre.shape(), DType::f32, g.device());
-    cpu::gelu_backward(dpre.data<float>(), g.data<float>(), pre.data<float>(), pre.numel());
-    return linear_backward(a, dpre);
-  });
+  linear_forward_on(a, pre.data<float>(), out.data<float>());
+  return record_into(out, "linear_gelu", {x_in, w_in, b_in},
+                     [a = detached(a), pre](const Tensor& g_in, const std::vector<GradDest>& dests) {
+                       const Tensor g = g_in.contiguous_copy();  // (N, OUT)
+                       Tensor dpre = Tensor::empty(pre.shape(), DType::f32, g.device());
+                       switch (g.device().type) {
+                         case DeviceType::cpu:
+                           cpu::gelu_backward(dpre.data<float>(), g.data<float>(), pre.data<float>(), pre.numel());
+                           break;
+                         case DeviceType::cuda:
+                           cuda::gelu_backward(g.device(), dpre.data<float>(), g.data<float>(), pre.data<float>(),
+                                               pre.numel());
+                           break;
+                       }
+                       return linear_backward(a, dpre, dests);
+                     });
 }
 
 }  // namespace lmf

@@ -24,19 +24,6 @@ inline void check_same_device(const char* op, const Tensor& a, const char* a_nam
             b_name, " is on ", b.device().str());
 }
 
-/// The gradient tensor a backward pass may add a leaf's gradient into directly, instead of
-/// returning a fresh one for the engine to add: the leaf's own f32 gradient on the same device (a
-/// parameter's view into the gradient slab), or undefined when the leaf has none yet, is not a
-/// leaf, or does not need a gradient.
-inline Tensor leaf_grad_target(const Tensor& t, const Device& device) {
-  if (!t.defined() || !t.requires_grad() || !t.is_leaf()) return Tensor();
-  Tensor g = t.grad();
-  if (!g.defined() || g.dtype() != DType::f32 || !g.is_contiguous() || g.device() != device ||
-      g.shape() != t.shape())
-    return Tensor();
-  return g;
-}
-
 [[noreturn]] inline void no_cuda(const char* op) {
   throw Error(std::string(op) + ": CUDA backend not available in this build");
 }

@@ -85,19 +85,23 @@ void AdamW::step() {
   const float* g = slab_->grads.data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
-  if (slab_->device().is_cuda()) {
-    // On the weights' GPU, on its default stream: ordered after the backward that made the gradients.
-    for (const Run& r : runs_) {
-      cuda::adamw_update(slab_->device(), p + r.begin, g + r.begin, m + (r.begin - shard_begin_),
-                         v + (r.begin - shard_begin_), r.end - r.begin, 1.f - config_.lr * r.weight_decay,
-                         config_.lr, config_.beta1, config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
-    }
-    return;
-  }
+  const Device device = slab_->device();
   for (const Run& r : runs_) {
-    cpu::adamw_update(p + r.begin, g + r.begin, m + (r.begin - shard_begin_), v + (r.begin - shard_begin_),
-                      r.end - r.begin, 1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1,
-                      config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+    float* pr = p + r.begin;
+    const float* gr = g + r.begin;
+    float* mr = m + (r.begin - shard_begin_);
+    float* vr = v + (r.begin - shard_begin_);
+    const float decay = 1.f - config_.lr * r.weight_decay;
+    switch (device.type) {
+      case DeviceType::cpu:
+        cpu::adamw_update(pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1, config_.beta2,
+                          config_.eps, bias_correction1, bias_correction2_sqrt);
+        break;
+      case DeviceType::cuda:  // the default stream: ordered after the backward that made the gradients
+        cuda::adamw_update(device, pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1,
+                           config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+        break;
+    }
   }
 }
 

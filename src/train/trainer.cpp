@@ -5,6 +5,8 @@
 // checkpoints, and exact resume (weights, moments, RNG, loader position).
 #include "lmforge/train/trainer.h"
 
+#include "lmforge/core/device_peak.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -45,15 +47,15 @@ using json = nlohmann::json;
 namespace lmf::train {
 namespace {
 
-// The CPU's f32 GEMM rate with the current thread count, measured (~0.05 s) once per process and
-// thread count: every later trainer in the process reuses it.
+// The CPU's GEMM rate with the current thread count and product precision (f32, or bf16 products),
+// measured (~0.05 s) once per process and setting: every later trainer in the process reuses it.
 double measured_cpu_gflops() {
   static std::mutex mutex;
-  static std::map<int, double> by_threads;
+  static std::map<std::pair<int, bool>, double> by_setting;
   const std::lock_guard<std::mutex> lock(mutex);
-  const int threads = omp_get_max_threads();
-  const auto it = by_threads.find(threads);
-  return it != by_threads.end() ? it->second : by_threads[threads] = cpu_gemm_gflops();
+  const std::pair<int, bool> key{omp_get_max_threads(), compute_options().cpu_matmul_bf16};
+  const auto it = by_setting.find(key);
+  return it != by_setting.end() ? it->second : by_setting[key] = cpu_gemm_gflops();
 }
 
 std::atomic<bool> g_stop_requested{false};
@@ -109,6 +111,7 @@ bool looks_like_checkpoint(const fs::path& dir) {
 struct Trainer::Impl {
   Config config;
   Callbacks callbacks;
+  ComputeOptions compute;  // the run's settings, in force (ComputeScope) during set-up, fit and evaluate
   DataPaths paths;
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<nn::CausalLM> model;
@@ -140,9 +143,9 @@ struct Trainer::Impl {
   // --- set-up ------------------------------------------------------------------------------
 
   void setup(std::unique_ptr<nn::CausalLM> given) {
-    if (config.run.threads > 0) omp_set_num_threads(config.run.threads);
     check_device();
     make_comm();
+    const ComputeScope scope(compute);
     paths = resolve_data(config.data);
     check_paths();
     LMF_CHECK(!config.early_stopping.enabled || !paths.val.empty(),
@@ -190,6 +193,8 @@ struct Trainer::Impl {
       peak_flops = config.logging.peak_gflops * 1e9;
     } else if (device.is_cpu()) {
       peak_flops = measured_cpu_gflops() * 1e9;
+    } else {
+      peak_flops = device_peak_flops(device, MatmulRate::bf16);  // GPU products take bf16 operands
     }
   }
 
@@ -198,11 +203,11 @@ struct Trainer::Impl {
   void check_device() {
     LMF_CHECK(config.run.precision == Precision::fp32, "run.precision: bf16 is not implemented in this version (the ops "
               "store activations in f32; docs/kernels.md lists what is missing); use fp32");
-    // Process-wide: set on every start, so a later trainer in the same process gets its own.
     const bool bf16_products = config.run.matmul_precision == Precision::bf16;
     LMF_CHECK(!bf16_products || cpu_matmul_bf16_available(), "run.matmul_precision: bf16 needs a CPU with "
               "AVX-512 BF16 (VDPBF16PS), which this one lacks; use fp32");
-    set_cpu_matmul_bf16(bf16_products);
+    compute.cpu_matmul_bf16 = bf16_products;
+    compute.threads = config.run.threads;
     const DeviceSetting& want = config.run.device;
     if (want.kind != DeviceKind::cuda) {
       device = Device::cpu();
@@ -338,7 +343,7 @@ struct Trainer::Impl {
     }
     // Ranks on one node share its cores: unless run.threads says otherwise, each takes its part.
     if (config.run.threads == 0 && launch.local_size > 1)
-      omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
+      compute.threads = std::max(1, omp_get_num_procs() / launch.local_size);
   }
 
   // --- checkpoints -------------------------------------------------------------------------
@@ -442,6 +447,7 @@ struct Trainer::Impl {
   // --- evaluation --------------------------------------------------------------------------
 
   float evaluate() {
+    const ComputeScope scope(compute);
     LMF_CHECK(val_loader, "evaluate: no validation data (data.val)");
     NoGradGuard no_grad;
     model->eval();
@@ -478,6 +484,7 @@ struct Trainer::Impl {
   // --- the loop ----------------------------------------------------------------------------
 
   TrainResult fit() {
+    const ComputeScope scope(compute);
     fs::create_directories(out_dir);
     // One process per run directory: rank 0 holds the lock until fit() returns (or the process dies).
     std::unique_ptr<RunLock> lock;

@@ -150,13 +150,12 @@ TEST_CASE("fused cross-entropy over a large vocabulary matches the CPU, with ign
   k::cross_entropy_backward(dlogits.get(), dl.get(), lse.get(), dt.get(), dloss.get(), count.get(), n, v, -1, nullptr);
 
   auto cpu = [&](const std::vector<float>& x) {
-    std::vector<float> row_loss(n), row_lse(n), grad(n * v);
-    const int64_t counted = lmf::cpu::cross_entropy_forward(row_loss.data(), row_lse.data(), x.data(), targets.data(),
-                                                            n, v, -1);
-    const double mean = lmf::cpu::sum_all(row_loss.data(), n) / counted;
-    lmf::cpu::cross_entropy_backward(grad.data(), x.data(), row_lse.data(), targets.data(), n, v, -1,
-                                     2.f / static_cast<float>(counted));
-    return std::make_tuple(std::vector<float>{static_cast<float>(mean)}, row_lse, grad, counted);
+    std::vector<float> mean(1), count_cpu(1), row_lse(n), grad(n * v);
+    const float dloss_cpu = 2.f;
+    lmf::cpu::cross_entropy_forward(mean.data(), count_cpu.data(), row_lse.data(), x.data(), targets.data(), n, v, -1);
+    lmf::cpu::cross_entropy_backward(grad.data(), x.data(), row_lse.data(), targets.data(), &dloss_cpu,
+                                     count_cpu.data(), n, v, -1);
+    return std::make_tuple(mean, row_lse, grad, static_cast<int64_t>(count_cpu[0]));
   };
   const auto [ref_loss, ref_lse, ref_grad, counted] = cpu(logits);
   const auto [ref_loss16, ref_lse16, ref_grad16, counted16] = cpu(round_bf16(logits));
@@ -182,8 +181,8 @@ TEST_CASE("embedding forward matches the CPU and the backward is exact and bitwi
 
   const std::size_t bytes = k::embedding_backward_workspace(n);
   DeviceBuffer<char> work(bytes);
-  k::embedding_backward(grad.get(), dg.get(), dids.get(), n, c, v, work.get(), bytes, nullptr);
-  k::embedding_backward(grad2.get(), dg.get(), dids.get(), n, c, v, work.get(), bytes, nullptr);
+  k::embedding_backward(grad.get(), dg.get(), dids.get(), n, c, v, false, work.get(), bytes, nullptr);
+  k::embedding_backward(grad2.get(), dg.get(), dids.get(), n, c, v, false, work.get(), bytes, nullptr);
   lmf::cpu::embedding_backward_i32(ref_grad.data(), g.data(), ids.data(), n, c, v);
   const auto got = grad.download();
   // Both sum each id's rows in position order, so they agree exactly; unused rows are zero.

@@ -131,7 +131,7 @@ TEST_CASE("matmul op on the GPU follows the CPU, forward and backward", "[cuda][
   LMF_SKIP_WITHOUT_GPU();
   lmf::Generator gen(7);
   for (auto backend : {lmf::MatmulBackend::custom, lmf::MatmulBackend::cublas}) {
-    lmf::set_matmul_backend(backend);
+    const lmf::ComputeScope scope({.matmul_backend = backend});
     for (bool ta : {false, true})
       for (bool tb : {false, true}) {
         CAPTURE(ta, tb, int(backend));
@@ -148,5 +148,4 @@ TEST_CASE("matmul op on the GPU follows the CPU, forward and backward", "[cuda][
         CHECK(max_abs_diff(gpu.db, ref.db) <= 3 * bf16_error(ref.db, ref_bf16.db));
       }
   }
-  lmf::set_matmul_backend(lmf::MatmulBackend::custom);
 }

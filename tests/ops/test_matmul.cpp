@@ -193,9 +193,11 @@ TEST_CASE("bf16 products equal the product of bf16-rounded operands, summed in f
       };
       const auto exact_bf16 = reference_matmul(rounded(a), rounded(b), 1, m, n, k, ta, tb, true);
       const auto exact_f32 = reference_matmul(a, b, 1, m, n, k, ta, tb, true);
-      cpu::set_gemm_bf16(true);
-      const auto c = matmul(a, b, ta, tb).to_vector();
-      cpu::set_gemm_bf16(false);
+      std::vector<float> c;
+      {
+        const ComputeScope bf16({.cpu_matmul_bf16 = true});
+        c = matmul(a, b, ta, tb).to_vector();
+      }
       CHECK(close_ratio(c, exact_bf16, 1e-5, 1e-4) <= 1);   // only the f32 summation differs
       CHECK(close_ratio(c, exact_f32, 1e-5, 1e-4) > 1);     // and it is not the f32 product
       CHECK(close_ratio(matmul(a, b, ta, tb).to_vector(), exact_f32, 1e-5, 1e-4) <= 1);  // off again
@@ -240,9 +242,8 @@ TEST_CASE("bf16 products give the same bits whichever way the operands are store
   const int64_t m = 40, n = 70, k = 512;
   const Tensor a = random_tensor({m, k}, 23, false), b_nk = random_tensor({n, k}, 24, false);
   const Tensor a_km = contiguous(transpose(a, 0, 1)), b_kn = contiguous(transpose(b_nk, 0, 1));
-  cpu::set_gemm_bf16(true);
+  const ComputeScope bf16({.cpu_matmul_bf16 = true});
   const auto direct = matmul(a, b_nk, false, true).to_vector();
   const auto via_f32 = matmul(a_km, b_kn, true, false).to_vector();
-  cpu::set_gemm_bf16(false);
   CHECK(direct == via_f32);
 }

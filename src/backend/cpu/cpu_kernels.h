@@ -3,12 +3,15 @@
 // everything else is OpenMP over rows, batch or heads. Reductions use a fixed chunking of the rows
 // so results are bitwise identical for any thread count.
 // Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
-// Gradient rule: activation grads are written (=); callers zero nothing in advance.
+// Gradient rule: activation grads are written (=); callers zero nothing in advance. Kernels that
+// can fuse an accumulation take `accumulate` (+=), which the autograd engine asks for when the
+// destination is a parameter's gradient (cuda_backend.h has the same entry points and arguments).
 #pragma once
 #include <cstdint>
 
 // Relative, so targets that see only src/ (bench_gemm) still find the shared op table.
 #include "../../../kernels/common/op_table.h"
+#include "lmforge/core/compute.h"
 
 namespace lmf::cpu {
 
@@ -17,16 +20,25 @@ namespace lmf::cpu {
 /// trans_a; op(b) is (K, N): b is (K, N), or (N, K) when trans_b. Row-major, contiguous.
 /// Parallel over row blocks of c; runs on the calling thread when already inside a parallel region.
 /// With gelu_out, also gelu_out (M, N) = gelu(c) for the finished c, each tile while it is in cache.
+/// options.cpu_matmul_bf16 rounds the operands to bf16 (where the CPU has AVX-512 BF16).
 void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, bool trans_a,
-          bool trans_b, bool accumulate = false, float* gelu_out = nullptr);
+          bool trans_b, bool accumulate = false, float* gelu_out = nullptr,
+          const ComputeOptions& options = ComputeOptions{});
 /// `batch` independent products; strides in elements between consecutive matrices (a stride of 0
 /// shares that operand across the batch; c's stride must not be 0). Parallel over batch x row blocks.
 void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
-                  bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr);
-/// out (cols) = sum over rows of in (rows, cols), or += when accumulate; deterministic, accumulated
-/// in double.
-void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool accumulate = false);
+                  bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr,
+                  const ComputeOptions& options = ComputeOptions{});
+/// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT) (bias may be null): the bias rows are laid
+/// down first and the GEMM accumulates onto them. With gelu_out, also gelu_out (N, OUT) = gelu(out).
+void linear_forward(float* out, const float* x, const float* w, const float* bias, int64_t n,
+                    int64_t out_features, int64_t in_features, float* gelu_out = nullptr,
+                    const ComputeOptions& options = ComputeOptions{});
+/// out (cols) = factor * sum over rows of in (rows, cols), or += when accumulate; deterministic,
+/// accumulated in double.
+void column_sums(const float* in, float* out, int64_t rows, int64_t cols, float factor = 1.f,
+                 bool accumulate = false);
 
 // --- elementwise with a periodic second operand (elementwise.cpp) ----------------------------
 // a, out (N); b (NB) with N % NB == 0, read as b[i % NB] (same shape, suffix broadcast, or scalar).
@@ -57,6 +69,11 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
                   float bias_correction2_sqrt);
 
 // --- model ops ---------------------------------------------------------------------------------
+/// Throws lmf::Error "<what> <id> at position <i> is outside the vocabulary of size <V>" for the
+/// first id outside [0, V) (ids equal to `allowed` pass); `what` names the op and the operand
+/// ("embedding: id", "cross_entropy: target").
+void check_ids_i32(const char* what, const int32_t* ids, int64_t n, int64_t v, int32_t allowed);
+void check_ids_u16(const char* what, const uint16_t* ids, int64_t n, int64_t v);
 /// out (N, C) = weight[ids[n]]; ids already validated against V.
 void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c);
 void embedding_forward_u16(float* out, const float* weight, const uint16_t* ids, int64_t n, int64_t c);
@@ -140,14 +157,14 @@ void attention_backward(const AttentionDims& d, float* dq, const HeadLayout& dq_
                         const float* q, const HeadLayout& q_l, const float* k, const HeadLayout& k_l,
                         const float* v, const HeadLayout& v_l, const float* lse);
 
-/// logits (N, V), targets (N) -> losses (N) (0 for ignored rows) and lse (N); returns the
-/// number of rows whose target is not ignore_index. Targets already validated.
-int64_t cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
-                              int64_t n, int64_t v, int32_t ignore_index);
-/// dlogits (N, V) = (softmax - onehot) * dloss_scale; 0 on ignored rows.
-void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t n, int64_t v, int32_t ignore_index,
-                            float dloss_scale);
+/// logits (N, V), targets (N) -> lse (N); loss[0] = mean row loss over the rows whose target is not
+/// ignore_index and count[0] = their number (as float); loss 0 when every row is ignored. Targets
+/// already validated.
+void cross_entropy_forward(float* loss, float* count, float* lse, const float* logits, const int32_t* targets,
+                           int64_t n, int64_t v, int32_t ignore_index);
+/// dlogits (N, V) = (softmax - onehot) * dloss[0] / count[0]; 0 on ignored rows or when count is 0.
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                            const float* dloss, const float* count, int64_t n, int64_t v, int32_t ignore_index);
 
 /// out (N) = x * keep / (1 - p), keep = philox_uniform(seed, base + i) >= p. Also the backward
 /// (x = dout), since the mask is recomputed from (seed, base).

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "lmforge/core/error.h"
 
 namespace lmf::cpu {
 namespace {
@@ -36,7 +37,26 @@ void embedding_backward(float* dweight, const float* dout, const Id* ids, int64_
   }
 }
 
+// The first position whose id is outside [0, V) and not `allowed` (n when none): a min-reduction,
+// so the answer does not depend on the thread count.
+template <class Id>
+void check_ids(const char* op, const Id* ids, int64_t n, int64_t v, int64_t allowed) {
+  int64_t first_bad = n;
+#pragma omp parallel for schedule(static) reduction(min : first_bad) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t id = static_cast<int64_t>(ids[i]);
+    if (id != allowed && (id < 0 || id >= v)) first_bad = std::min(first_bad, i);
+  }
+  LMF_CHECK(first_bad == n, op, " ", static_cast<int64_t>(ids[first_bad]), " at position ", first_bad,
+            " is outside the vocabulary of size ", v);
+}
+
 }  // namespace
+
+void check_ids_i32(const char* op, const int32_t* ids, int64_t n, int64_t v, int32_t allowed) {
+  check_ids(op, ids, n, v, allowed);
+}
+void check_ids_u16(const char* op, const uint16_t* ids, int64_t n, int64_t v) { check_ids(op, ids, n, v, -1); }
 
 void embedding_forward_i32(float* out, const float* weight, const int32_t* ids, int64_t n, int64_t c) {
   embedding_forward(out, weight, ids, n, c);

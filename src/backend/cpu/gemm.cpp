@@ -58,12 +58,12 @@ void gemm_eigen(const Operand& a, const Operand& b, float* c, int64_t ldc, int64
 // With gelu (M, N), also the GELU of the finished block into it.
 void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
                 bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
-                int64_t c1, float* gelu) {
+                int64_t c1, float* gelu, bool bf16) {
   const int64_t rows = r1 - r0, cols = c1 - c0;
   if (rows <= 0 || cols <= 0) return;
   const Operand op_a{trans_a ? a + r0 : a + r0 * k, trans_a ? m : k, trans_a};
   const Operand op_b{trans_b ? b + c0 * k : b + c0, trans_b ? k : n, trans_b};
-  gemm_serial(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate, true,
+  gemm_serial(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate, bf16,
               gelu ? gelu + r0 * n + c0 : nullptr, n);
 }
 
@@ -75,9 +75,9 @@ constexpr int64_t kMinBlock = 16;
 }  // namespace
 
 void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
-                 bool accumulate, bool allow_bf16, float* gelu, int64_t ldg) {
+                 bool accumulate, bool bf16, float* gelu, int64_t ldg) {
   if (m <= 0 || n <= 0) return;
-  if (gemm_kernel(a, b, c, ldc, m, n, k, accumulate, allow_bf16, gelu, ldg)) return;
+  if (gemm_kernel(a, b, c, ldc, m, n, k, accumulate, bf16, gelu, ldg)) return;
   gemm_eigen(a, b, c, ldc, m, n, k, accumulate);
   if (gelu)
     for (int64_t r = 0; r < m; ++r) gelu_row(gelu + r * ldg, c + r * ldc, n);
@@ -89,15 +89,16 @@ void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
 // (C, V) weight (GPT-2 124M step at B = 4, T = 64 on 2 Zen 4 cores: see docs/benchmarks.md).
 void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
-                  bool trans_a, bool trans_b, bool accumulate, float* gelu_out) {
+                  bool trans_a, bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
+  const bool bf16 = options.cpu_matmul_bf16;  // read here: the worker threads see the caller's choice
   const auto gelu_of = [&](int64_t i) { return gelu_out ? gelu_out + i * stride_c : nullptr; };
   const double flops = static_cast<double>(batch) * m * n * std::max<int64_t>(k, 1);
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (threads == 1 || flops < kParallelFlops) {
     for (int64_t i = 0; i < batch; ++i)
       gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, 0, m, 0, n, gelu_of(i));
+                 accumulate, 0, m, 0, n, gelu_of(i), bf16);
     return;
   }
   // Blocks per matrix: enough that batch * blocks is a multiple of the threads (even static split).
@@ -115,22 +116,31 @@ void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* 
     const int64_t s1 = std::min(side, s0 + block_size);
     if (split_cols) {
       gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, 0, m, s0, s1, gelu_of(i));
+                 accumulate, 0, m, s0, s1, gelu_of(i), bf16);
     } else {
       gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, s0, s1, 0, n, gelu_of(i));
+                 accumulate, s0, s1, 0, n, gelu_of(i), bf16);
     }
   }
 }
 
 void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, bool trans_a,
-          bool trans_b, bool accumulate, float* gelu_out) {
-  gemm_batched(1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, accumulate, gelu_out);
+          bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+  gemm_batched(1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+}
+
+void linear_forward(float* out, const float* x, const float* w, const float* bias, int64_t n,
+                    int64_t out_features, int64_t in_features, float* gelu_out, const ComputeOptions& options) {
+  if (bias) {  // start from the bias rows so the GEMM accumulates onto them
+#pragma omp parallel for schedule(static) if (n * out_features > 32768)
+    for (int64_t i = 0; i < n; ++i) std::copy(bias, bias + out_features, out + i * out_features);
+  }
+  gemm(x, w, out, n, out_features, in_features, false, true, bias != nullptr, gelu_out, options);
 }
 
 // Fixed chunks of rows, each summed into its own partial row, then the partials summed in order:
 // the result does not depend on how many threads ran the chunks.
-void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool accumulate) {
+void column_sums(const float* in, float* out, int64_t rows, int64_t cols, float factor, bool accumulate) {
   if (cols <= 0) return;
   constexpr int64_t kChunkRows = 64;
   const int64_t chunks = std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows);
@@ -150,7 +160,8 @@ void column_sums(const float* in, float* out, int64_t rows, int64_t cols, bool a
   for (int64_t j = 0; j < cols; ++j) {
     double s = 0.0;
     for (int64_t ch = 0; ch < chunks; ++ch) s += partial[ch * cols + j];
-    out[j] = accumulate ? out[j] + static_cast<float>(s) : static_cast<float>(s);
+    const float total = static_cast<float>(s * factor);  // factor 1: the bits of the plain sum
+    out[j] = accumulate ? out[j] + total : total;
   }
 }
 

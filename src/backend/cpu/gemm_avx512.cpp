@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <atomic>
 #include <new>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -353,17 +352,8 @@ bool gemm_kernel_enabled() {
   return yes;
 }
 
-namespace {
-std::atomic<bool> g_bf16{false};
-}
-
-void set_gemm_bf16(bool on) {
-  g_bf16.store(on && gemm_kernel_enabled() && have_avx512_bf16(), std::memory_order_relaxed);
-}
-bool gemm_bf16() { return g_bf16.load(std::memory_order_relaxed); }
-
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate, bool allow_bf16, float* gelu, int64_t ldg) {
+                 int64_t k, bool accumulate, bool bf16, float* gelu, int64_t ldg) {
   if (!gemm_kernel_enabled()) return false;
   if (m <= 0 || n <= 0) return true;
   if (k <= 0) {
@@ -373,7 +363,7 @@ bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
     }
     return true;
   }
-  if (allow_bf16 && gemm_bf16()) {
+  if (bf16 && have_avx512_bf16()) {
     gemm_avx512_bf16(a, b, c, ldc, m, n, k, accumulate, gelu, ldg);
   } else {
     gemm_avx512(a, b, c, ldc, m, n, k, accumulate, gelu, ldg);

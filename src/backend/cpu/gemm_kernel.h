@@ -20,25 +20,18 @@ bool have_avx512();
 bool have_avx512_bf16();
 /// Whether gemm_kernel runs here: AVX-512, and LMF_GEMM_EIGEN not set in the environment.
 bool gemm_kernel_enabled();
-/// Products in bf16: operands rounded to bfloat16 (nearest even) as they are packed, products
-/// summed in f32 by VDPBF16PS. Process-wide; stays off unless the kernel is enabled and the CPU
-/// has AVX-512 BF16.
-void set_gemm_bf16(bool on);
-bool gemm_bf16();
-
 /// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
 /// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
-/// environment (the caller then uses Eigen). With allow_bf16 false the product stays f32 even
-/// when set_gemm_bf16 is on. With gelu (leading dimension ldg), the GELU of each finished block of
-/// c is also written there while the block is in cache (the epilogue of linear_gelu).
+/// environment (the caller then uses Eigen). With bf16 (and AVX-512 BF16 here), operands are
+/// rounded to bfloat16 (nearest even) as they are packed and the products summed in f32 by
+/// VDPBF16PS; otherwise the product is f32. With gelu (leading dimension ldg), the GELU of each
+/// finished block of c is also written there while the block is in cache (the epilogue of linear_gelu).
 bool gemm_kernel(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate, bool allow_bf16 = true, float* gelu = nullptr,
-                 int64_t ldg = 0);
+                 int64_t k, bool accumulate, bool bf16 = false, float* gelu = nullptr, int64_t ldg = 0);
 
-/// gemm_kernel where it runs, otherwise Eigen on strided maps (gemm.cpp): the single-threaded
-/// product every CPU kernel calls, with the same optional bf16 and GELU epilogue.
+/// gemm_kernel where it runs, otherwise Eigen on strided maps (gemm.cpp, always f32): the
+/// single-threaded product every CPU kernel calls, with the same optional bf16 and GELU epilogue.
 void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k, bool accumulate, bool allow_bf16 = true, float* gelu = nullptr,
-                 int64_t ldg = 0);
+                 int64_t k, bool accumulate, bool bf16 = false, float* gelu = nullptr, int64_t ldg = 0);
 
 }  // namespace lmf::cpu

@@ -3,10 +3,13 @@
 // allocator. Implemented in src/backend/cuda/*.cpp on top of kernels/; in a build without CUDA every
 // function here is an inline stub that throws one clear lmf::Error, so the op layer needs no #ifdefs.
 // Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
-// Gradient rule: activation grads are written (=).
+// Gradient rule: activation grads are written (=). Every entry point takes the arguments of its
+// cpu_kernels.h namesake, after the device; those that can fuse an accumulation take `accumulate`
+// (+=), which the autograd engine asks for when the destination is a parameter's gradient.
 #pragma once
 #include <cstdint>
 
+#include "lmforge/core/compute.h"
 #include "lmforge/core/device.h"
 #include "lmforge/core/error.h"
 // Relative, so every target that sees src/ finds the op table shared with the CPU kernels.
@@ -30,9 +33,9 @@ LMF_CUDA_ENTRY(void scale_forward(Device device, float* out, const float* a, flo
 /// da (N) = dout * b; db (NB) = sum over the broadcast of dout * a; either may be null.
 LMF_CUDA_ENTRY(void mul_backward(Device device, float* da, float* db, const float* dout, const float* a,
                                  const float* b, int64_t n, int64_t nb))
-/// out (cols) = factor * sum over rows of in (rows, cols); deterministic.
+/// out (cols) = factor * sum over rows of in (rows, cols), or += when accumulate; deterministic.
 LMF_CUDA_ENTRY(void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols,
-                                float factor))
+                                float factor = 1.f, bool accumulate = false))
 /// dst (N) += alpha * src.
 LMF_CUDA_ENTRY(void add_inplace(Device device, float* dst, const float* src, float alpha, int64_t n))
 /// out[0] = factor * sum of x (N) (of x² when square), computed and kept on the device.
@@ -42,43 +45,44 @@ LMF_CUDA_ENTRY(void sum_dim_forward(Device device, float* out, const float* x, i
                                     int64_t inner, float factor))
 LMF_CUDA_ENTRY(void sum_dim_backward(Device device, float* dx, const float* dout, int64_t outer, int64_t d,
                                      int64_t inner, float factor))
-/// AdamW on one run of the parameter slab (p, g, m, v (N), all on `device`), launched on that GPU
-/// whatever device is current: the update must run where the weights live.
-LMF_CUDA_ENTRY(void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n,
-                                 float decay_factor, float lr, float beta1, float beta2, float eps,
-                                 float bias_correction1, float bias_correction2_sqrt))
 /// out (N) = factor * scalar[0] (scalar on the device).
 LMF_CUDA_ENTRY(void broadcast_scalar(Device device, float* out, const float* scalar, float factor, int64_t n))
 
 // --- matrix products (matmul.cpp) -------------------------------------------------------------------
-/// c (M, N) = op(a) · op(b) (+= when accumulate), the same contract as cpu::gemm; f32 operands are
-/// packed to bf16 and multiplied on tensor cores with fp32 accumulation (or by cuBLASLt, per
-/// lmf::matmul_backend()).
+/// c (M, N) = op(a) · op(b) (+= when accumulate), the same contract as cpu::gemm (gelu_out too,
+/// by a GELU pass over the finished c); f32 operands are packed to bf16 and multiplied on tensor
+/// cores with fp32 accumulation, by the custom kernel or cuBLASLt per options.matmul_backend.
 LMF_CUDA_ENTRY(void gemm(Device device, const float* a, const float* b, float* c, int64_t m, int64_t n,
-                         int64_t k, bool trans_a, bool trans_b, bool accumulate = false))
+                         int64_t k, bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr,
+                         const ComputeOptions& options = ComputeOptions{}))
 /// `batch` products with element strides between matrices (0 shares an operand), as cpu::gemm_batched.
 LMF_CUDA_ENTRY(void gemm_batched(Device device, int64_t batch, const float* a, int64_t stride_a, const float* b,
                                  int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n,
-                                 int64_t k, bool trans_a, bool trans_b, bool accumulate = false))
-/// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT) (bias may be null), bias fused in the epilogue.
+                                 int64_t k, bool trans_a, bool trans_b, bool accumulate = false,
+                                 float* gelu_out = nullptr, const ComputeOptions& options = ComputeOptions{}))
+/// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT) (bias may be null), bias fused in the
+/// epilogue; with gelu_out, also gelu_out (N, OUT) = gelu(out). As cpu::linear_forward.
 LMF_CUDA_ENTRY(void linear_forward(Device device, float* out, const float* x, const float* w, const float* bias,
-                                   int64_t n, int64_t out_features, int64_t in_features))
+                                   int64_t n, int64_t out_features, int64_t in_features, float* gelu_out = nullptr,
+                                   const ComputeOptions& options = ComputeOptions{}))
 
 // --- model ops (model_ops.cpp) ----------------------------------------------------------------------
-/// Throws lmf::Error naming the first id outside [0, V) (ids equal to `allowed` pass). Reads one
-/// value back to the host: a synchronisation, the price of a clear error for a bad data file.
-LMF_CUDA_ENTRY(void check_ids_i32(Device device, const char* op, const int32_t* ids, int64_t n, int64_t v,
+/// As cpu::check_ids_i32: throws lmf::Error "<what> <id> at position <i> is outside the vocabulary
+/// of size <V>" for the first id outside [0, V) (ids equal to `allowed` pass). Reads one value back
+/// to the host: a synchronisation, the price of a clear error for a bad data file.
+LMF_CUDA_ENTRY(void check_ids_i32(Device device, const char* what, const int32_t* ids, int64_t n, int64_t v,
                                   int32_t allowed))
-LMF_CUDA_ENTRY(void check_ids_u16(Device device, const char* op, const uint16_t* ids, int64_t n, int64_t v))
+LMF_CUDA_ENTRY(void check_ids_u16(Device device, const char* what, const uint16_t* ids, int64_t n, int64_t v))
 LMF_CUDA_ENTRY(void embedding_forward_i32(Device device, float* out, const float* weight, const int32_t* ids,
                                           int64_t n, int64_t c))
 LMF_CUDA_ENTRY(void embedding_forward_u16(Device device, float* out, const float* weight, const uint16_t* ids,
                                           int64_t n, int64_t c))
-/// dweight (V, C) written; deterministic (sorted ids, one owner per row).
+/// dweight (V, C) = scatter-sum of dout (N, C) by ids: written (zeroed first), or added to when
+/// accumulate; deterministic (sorted ids, one owner per row).
 LMF_CUDA_ENTRY(void embedding_backward_i32(Device device, float* dweight, const float* dout, const int32_t* ids,
-                                           int64_t n, int64_t c, int64_t v))
+                                           int64_t n, int64_t c, int64_t v, bool accumulate = false))
 LMF_CUDA_ENTRY(void embedding_backward_u16(Device device, float* dweight, const float* dout, const uint16_t* ids,
-                                           int64_t n, int64_t c, int64_t v))
+                                           int64_t n, int64_t c, int64_t v, bool accumulate = false))
 LMF_CUDA_ENTRY(void layer_norm_forward(Device device, float* out, float* mean, float* rstd, const float* x,
                                        const float* weight, const float* bias, int64_t n, int64_t c, float eps))
 LMF_CUDA_ENTRY(void layer_norm_backward(Device device, float* dx, float* dweight, float* dbias, const float* dout,
@@ -108,8 +112,8 @@ LMF_CUDA_ENTRY(void attention_forward(Device device, float* out, float* lse, con
 LMF_CUDA_ENTRY(void attention_backward(Device device, float* dq, float* dk, float* dv, const float* dout,
                                        const float* out, const float* q, const float* k, const float* v,
                                        const float* lse, int64_t bh, int64_t t, int64_t hs))
-/// loss[0] = mean row loss over rows not ignored, count[0] = their number (f32), lse (N); all on
-/// the device. Targets must have been checked.
+/// As cpu::cross_entropy_forward: loss[0] = mean row loss over rows not ignored, count[0] = their
+/// number (f32), lse (N); all on the device. Targets must have been checked.
 LMF_CUDA_ENTRY(void cross_entropy_forward(Device device, float* loss, float* count, float* lse,
                                           const float* logits, const int32_t* targets, int64_t n, int64_t v,
                                           int32_t ignore_index))
@@ -147,6 +151,11 @@ LMF_CUDA_ENTRY(void gather_forward(Device device, float* out, const float* x, co
 LMF_CUDA_ENTRY(void gather_backward(Device device, float* dx, const float* dout, const int32_t* index,
                                     int64_t rows, int64_t n, int64_t k))
 // --- end primitive ops ------------------------------------------------------------------------------
+// --- optimizer (model_ops.cpp) ------------------------------------------------------------------------
+/// As cpu::adamw_update, on the device's default stream (after the backward that made g).
+LMF_CUDA_ENTRY(void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n,
+                                 float decay_factor, float lr, float beta1, float beta2, float eps,
+                                 float bias_correction1, float bias_correction2_sqrt))
 
 }  // namespace lmf::cuda
 

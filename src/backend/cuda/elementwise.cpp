@@ -23,21 +23,22 @@ void scale_forward(Device device, float* out, const float* a, float factor, int6
   DeviceGuard guard(device);
   k::scale_forward(out, a, factor, n, kStream);
 }
-void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
-                  float lr, float beta1, float beta2, float eps, float bias_correction1,
-                  float bias_correction2_sqrt) {
-  DeviceGuard guard(device);
-  k::adamw_update(p, g, m, v, n, decay_factor, lr, beta1, beta2, eps, bias_correction1, bias_correction2_sqrt,
-                  kStream);
-}
 void mul_backward(Device device, float* da, float* db, const float* dout, const float* a, const float* b,
                   int64_t n, int64_t nb) {
   DeviceGuard guard(device);
   k::mul_backward(da, db, dout, a, b, n, nb, kStream);
 }
-void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor) {
+void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor,
+                 bool accumulate) {
   DeviceGuard guard(device);
-  k::column_sums(out, in, nullptr, rows, cols, factor, kStream);
+  if (!accumulate) {
+    k::column_sums(out, in, nullptr, rows, cols, factor, kStream);
+    return;
+  }
+  // A (cols) temporary and an axpy: a bias-sized vector, not worth a second kernel variant.
+  Tensor sums = workspace(device, sizeof(float) * cols);
+  k::column_sums(sums.data<float>(), in, nullptr, rows, cols, factor, kStream);
+  k::add_inplace(out, sums.data<float>(), 1.f, cols, kStream);
 }
 void add_inplace(Device device, float* dst, const float* src, float alpha, int64_t n) {
   DeviceGuard guard(device);

@@ -1,10 +1,10 @@
 // Host glue for matrix products: f32 operands (any transpose, batched or shared) are packed into the
 // padded, K-contiguous bf16 layout of kernels/matmul.cu, then multiplied by the tensor-core kernel
-// or cuBLASLt (lmf::matmul_backend()). Packing is where transposes disappear, so one GEMM layout
+// or cuBLASLt (ComputeOptions::matmul_backend, passed by the op). Packing is where transposes disappear, so one GEMM layout
 // serves the forward and both backward products. Accumulation is fp32; inputs are rounded to bf16.
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.h"
-#include "lmforge/ops.h"
+#include "lmforge/core/compute.h"
 
 namespace lmf::cuda {
 namespace {
@@ -13,8 +13,8 @@ namespace k = lmf::kernels;
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
-k::MatmulBackend backend() {
-  return matmul_backend() == MatmulBackend::cublas ? k::MatmulBackend::cublas : k::MatmulBackend::custom;
+k::MatmulBackend backend(const ComputeOptions& options) {
+  return options.matmul_backend == MatmulBackend::cublas ? k::MatmulBackend::cublas : k::MatmulBackend::custom;
 }
 
 // op(a) (M, K) of each batch element -> bf16 (batch_a, Mp, Kp); a is (M, K), or (K, M) when trans.
@@ -37,7 +37,7 @@ Tensor pack_b(Device device, const float* b, int64_t batch, int64_t stride, int6
 
 void run(Device device, int64_t batch, const float* a, int64_t stride_a, const float* b, int64_t stride_b,
          float* c, int64_t stride_c, int64_t m, int64_t n, int64_t kk, bool trans_a, bool trans_b,
-         const float* bias, bool accumulate) {
+         const float* bias, bool accumulate, float* gelu_out, const ComputeOptions& options) {
   DeviceGuard guard(device);
   const int64_t mp = round_up(m, k::kGemmRowPad), np = round_up(n, k::kGemmRowPad);
   const int64_t kp = round_up(kk, k::kGemmKPad);
@@ -56,28 +56,36 @@ void run(Device device, int64_t batch, const float* a, int64_t stride_a, const f
   p.stride_c = stride_c;
   p.batch = batch;
   p.accumulate = accumulate;
-  k::gemm(p, backend(), kStream);
+  k::gemm(p, backend(options), kStream);
+  if (!gelu_out) return;
+  // The GELU of the finished c, beside it (the kernel's own GELU epilogue would replace c).
+  if (stride_c == m * n || batch == 1) {
+    k::gelu_forward(gelu_out, c, batch * m * n, kStream);
+  } else {
+    for (int64_t i = 0; i < batch; ++i) k::gelu_forward(gelu_out + i * stride_c, c + i * stride_c, m * n, kStream);
+  }
 }
 
 }  // namespace
 
 void gemm(Device device, const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
-          bool trans_a, bool trans_b, bool accumulate) {
-  run(device, 1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, nullptr, accumulate);
+          bool trans_a, bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+  run(device, 1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, nullptr, accumulate, gelu_out, options);
 }
 
 void gemm_batched(Device device, int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k, bool trans_a,
-                  bool trans_b, bool accumulate) {
+                  bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
   LMF_CHECK(stride_c != 0 || batch <= 1, "gemm_batched: c's stride must not be 0");
   if (batch == 1) stride_a = stride_b = 0;  // one element: nothing to share or to step over
-  run(device, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, nullptr, accumulate);
+  run(device, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, nullptr, accumulate,
+      gelu_out, options);
 }
 
 void linear_forward(Device device, float* out, const float* x, const float* w, const float* bias, int64_t n,
-                    int64_t out_features, int64_t in_features) {
+                    int64_t out_features, int64_t in_features, float* gelu_out, const ComputeOptions& options) {
   // out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ: w is already the packed "N x K" operand's layout.
-  run(device, 1, x, 0, w, 0, out, 0, n, out_features, in_features, false, true, bias, false);
+  run(device, 1, x, 0, w, 0, out, 0, n, out_features, in_features, false, true, bias, false, gelu_out, options);
 }
 
 }  // namespace lmf::cuda

@@ -1,5 +1,5 @@
 // Host glue for the model ops (kernels/embedding.cu, layernorm.cu, rmsnorm.cu, rotary.cu, swiglu.cu,
-// gelu.cu, softmax.cu, attention.cu, cross_entropy.cu, dropout.cu): select the GPU, take workspace from its
+// gelu.cu, softmax.cu, attention.cu, cross_entropy.cu, dropout.cu, adamw.cu): select the GPU, take workspace from its
 // caching allocator, launch. Id checks are the one place that reads a value back to the host.
 #include <cuda_runtime.h>
 
@@ -19,7 +19,7 @@ void report_first_bad(const char* op, const Tensor& first_bad, const Id* ids, in
   if (bad >= n) return;
   Id id{};
   LMF_CUDA_CHECK(cudaMemcpy(&id, ids + bad, sizeof(Id), cudaMemcpyDeviceToHost));
-  throw Error(str(op, ": id ", static_cast<int64_t>(id), " at position ", bad,
+  throw Error(str(op, " ", static_cast<int64_t>(id), " at position ", bad,
                   " is outside the vocabulary of size ", v));
 }
 
@@ -52,15 +52,15 @@ void embedding_forward_u16(Device device, float* out, const float* weight, const
 }
 
 void embedding_backward_i32(Device device, float* dweight, const float* dout, const int32_t* ids, int64_t n,
-                            int64_t c, int64_t v) {
+                            int64_t c, int64_t v, bool accumulate) {
   DeviceGuard guard(device);
   const std::size_t bytes = k::embedding_backward_workspace(n);
   Tensor scratch = workspace(device, static_cast<int64_t>(bytes));
-  k::embedding_backward(dweight, dout, ids, n, c, v, scratch.raw_data(), bytes, kStream);
+  k::embedding_backward(dweight, dout, ids, n, c, v, accumulate, scratch.raw_data(), bytes, kStream);
 }
 
 void embedding_backward_u16(Device device, float* dweight, const float* dout, const uint16_t* ids, int64_t n,
-                            int64_t c, int64_t v) {
+                            int64_t c, int64_t v, bool accumulate) {
   DeviceGuard guard(device);
   // Widen to i32 so the sort has one key type (one CUB instantiation).
   Tensor wide = Tensor::empty({n > 0 ? n : 1}, DType::i32, device);
@@ -71,7 +71,7 @@ void embedding_backward_u16(Device device, float* dweight, const float* dout, co
   k::strided_copy(wide.raw_data(), k::ElemType::i32, ids, k::ElemType::u16, layout, kStream);
   const std::size_t bytes = k::embedding_backward_workspace(n);
   Tensor scratch = workspace(device, static_cast<int64_t>(bytes));
-  k::embedding_backward(dweight, dout, wide.data<int32_t>(), n, c, v, scratch.raw_data(), bytes, kStream);
+  k::embedding_backward(dweight, dout, wide.data<int32_t>(), n, c, v, accumulate, scratch.raw_data(), bytes, kStream);
 }
 
 void layer_norm_forward(Device device, float* out, float* mean, float* rstd, const float* x, const float* weight,
@@ -170,6 +170,14 @@ void cross_entropy_backward(Device device, float* dlogits, const float* logits, 
 void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base) {
   DeviceGuard guard(device);
   k::dropout_apply(out, x, n, p, seed, base, kStream);
+}
+
+void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
+                  float lr, float beta1, float beta2, float eps, float bias_correction1,
+                  float bias_correction2_sqrt) {
+  DeviceGuard guard(device);
+  k::adamw_update(p, g, m, v, n, decay_factor, lr, beta1, beta2, eps, bias_correction1, bias_correction2_sqrt,
+                  kStream);
 }
 
 }  // namespace lmf::cuda

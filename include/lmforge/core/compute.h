@@ -1,0 +1,47 @@
+// Run settings that change how ops compute (matrix-product precision on the CPU, the GPU's matrix
+// backend, OpenMP threads), held per thread and installed for a scope by ComputeScope instead of
+// being process-wide globals: two trainers, or a test and the library, cannot overwrite each other's.
+#pragma once
+
+#include <cstdint>
+
+namespace lmf {
+
+/// Which implementation multiplies matrices on a GPU (the config's `matmul: custom|cublas`): the
+/// hand-written tensor-core kernel or cuBLASLt. Both round f32 operands to bf16 and accumulate in f32.
+enum class MatmulBackend : uint8_t { custom, cublas };
+
+/// The settings ops read on the calling thread (compute_options()). Ops pass them down to the
+/// backends explicitly, so OpenMP worker threads and GPU streams see the caller's settings.
+struct ComputeOptions {
+  /// CPU matmul and linear with operands rounded to bf16 and f32 accumulation (attention's own
+  /// products stay f32): about 1.5x the speed on AVX-512 BF16 CPUs, at bf16 input precision.
+  /// Ignored where cpu_matmul_bf16_available() is false.
+  bool cpu_matmul_bf16 = false;
+  /// The GPU's matrix products.
+  MatmulBackend matmul_backend = MatmulBackend::custom;
+  /// OpenMP threads for the scope (OpenMP's thread count is itself per calling thread); 0 keeps
+  /// the count in force when the scope opens.
+  int threads = 0;
+};
+
+/// The options in force on this thread: the innermost ComputeScope's, or the defaults.
+const ComputeOptions& compute_options();
+
+/// Installs `options` on this thread for its lifetime; the previous options (and OpenMP thread
+/// count, when `options.threads` > 0) come back when it ends. Scopes nest; destroy them in reverse
+/// order of construction, on the thread that made them.
+class ComputeScope {
+ public:
+  explicit ComputeScope(const ComputeOptions& options);
+  ~ComputeScope();
+  ComputeScope(const ComputeScope&) = delete;
+  ComputeScope& operator=(const ComputeScope&) = delete;
+
+ private:
+  ComputeOptions previous_;
+  int previous_threads_ = 0;  // OpenMP's count before the scope, restored when options.threads > 0
+  bool set_threads_ = false;
+};
+
+}  // namespace lmf
