@@ -274,9 +274,7 @@ TrainState Checkpointer::load(const fs::path& dir, nn::CausalLM& model, optim::A
   } catch (const Error& e) {
     throw Error(str("resume: ", e.what()));
   }
-  auto loaded = detail::load_model(dir);
-  detail::check_same_shape(*loaded, model, dir);
-  model.load_state_dict(loaded->state_dict());
+  detail::load_weights(model, dir);
   const fs::path optimizer_path = dir / kOptimizerFile;
   const auto file = io::read_safetensors(optimizer_path);
   optim::AdamW::State os;

@@ -1,7 +1,6 @@
-// The trainer's only contact with concrete model classes: building the model a config describes,
-// loading and writing checkpoint model files, and LoRA. Everything else in train/ sees an
-// nn::CausalLM. Today these are GPT-2's io::load_gpt / io::write_model_files / nn::GPT; a loader
-// for other architectures replaces the bodies here and nothing else.
+// The trainer's only contact with concrete model classes: building the model a config describes.
+// Loading, writing, resuming and LoRA go through io:: and nn:: functions that take any
+// nn::CausalLM; a new architecture adds a case to build_model and nothing else here.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -19,8 +18,9 @@ std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint6
 std::unique_ptr<nn::CausalLM> build_model(const ModelConfig& m, int64_t vocab_size, uint64_t seed);
 /// model.safetensors + config.json (+ LoRA adapter files) of `model` into the existing `dir`.
 void write_model(const nn::CausalLM& model, const std::filesystem::path& dir);
-/// Throws when `loaded` (from `dir`) differs in architecture or shape from `model`.
-void check_same_shape(const nn::CausalLM& loaded, const nn::CausalLM& model, const std::filesystem::path& dir);
+/// Loads the weights of checkpoint `dir` into `model` (io::load_weights), for resuming. A GPT-2
+/// checkpoint of a different shape than `model` is refused first by its config.json, naming both.
+void load_weights(nn::CausalLM& model, const std::filesystem::path& dir);
 
 bool has_lora(const nn::CausalLM& model);
 void merge_lora(nn::CausalLM& model);

@@ -651,7 +651,7 @@ struct Trainer::Impl {
     if (need_last > 0) save_periodic();
     if (result.stop_reason == "signal") event("interrupted", "stopped by signal after saving " + last_checkpoint);
     if (result.stop_reason == "early_stop" && early.restore_best() && early.best_step() >= 0) {
-      if (is_root()) model->load_state_dict(detail::load_model(out_dir / "best")->state_dict());
+      if (is_root()) detail::load_weights(*model, out_dir / "best");
       dp->broadcast_parameters();
       event("restore_best", fmt::format("weights of step {} (val_loss {:.4f})", early.best_step(), early.best()));
     }

@@ -93,6 +93,14 @@ void save_gpt(const nn::GPT& gpt, const std::filesystem::path& dir);
 /// The model is returned on the CPU.
 std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint64_t seed = 0);
 
+/// Loads the weights of the checkpoint directory `dir` into an existing model of any kind (one built
+/// by the caller, such as a researcher's own CausalLM): each parameter is read from
+/// model.safetensors under model.checkpoint_name(name) (transposed back where it says so) and, for
+/// LoRA adapters, from adapters.safetensors under its own name. A missing tensor or a shape that
+/// differs from the parameter's is an error naming the file, the tensor and both shapes; tensors the
+/// model does not use are ignored. Values are copied into the existing parameters (slab views stay).
+void load_weights(nn::CausalLM& model, const std::filesystem::path& dir);
+
 /// Loads a GPT-2 checkpoint directory written by save_gpt or by Hugging Face (GPT2LMHeadModel or
 /// GPT2Model). Accepts tensor names with or without the "transformer." prefix; ignores the
 /// attn.bias / attn.masked_bias buffers; accepts an absent lm_head.weight, and a present one only
