@@ -7,6 +7,7 @@ packages=(build-essential cmake ninja-build pkg-config git
           libeigen3-dev libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev libfmt-dev
           libopenmpi-dev openmpi-bin
           python3 python3-torch python3-numpy
+          python3-jinja2        # the chat-template reference (tests/reference/make_chat_template_fixtures.py)
           libopenblas0-pthread  # bench_gemm's ceiling, and torch's BLAS by default
           libopenblas0-openmp   # torch's BLAS at its best here (bench/cpu_vs_torch, LD_LIBRARY_PATH)
           fortunes gnuplot-nox)

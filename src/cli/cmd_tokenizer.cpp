@@ -1,6 +1,9 @@
-// `lmforge tokenizer train|info`: learns byte-level BPE merges from a corpus (GPT-2's
-// pre-tokenization, deterministic tie-breaks) and describes a tokenizer file.
+// `lmforge tokenizer train|info|chat-template`: learns byte-level BPE merges from a corpus (GPT-2's
+// pre-tokenization, deterministic tie-breaks), describes a tokenizer file, and renders a
+// conversation through a model's chat template (for users checking their data).
 #include <cstdio>
+#include <iostream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -8,6 +11,7 @@
 #include "cli/commands.h"
 #include "data/progress.h"
 #include "lmforge/core/error.h"
+#include "lmforge/data/chat_template.h"
 #include "lmforge/data/prepare.h"
 #include "lmforge/data/tokenizer.h"
 
@@ -77,6 +81,26 @@ void add_tokenizer_command(CLI::App& app) {
     for (const auto& [name, id] : tokenizer->special_tokens()) {
       std::printf("special: %s = %d\n", name.c_str(), id);
     }
+  });
+
+  auto chat_dir = std::make_shared<std::string>();
+  auto generation_prompt = std::make_shared<bool>(false);
+  CLI::App* chat = cmd->add_subcommand(
+      "chat-template",
+      "Render one {\"messages\": [...]} object from stdin with a tokenizer's chat template");
+  chat->add_option("--tokenizer", *chat_dir,
+                   "Hugging Face tokenizer directory (tokenizer_config.json; ChatML without one)")
+      ->required();
+  chat->add_flag("--add-generation-prompt", *generation_prompt,
+                 "Append the assistant header that starts the model's reply");
+  chat->callback([chat_dir, generation_prompt] {
+    data::ChatTemplate chat_template = data::ChatTemplate::load(*chat_dir);
+    std::string input{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+    auto messages = data::parse_chat_messages(input, "stdin");
+    data::ChatRenderOptions options;
+    options.add_generation_prompt = *generation_prompt;
+    std::string text = chat_template.render(messages, options);
+    std::fwrite(text.data(), 1, text.size(), stdout);
   });
 }
 
