@@ -8,6 +8,7 @@
 #include "cuda/cuda_test_util.h"
 #include "lmforge/autograd.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/kv_cache.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
 
