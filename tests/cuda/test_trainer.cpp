@@ -106,7 +106,7 @@ Curve run(const Config& config, std::unique_ptr<lmf::nn::GPT> model = nullptr) {
 
 // The CPU run of `config`, but starting from its initial weights rounded to bf16.
 Curve run_from_rounded_weights(const Config& config) {
-  const lmf::nn::GPTConfig shape = Trainer(config).model().config();
+  const lmf::nn::GPTConfig shape = dynamic_cast<lmf::nn::GPT&>(Trainer(config).model()).config();
   auto model = std::make_unique<lmf::nn::GPT>(shape, config.run.seed);  // the trainer's own initialisation
   lmf::NoGradGuard no_grad;
   for (auto& [name, t] : model->named_parameters()) {
