@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config git
           libeigen3-dev libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev libfmt-dev
+          libpcre2-dev libutf8proc-dev  # tokenizer.json: regex pre-tokenizers, NFC
           libopenmpi-dev openmpi-bin
           python3 python3-torch python3-numpy
           libopenblas0-pthread  # bench_gemm's ceiling, and torch's BLAS by default
