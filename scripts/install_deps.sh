@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config git
           libeigen3-dev libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev libfmt-dev
+          libpcre2-dev libutf8proc-dev  # tokenizer.json: regex pre-tokenizers, NFC
           libopenmpi-dev openmpi-bin
           python3 python3-torch python3-numpy
           python3-jinja2        # the chat-template reference (tests/reference/make_chat_template_fixtures.py)

@@ -18,8 +18,9 @@ void add_prepare_command(CLI::App& app) {
       ->expected(1, -1);
   cmd->add_option("--out", options->out_dir, "Output directory")->required();
   cmd->add_option("--tokenizer", options->tokenizer,
-                  "'char' (learned from the input), a tokenizer JSON file, or a directory with "
-                  "GPT-2's vocab.json+merges.txt or encoder.json+vocab.bpe")
+                  "'char' (learned from the input), a tokenizer JSON file, a directory with a "
+                  "Hugging Face tokenizer.json, or a directory with GPT-2's vocab.json+merges.txt "
+                  "or encoder.json+vocab.bpe")
       ->capture_default_str();
   cmd->add_option("--val-fraction", options->val_fraction,
                   "Last fraction of every document that goes to val.bin")

@@ -86,7 +86,7 @@ void add_tokenize_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "tokenize", "Encode standard input to token ids (one line), or --decode ids to text");
   cmd->add_option("--tokenizer", options->tokenizer,
-                  "A tokenizer JSON file or a directory with GPT-2's files")
+                  "A tokenizer JSON file, or a directory with tokenizer.json or GPT-2's files")
       ->required();
   cmd->add_flag("--decode", options->decode, "Read ids from standard input and print the text");
   cmd->add_flag("--allow-special", options->allow_special,

@@ -73,13 +73,22 @@ void add_tokenizer_command(CLI::App& app) {
 
   auto spec = std::make_shared<std::string>();
   CLI::App* info = cmd->add_subcommand("info", "Print a tokenizer's type, vocab size and specials");
-  info->add_option("spec", *spec, "A tokenizer JSON file or a GPT-2 directory")->required();
+  info->add_option("spec", *spec, "A tokenizer JSON file, a tokenizer.json directory or a GPT-2 directory")->required();
   info->callback([spec] {
     auto tokenizer = data::load_tokenizer(*spec);
     std::printf("type: %s\nvocab_size: %lld\n", tokenizer->type().c_str(),
                 static_cast<long long>(tokenizer->vocab_size()));
     for (const auto& [name, id] : tokenizer->special_tokens()) {
       std::printf("special: %s = %d\n", name.c_str(), id);
+    }
+    if (const auto* hf = dynamic_cast<const data::HFTokenizer*>(tokenizer.get())) {
+      std::printf("vocabulary: %s\nnormalizer: %s\npre_tokenizer: %s\ndecoder: %s\n",
+                  hf->byte_level() ? "byte-level" : "sentencepiece-style",
+                  hf->normalizer_kind().c_str(), hf->pretokenizer_kind().c_str(),
+                  hf->decoder_kind().c_str());
+      std::printf("added_tokens: %zu\n", hf->added_tokens().size());
+      std::printf("bos: %s = %d\neos: %s = %d\n", hf->bos_token().c_str(), hf->bos_id(),
+                  hf->eos_token().c_str(), hf->eos_id());
     }
   });
 

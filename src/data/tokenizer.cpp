@@ -13,7 +13,10 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "data/bpe_merge.h"
+#include "data/byte_level.h"
 #include "data/file_util.h"
+#include "data/hf_tokenizer.h"
 #include "data/pretokenize.h"
 #include "data/utf8.h"
 #include "lmforge/core/error.h"
@@ -227,15 +230,6 @@ std::vector<uint32_t> gpt2_byte_to_code_point() {
 
 namespace {
 
-inline uint64_t pair_key(int32_t a, int32_t b) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-}
-
-struct MergeInfo {
-  int32_t rank;
-  int32_t id;
-};
-
 std::atomic<uint64_t> next_instance{1};
 
 struct PieceHash {
@@ -256,7 +250,7 @@ constexpr std::size_t kMaxCachedPiece = 64;
 }  // namespace
 
 struct ByteLevelBPE::Impl {
-  std::unordered_map<uint64_t, MergeInfo> merges;
+  BpeMergeMap merges;
   // A piece that is a token as a whole is that token (tiktoken's shortcut; most words are).
   std::unordered_map<std::string, int32_t, PieceHash, std::equal_to<>> whole;
   int32_t byte_ids[256];
@@ -297,7 +291,7 @@ ByteLevelBPE::ByteLevelBPE(std::vector<std::string> token_bytes,
     auto it = id_of.find(token_bytes_[a] + token_bytes_[b]);
     LMF_CHECK(it != id_of.end(), "merge ", rank, " produces a token missing from the vocabulary");
     // The first (lowest) rank of a pair wins, as in GPT-2's encoder.
-    impl_->merges.emplace(pair_key(a, b), MergeInfo{static_cast<int32_t>(rank), it->second});
+    impl_->merges.emplace(bpe_pair_key(a, b), BpeMergeInfo{static_cast<int32_t>(rank), it->second});
   }
 }
 
@@ -306,7 +300,6 @@ ByteLevelBPE::~ByteLevelBPE() = default;
 int64_t ByteLevelBPE::vocab_size() const { return static_cast<int64_t>(token_bytes_.size()); }
 
 void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
-  const auto& merges = impl_->merges;
   std::size_t n = piece.size();
   if (n == 1) {
     out.push_back(impl_->byte_ids[static_cast<unsigned char>(piece[0])]);
@@ -319,56 +312,8 @@ void ByteLevelBPE::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   std::vector<int32_t> ids(n);
   for (std::size_t i = 0; i < n; ++i)
     ids[i] = impl_->byte_ids[static_cast<unsigned char>(piece[i])];
-  if (n <= 48) {
-    // Short pieces: rescan for the lowest-ranked (then leftmost) pair after every merge.
-    while (ids.size() > 1) {
-      int32_t best_rank = INT32_MAX;
-      std::size_t best_at = 0;
-      int32_t best_id = 0;
-      for (std::size_t i = 0; i + 1 < ids.size(); ++i) {
-        auto it = merges.find(pair_key(ids[i], ids[i + 1]));
-        if (it != merges.end() && it->second.rank < best_rank) {
-          best_rank = it->second.rank;
-          best_at = i;
-          best_id = it->second.id;
-        }
-      }
-      if (best_rank == INT32_MAX) break;
-      ids[best_at] = best_id;
-      ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
-    }
-    out.insert(out.end(), ids.begin(), ids.end());
-    return;
-  }
-  // Long pieces (runs of spaces, long words): a linked list and a heap ordered by (rank,
-  // position), which merges in the same order as the rescan but in O(n log n).
-  std::vector<int32_t> prev(n), next(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    prev[i] = static_cast<int32_t>(i) - 1;
-    next[i] = i + 1 < n ? static_cast<int32_t>(i + 1) : -1;
-  }
-  using Entry = std::tuple<int32_t, int32_t, int32_t, int32_t>;  // rank, position, left, right
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
-  auto push = [&](int32_t at) {
-    if (at < 0 || next[at] < 0) return;
-    auto it = merges.find(pair_key(ids[at], ids[next[at]]));
-    if (it != merges.end()) heap.emplace(it->second.rank, at, ids[at], ids[next[at]]);
-  };
-  for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<int32_t>(i));
-  std::vector<bool> alive(n, true);
-  while (!heap.empty()) {
-    auto [rank, at, left, right] = heap.top();
-    heap.pop();
-    if (!alive[at] || next[at] < 0 || ids[at] != left || ids[next[at]] != right) continue;
-    int32_t gone = next[at];
-    ids[at] = merges.at(pair_key(left, right)).id;
-    alive[gone] = false;
-    next[at] = next[gone];
-    if (next[at] >= 0) prev[next[at]] = at;
-    push(prev[at]);
-    push(at);
-  }
-  for (int32_t i = 0; i >= 0; i = next[i]) out.push_back(ids[i]);
+  bpe_merge(ids, impl_->merges);
+  out.insert(out.end(), ids.begin(), ids.end());
 }
 
 void ByteLevelBPE::encode_append(std::string_view text, std::vector<int32_t>& out) const {
@@ -427,8 +372,6 @@ std::string ByteLevelBPE::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
-namespace {
-
 std::string bytes_to_gpt2_string(const std::string& bytes, const std::vector<uint32_t>& table) {
   std::string out;
   for (unsigned char b : bytes) append_utf8(out, table[b]);
@@ -457,6 +400,8 @@ std::unordered_map<uint32_t, int> gpt2_code_point_to_byte() {
   for (int b = 0; b < 256; ++b) inverse[table[b]] = b;
   return inverse;
 }
+
+namespace {
 
 bool is_special_spelling(const std::string& s) {
   return s.size() > 4 && s.compare(0, 2, "<|") == 0 && s.compare(s.size() - 2, 2, "|>") == 0;
@@ -553,11 +498,26 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
             "elsewhere pass a tokenizer JSON file (e.g. the tokenizer.json that prepare wrote)");
   std::error_code ec;
   LMF_CHECK(fs::exists(spec, ec), "tokenizer '", spec, "' does not exist (expected 'char', a ",
-            "tokenizer JSON file, or a directory with GPT-2's vocab.json + merges.txt)");
-  if (fs::is_directory(spec, ec)) return ByteLevelBPE::from_gpt2_directory(spec);
-  json doc = read_json(spec);
+            "tokenizer JSON file, a directory with a Hugging Face tokenizer.json, or a directory ",
+            "with GPT-2's vocab.json + merges.txt)");
+  if (fs::is_directory(spec, ec)) {
+    if (fs::exists(fs::path(spec) / "tokenizer.json")) return HFTokenizer::from_directory(spec);
+    return ByteLevelBPE::from_gpt2_directory(spec);
+  }
+  std::string text = read_file(spec);
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(str("'", spec, "' is not valid JSON: ", e.what()));
+  }
+  // A Hugging Face tokenizer.json: a "model" object and no lmforge format tag.
+  if (doc.is_object() && !doc.contains("format") && doc.contains("model")) {
+    return hf_tokenizer_from_json(doc, std::move(text), spec, hf_sibling_config(spec));
+  }
   LMF_CHECK(doc.is_object() && doc.value("format", "") == "lmforge-tokenizer", "'", spec,
-            "' is not an lmforge tokenizer file (no \"format\": \"lmforge-tokenizer\")");
+            "' is not an lmforge tokenizer file (no \"format\": \"lmforge-tokenizer\") and not a ",
+            "Hugging Face tokenizer.json (no \"model\")");
   LMF_CHECK(json_get<int>(doc, "version", spec) == 1, "'", spec, "': unsupported version");
   auto type = json_get<std::string>(doc, "type", spec);
   auto vocab = json_get<std::vector<std::string>>(doc, "vocab", spec);

@@ -1,6 +1,7 @@
-// Tokenizers behind one interface: CharTokenizer (one id per Unicode code point of a corpus) and
-// ByteLevelBPE (GPT-2's byte-level BPE, loadable from GPT-2's files or trained on a corpus).
-// Both save to and load from one JSON file, so a prepared dataset and a checkpoint carry theirs.
+// Tokenizers behind one interface: CharTokenizer (one id per Unicode code point of a corpus),
+// ByteLevelBPE (GPT-2's byte-level BPE, loadable from GPT-2's files or trained on a corpus) and
+// HFTokenizer (a Hugging Face tokenizer.json BPE: Llama 3, Qwen2/3, Llama 2, Mistral, Gemma).
+// Each saves to and loads from one JSON file, so a prepared dataset and a checkpoint carry theirs.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -21,7 +22,7 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  /// "char" or "byte_bpe" (the "type" field of the JSON file).
+  /// "char", "byte_bpe" (the "type" field of lmforge's JSON file) or "hf_bpe" (tokenizer.json).
   virtual std::string type() const = 0;
   /// Number of ids, special tokens included: every id is in [0, vocab_size()).
   virtual int64_t vocab_size() const = 0;
@@ -36,8 +37,9 @@ class Tokenizer {
   /// Writes the tokenizer as one JSON file (written to a temporary name, then renamed).
   virtual void save(const std::string& path) const = 0;
 
-  /// Id of <|endoftext|>, or -1 when the tokenizer has none.
-  int32_t eot_id() const;
+  /// Id of the token that separates documents: <|endoftext|>, or -1 when the tokenizer has none
+  /// (HFTokenizer: <|endoftext|> if it is a special token, else the eos token).
+  virtual int32_t eot_id() const;
 };
 
 /// One id per code point of the corpus, in code point order (nanoGPT's character model).
@@ -102,6 +104,59 @@ class ByteLevelBPE : public Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+/// A Hugging Face `tokenizer.json` BPE tokenizer (the "tokenizers" library's format), with
+/// `tokenizer_config.json` for bos/eos. Supported: model BPE (merges as "a b" strings or [a, b]
+/// pairs, byte_fallback, unk/fuse_unk, ignore_merges); normalizers NFC, NFKC, NFD, NFKD, Replace
+/// (string pattern), Prepend, Sequence; pre-tokenizers Split (regex or string, any behavior),
+/// ByteLevel, Metaspace, Sequence; decoders ByteLevel, Replace, ByteFallback, Fuse, Strip,
+/// Metaspace, Sequence. Anything else is refused at load with an error naming the file and key.
+/// encode() never adds bos/eos (the post-processor is not applied): callers add bos_id().
+class HFTokenizer : public Tokenizer {
+ public:
+  /// Loads `dir`/tokenizer.json and, when present, `dir`/tokenizer_config.json.
+  static std::unique_ptr<HFTokenizer> from_directory(const std::string& dir);
+  /// Loads a tokenizer.json file; `config_path` (tokenizer_config.json) may be "".
+  static std::unique_ptr<HFTokenizer> from_file(const std::string& path,
+                                                const std::string& config_path = "");
+  ~HFTokenizer() override;
+
+  std::string type() const override { return "hf_bpe"; }
+  int64_t vocab_size() const override;
+  /// Added tokens (special or not) become their one id only when `allow_special`; otherwise their
+  /// spelling is encoded as ordinary text.
+  std::vector<int32_t> encode(std::string_view text, bool allow_special = false) const override;
+  /// Bytes of the ids concatenated, after the file's decoders (byte fallback tokens become their
+  /// byte, '▁' a space; a Strip or Metaspace decoder removes the leading space of the sequence).
+  std::string decode(const std::vector<int32_t>& ids) const override;
+  /// The added tokens marked "special" (name -> id).
+  const std::map<std::string, int32_t>& special_tokens() const override;
+  /// Writes the original tokenizer.json to `path`, and tokenizer_config.json (when one was loaded)
+  /// beside it, so the directory loads again as it was.
+  void save(const std::string& path) const override;
+  int32_t eot_id() const override;
+
+  /// All added tokens, special or not (content -> id).
+  const std::map<std::string, int32_t>& added_tokens() const;
+  /// bos/eos spelling from tokenizer_config.json ("" when absent) and id (-1 when absent).
+  const std::string& bos_token() const;
+  const std::string& eos_token() const;
+  int32_t bos_id() const;
+  int32_t eos_id() const;
+  /// True when the vocabulary is byte-level (a ByteLevel pre-tokenizer), false for
+  /// SentencePiece-style vocabularies ('▁' for spaces, <0xNN> byte fallback).
+  bool byte_level() const;
+  /// One-line descriptions of the pipeline, e.g. "Sequence[Split(regex, Isolated), ByteLevel]".
+  const std::string& normalizer_kind() const;
+  const std::string& pretokenizer_kind() const;
+  const std::string& decoder_kind() const;
+
+ private:
+  HFTokenizer();
+  struct Impl;
+  friend struct HFTokenizerLoader;
+  std::unique_ptr<Impl> impl_;
+};
+
 /// Options of BPE training. Ties between equally frequent pairs go to the smaller
 /// (left id, right id), so training is deterministic for a given corpus and order of inputs.
 struct BpeTrainOptions {
@@ -131,7 +186,8 @@ class PretokenCounts {
 std::unique_ptr<ByteLevelBPE> train_bpe(const PretokenCounts& counts,
                                         const BpeTrainOptions& options);
 
-/// Loads a tokenizer from a spec: a tokenizer JSON file written by Tokenizer::save, or a
+/// Loads a tokenizer from a spec: a tokenizer JSON file written by Tokenizer::save, a Hugging Face
+/// tokenizer.json file, a directory holding tokenizer.json (+ tokenizer_config.json), or a
 /// directory holding GPT-2's files. ("char" is learned by `prepare`, not loaded.)
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
 
