@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "io/safe_file.h"
 #include "lmforge/core/error.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/lora.h"
@@ -35,10 +36,13 @@ void run_merge_lora(const ConvertOptions& options) {
             "adapters (no ",
             io::kAdapterFile, " or ", io::kAdapterConfigFile, "); nothing to merge");
   std::error_code ec;
-  LMF_CHECK(!fs::equivalent(source, output, ec), "--output must differ from the checkpoint '",
-            options.merge_lora, "'");
+  LMF_CHECK(!io::path_within(source, output) && !io::path_within(output, source),
+            "--output: '", io::clip(options.output), "' must lie outside the checkpoint '",
+            io::clip(options.merge_lora), "' and must not contain it");
   LMF_CHECK(options.force || !fs::exists(fs::symlink_status(output, ec)), "--output: '",
-            options.output, "' already exists; pass --force to replace it");
+            io::clip(options.output), "' already exists; pass --force to replace it");
+  // --force replaces only a model directory (what this command writes), never anything else.
+  io::check_replaceable_dir(output, {io::kModelFile, io::kConfigFile, kTokenizerFile}, "--output");
 
   std::unique_ptr<nn::GPT> gpt = io::load_gpt(source);
   const nn::LoraOptions lora = *nn::lora_options(*gpt);

@@ -198,6 +198,25 @@ bool path_within(const fs::path& inner, const fs::path& outer) {
   return true;
 }
 
+void check_replaceable_dir(const fs::path& dir, std::initializer_list<const char*> names,
+                           const std::string& what) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(dir, ec);
+  if (!fs::exists(status)) return;
+  const std::string shown = clip(dir.string());
+  LMF_CHECK(fs::is_directory(status), what, ": '", shown,
+            "' exists and is not a directory lmforge wrote; refusing to replace it");
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    bool known = false;
+    for (const char* n : names) known = known || name == n;
+    LMF_CHECK(known && entry.is_regular_file() && !entry.is_symlink(), what, ": '", shown,
+              "' holds '", clip(name, 80), "', which lmforge does not write there; refusing to "
+              "replace the directory (choose a new or empty one)");
+  }
+  LMF_CHECK(!ec, what, ": cannot list '", shown, "': ", ec.message());
+}
+
 // --- numbers -----------------------------------------------------------------------------------
 
 namespace {

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -62,6 +63,12 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
 /// Whether `inner` is `outer` or lies inside it, comparing canonical paths (symlinks resolved,
 /// paths that do not exist yet resolved as far as they do).
 bool path_within(const std::filesystem::path& inner, const std::filesystem::path& outer);
+
+/// Throws unless `dir` is absent, or is a real directory (not a symlink) holding only regular
+/// files named in `names`: the only directories lmforge replaces as a whole are ones it wrote.
+/// `what` names the option in the message ("--out").
+void check_replaceable_dir(const std::filesystem::path& dir, std::initializer_list<const char*> names,
+                           const std::string& what);
 
 /// Parses a non-negative or signed decimal integer in [low, high] from `text` (no sign for
 /// unsigned ranges beyond int64, no leading '+', no spaces, no leading zeros except "0"); on
