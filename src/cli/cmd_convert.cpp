@@ -31,10 +31,6 @@ void run_merge_lora(const ConvertOptions& options) {
   const fs::path source(options.merge_lora), output(options.output);
   LMF_CHECK(fs::is_directory(source), "--merge-lora: '", options.merge_lora,
             "' is not a checkpoint directory");
-  LMF_CHECK(io::has_adapter_files(source), "--merge-lora: '", options.merge_lora,
-            "' has no LoRA "
-            "adapters (no ",
-            io::kAdapterFile, " or ", io::kAdapterConfigFile, "); nothing to merge");
   std::error_code ec;
   LMF_CHECK(!io::path_within(source, output) && !io::path_within(output, source),
             "--output: '", io::clip(options.output), "' must lie outside the checkpoint '",
@@ -44,6 +40,10 @@ void run_merge_lora(const ConvertOptions& options) {
   // --force replaces only a model directory (what this command writes), never anything else.
   io::check_replaceable_dir(output, {io::kModelFile, io::kConfigFile, kTokenizerFile}, "--output");
 
+  LMF_CHECK(io::has_adapter_files(source), "--merge-lora: '", options.merge_lora,
+            "' has no LoRA "
+            "adapters (no ",
+            io::kAdapterFile, " or ", io::kAdapterConfigFile, "); nothing to merge");
   std::unique_ptr<nn::GPT> gpt = io::load_gpt(source);
   const nn::LoraOptions lora = *nn::lora_options(*gpt);
   nn::merge_lora(*gpt);

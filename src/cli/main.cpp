@@ -13,11 +13,12 @@
 
 namespace {
 
-// One line: CLI11's messages may hold newlines (and user text), which would break the contract.
+// One line: messages may quote user text holding newlines or NUL bytes (a NUL would also end
+// the printed line early), so control characters are shown as '?'.
 void print_error(const std::string& message) {
   std::string line = lmf::io::clip(message, 2000);
   for (char& c : line)
-    if (c == '\n' || c == '\r') c = ' ';
+    if (static_cast<unsigned char>(c) < 0x20 && c != '\t') c = '?';
   std::fprintf(stderr, "lmforge: error: %s\n", line.c_str());
 }
 

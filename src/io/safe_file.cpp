@@ -19,11 +19,17 @@ namespace lmf::io {
 namespace fs = std::filesystem;
 
 std::string clip(std::string_view text, std::size_t max) {
-  if (text.size() <= max) return std::string(text);
-  std::size_t cut = max;
-  // Back off continuation bytes so a multi-byte character is never split.
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return str(std::string(text.substr(0, cut)), "... (", text.size(), " bytes)");
+  std::size_t cut = text.size();
+  if (cut > max) {
+    cut = max;
+    // Back off continuation bytes so a multi-byte character is never split.
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  }
+  // Control bytes (a NUL would end the message early, a newline would split the line) become '?'.
+  std::string out(text.substr(0, cut));
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return cut == text.size() ? out : str(out, "... (", text.size(), " bytes)");
 }
 
 namespace {

@@ -15,7 +15,8 @@ namespace lmf::io {
 inline constexpr std::size_t kMaxMessageValue = 200;
 
 /// `text` as is when short, else its first `max` bytes (cut on a UTF-8 boundary) and
-/// "... (N bytes)": a hostile value can never make an error line unbounded.
+/// "... (N bytes)", with control bytes shown as '?': a hostile value can never make an error line
+/// unbounded, split it, or end it early with a NUL.
 std::string clip(std::string_view text, std::size_t max = kMaxMessageValue);
 
 /// Opens `path` read-only; throws lmf::Error naming `what` (or the path) unless it is a regular

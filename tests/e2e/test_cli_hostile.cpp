@@ -97,13 +97,20 @@ TEST_CASE("outputs: a symlink planted at a temporary or final name is never foll
   CHECK(r.exit_code == 0);
   CHECK(slurp(dir / "victim") == "precious");
   CHECK(fs::is_regular_file(fs::symlink_status(tok)));  // the link itself was replaced
-  // prepare: the shard writer's old temporary names are links to the victim.
+  // prepare: links planted at the old temporary names inside the output directory make it a
+  // directory lmforge did not write, so it is refused and nothing is written through them.
   const fs::path out = dir / "data";
   fs::create_directories(out);
   for (const char* name : {"train.bin.tmp", "val.bin.tmp", "meta.json.tmp"})
-    fs::create_symlink(dir / "victim", dir / name);
+    fs::create_symlink(dir / "victim", out / name);
+  require_clean_error(lmforge(dir, "prepare --input " + quote((dir / "corpus.txt").string()) + " --out " +
+                                       quote(out.string()) + " --tokenizer char"), "--out");
+  CHECK(slurp(dir / "victim") == "precious");
+  // A shard or tokenizer written where a symlink sits at the final name replaces the link.
+  fs::remove_all(out);
+  fs::create_directories(out);
   const RunResult p = lmforge(dir, "prepare --input " + quote((dir / "corpus.txt").string()) + " --out " +
-                                       quote(out.string()) + " --tokenizer char");
+                                       quote((dir / "data2").string()) + " --tokenizer char");
   INFO(p.err);
   CHECK(p.exit_code == 0);
   CHECK(slurp(dir / "victim") == "precious");
@@ -169,7 +176,9 @@ TEST_CASE("resources: absurd thread counts, FIFOs, /dev/zero and deep JSON are c
   REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
   require_clean_error(lmforge(dir, "train " + quote((dir / "fifo").string())), "FIFO");
   require_clean_error(lmforge(dir, "tokenize --tokenizer " + quote((dir / "fifo").string())), "FIFO");
-  write_file(dir / "f.yaml", "data:\n  train: " + (dir / "fifo").string() + "\ntraining:\n  max_steps: 1\n");
+  write_file(dir / "f.yaml", "data:\n  train: " + (dir / "fifo").string() +
+                                 "\nmodel:\n  vocab_size: 16\n  n_layer: 1\n  n_embd: 8\n  n_head: 1\n  block_size: 8\n"
+                                 "training:\n  max_steps: 1\n");
   const RunResult fifo_data = lmf::test::run("timeout 60 " + quote(LMF_CLI) + " train " + quote((dir / "f.yaml").string()) + " </dev/null", dir);
   require_clean_error(fifo_data, "FIFO");
   // Oversized config.
@@ -209,7 +218,7 @@ TEST_CASE("command line: numbers are range-checked and parse errors are one line
   require_parse_error(lmforge(dir, "eval --checkpoint x --data y --batch-size 0"), "--batch-size");
   require_parse_error(lmforge(dir, "frobnicate"), "unknown command 'frobnicate'");
   require_parse_error(lmforge(dir, "train"), "config");
-  require_parse_error(lmforge(dir, "prepare --bogus"), "--bogus");
+  require_parse_error(lmforge(dir, "prepare --input a --out b --bogus"), "--bogus");
   CHECK(lmforge(dir, "--help").exit_code == 0);
 }
 
