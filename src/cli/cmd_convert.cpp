@@ -33,8 +33,8 @@ void run_merge_lora(const ConvertOptions& options) {
             "' is not a checkpoint directory");
   std::error_code ec;
   LMF_CHECK(!io::path_within(source, output) && !io::path_within(output, source),
-            "--output: '", io::clip(options.output), "' must lie outside the checkpoint '",
-            io::clip(options.merge_lora), "' and must not contain it");
+            "--output: '", io::clip(options.output), "' must differ from the checkpoint '",
+            io::clip(options.merge_lora), "', lie outside it and not contain it");
   LMF_CHECK(options.force || !fs::exists(fs::symlink_status(output, ec)), "--output: '",
             io::clip(options.output), "' already exists; pass --force to replace it");
   // --force replaces only a model directory (what this command writes), never anything else.
