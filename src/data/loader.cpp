@@ -58,7 +58,7 @@ void DataLoader::init() {
     // sizes at fault rather than an order the user may not have chosen.
     LMF_CHECK(usable, "dataset '", shards_.front().path(), "': too small for one batch read in order ",
               "(as validation data always is): it needs a shard of at least ",
-              "world_size*batch_size*block_size+1 = ", step + 1, " tokens; the largest has ",
+              "world_size*B*T+1 = ", step + 1, " tokens; the largest has ",
               std::max_element(shards_.begin(), shards_.end(), [](const Shard& a, const Shard& b) {
                 return a.size() < b.size();
               })->size());
