@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "io/safe_file.h"
 #include "lmforge/core/error.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/lora.h"
@@ -30,16 +31,19 @@ void run_merge_lora(const ConvertOptions& options) {
   const fs::path source(options.merge_lora), output(options.output);
   LMF_CHECK(fs::is_directory(source), "--merge-lora: '", options.merge_lora,
             "' is not a checkpoint directory");
+  std::error_code ec;
+  LMF_CHECK(!io::path_within(source, output) && !io::path_within(output, source),
+            "--output: '", io::clip(options.output), "' must differ from the checkpoint '",
+            io::clip(options.merge_lora), "', lie outside it and not contain it");
+  LMF_CHECK(options.force || !fs::exists(fs::symlink_status(output, ec)), "--output: '",
+            io::clip(options.output), "' already exists; pass --force to replace it");
+  // --force replaces only a model directory (what this command writes), never anything else.
+  io::check_replaceable_dir(output, {io::kModelFile, io::kConfigFile, kTokenizerFile}, "--output");
+
   LMF_CHECK(io::has_adapter_files(source), "--merge-lora: '", options.merge_lora,
             "' has no LoRA "
             "adapters (no ",
             io::kAdapterFile, " or ", io::kAdapterConfigFile, "); nothing to merge");
-  std::error_code ec;
-  LMF_CHECK(!fs::equivalent(source, output, ec), "--output must differ from the checkpoint '",
-            options.merge_lora, "'");
-  LMF_CHECK(options.force || !fs::exists(fs::symlink_status(output, ec)), "--output: '",
-            options.output, "' already exists; pass --force to replace it");
-
   std::unique_ptr<nn::CausalLM> gpt = io::load_model(source);
   const nn::LoraOptions lora = *nn::lora_options(*gpt);
   nn::merge_lora(*gpt);

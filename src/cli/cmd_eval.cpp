@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "lmforge/autograd.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/shard.h"
@@ -110,11 +111,11 @@ void add_eval_command(CLI::App& app) {
                   "Checkpoint directory (ours or a Hugging Face GPT-2 directory)")
       ->required();
   cmd->add_option("--data", options->data, "Token shard (.bin)")->required();
-  cmd->add_option("--block-size", options->block_size,
+  add_integer<int64_t>(cmd, "--block-size", options->block_size, 0, INT32_MAX,
                   "Tokens per window (default and maximum: the model's context)");
-  cmd->add_option("--batch-size", options->batch_size, "Windows per forward pass")
+  add_integer<int64_t>(cmd, "--batch-size", options->batch_size, 1, 1 << 16, "Windows per forward pass")
       ->capture_default_str();
-  cmd->add_option("--max-batches", options->max_batches, "Evaluate at most this many batches (0: all)")
+  add_integer<int64_t>(cmd, "--max-batches", options->max_batches, 0, int64_t{1} << 53, "Evaluate at most this many batches (0: all)")
       ->capture_default_str();
   cmd->add_option("--device", options->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_flag("--json", options->json, "Print one JSON object instead of lines");

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "io/safe_file.h"
+#include "cli/options.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/generate/generate.h"
@@ -77,6 +79,12 @@ void run_generate(const GenerateCliOptions& options) {
   const std::unique_ptr<nn::CausalLM> gpt = io::load_model(options.checkpoint);
   // The model's forward applies unmerged adapters too; merged, each step skips their products.
   if (nn::has_lora(*gpt)) nn::merge_lora(*gpt);
+  // NaN or Inf weights make every logit NaN, and sampling then prints garbage: refuse instead.
+  for (const auto& [name, tensor] : gpt->named_parameters()) {
+    for (const float v : tensor.to(Device::cpu()).to(DType::f32).to_vector())
+      LMF_CHECK(std::isfinite(v), "checkpoint '", io::clip(options.checkpoint), "': weight '", name,
+                "' holds NaN or Inf; this model cannot generate");
+  }
   gpt->eval();
   const int64_t vocab = gpt->vocab_size();
   LMF_CHECK(tokenizer->vocab_size() <= vocab, "the tokenizer has ", tokenizer->vocab_size(),
@@ -129,16 +137,16 @@ void add_generate_command(CLI::App& app) {
       ->required();
   cmd->add_option("--prompt", options->prompt,
                   "Text to continue (default empty: start from <|endoftext|>, or id 0)");
-  cmd->add_option("--max-new-tokens", options->max_new_tokens, "Tokens to generate")
+  add_integer<int64_t>(cmd, "--max-new-tokens", options->max_new_tokens, 0, 1 << 20, "Tokens to generate")
       ->capture_default_str();
-  cmd->add_option("--temperature", options->temperature, "Softmax temperature; 0 = greedy")
+  add_real(cmd, "--temperature", options->temperature, 0.0, 1e6, "Softmax temperature; 0 = greedy")
       ->capture_default_str();
-  cmd->add_option("--top-k", options->top_k, "Sample from the k most likely tokens; 0 = all")
+  add_integer<int64_t>(cmd, "--top-k", options->top_k, 0, INT32_MAX, "Sample from the k most likely tokens; 0 = all")
       ->capture_default_str();
-  cmd->add_option("--top-p", options->top_p,
+  add_real(cmd, "--top-p", options->top_p, 0.0, 1.0,
                   "Sample from the smallest set of tokens with this much probability; 1 = all")
       ->capture_default_str();
-  cmd->add_option("--seed", options->seed, "Seed of the sampling generator")->capture_default_str();
+  add_integer<uint64_t>(cmd, "--seed", options->seed, 0, UINT64_MAX, "Seed of the sampling generator")->capture_default_str();
   cmd->add_option("--tokenizer", options->tokenizer,
                   "Tokenizer JSON file or GPT-2 files directory (default: CHECKPOINT/tokenizer.json)");
   cmd->callback([options] { run_generate(*options); });

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "lmforge/data/prepare.h"
 
 namespace lmf::cli {
@@ -22,11 +23,11 @@ void add_prepare_command(CLI::App& app) {
                   "Hugging Face tokenizer.json, or a directory with GPT-2's vocab.json+merges.txt "
                   "or encoder.json+vocab.bpe")
       ->capture_default_str();
-  cmd->add_option("--val-fraction", options->val_fraction,
+  add_real(cmd, "--val-fraction", options->val_fraction, 0.0, 0.999999,
                   "Last fraction of every document that goes to val.bin")
       ->capture_default_str();
   cmd->add_flag("--eot", options->eot, "Put <|endoftext|> before every document part");
-  cmd->add_option("--threads", options->threads, "Tokenizer threads (0 = all cores)")
+  add_integer<int>(cmd, "--threads", options->threads, 0, io::kMaxThreads, "Tokenizer threads (0 = all cores)")
       ->capture_default_str();
   cmd->callback([options] {
     data::PrepareResult result = data::prepare_dataset(*options);

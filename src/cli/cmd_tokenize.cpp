@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "io/safe_file.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/shard.h"
 #include "lmforge/data/tokenizer.h"
@@ -46,8 +47,10 @@ std::vector<int32_t> parse_ids(const std::string& text) {
     char* stop = nullptr;
     errno = 0;
     long long value = std::strtoll(word.c_str(), &stop, 10);
-    LMF_CHECK(*stop == '\0' && errno == 0 && value >= INT32_MIN && value <= INT32_MAX, "'", word,
-              "' (input word ", ids.size(), ") is not a token id");
+    // The whole word must be the number: an embedded NUL must not end it early.
+    LMF_CHECK(stop == word.data() + word.size() && errno == 0 && value >= INT32_MIN &&
+                  value <= INT32_MAX,
+              "'", io::clip(word, 40), "' (input word ", ids.size(), ") is not a token id");
     ids.push_back(static_cast<int32_t>(value));
     pos = end;
   }

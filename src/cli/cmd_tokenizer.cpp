@@ -4,11 +4,13 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "data/progress.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/chat_template.h"
@@ -29,6 +31,16 @@ struct TrainOptions {
 void run_train(const TrainOptions& options) {
   LMF_CHECK(options.vocab_size >= 257, "--vocab-size ", options.vocab_size,
             " is too small: byte-level BPE needs 256 byte tokens plus <|endoftext|>");
+  // The output must not overwrite an input: not one named on the command line, nor an existing
+  // file inside an input directory (it would be read as text).
+  std::error_code ec;
+  for (const auto& input : options.inputs) {
+    const bool is_dir = std::filesystem::is_directory(input, ec);
+    LMF_CHECK(!io::path_within(options.output, input) ||
+                  (is_dir && !std::filesystem::exists(options.output, ec)),
+              "--output: '", io::clip(options.output), "' is (or is inside) the input '",
+              io::clip(input), "'; refusing to overwrite an input");
+  }
   data::PretokenCounts counts = data::count_pretokens(options.inputs, options.threads);
   data::BpeTrainOptions train;
   train.vocab_size = options.vocab_size;
@@ -63,12 +75,11 @@ void add_tokenizer_command(CLI::App& app) {
   train->add_option("--input", options->inputs, "Text files or directories")
       ->required()
       ->expected(1, -1);
-  train
-      ->add_option("--vocab-size", options->vocab_size,
-                   "Vocabulary size, 256 byte tokens and <|endoftext|> included")
+  add_integer<int64_t>(train, "--vocab-size", options->vocab_size, 0, INT32_MAX,
+                       "Vocabulary size, 256 byte tokens and <|endoftext|> included")
       ->required();
   train->add_option("--output", options->output, "Tokenizer JSON file to write")->required();
-  train->add_option("--threads", options->threads, "Counting threads (0 = all cores)");
+  add_integer<int>(train, "--threads", options->threads, 0, io::kMaxThreads, "Counting threads (0 = all cores)");
   train->callback([options] { run_train(*options); });
 
   auto spec = std::make_shared<std::string>();

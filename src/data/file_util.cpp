@@ -4,6 +4,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include <unistd.h>
+
+#include "io/safe_file.h"
 #include "lmforge/core/error.h"
 
 namespace lmf::data {
@@ -11,8 +14,14 @@ namespace lmf::data {
 std::string last_error() { return std::strerror(errno); }
 
 File::File(const std::string& path, const char* mode) : path_(path) {
-  file_ = std::fopen(path.c_str(), mode);
-  LMF_CHECK(file_ != nullptr, "cannot open '", path, "': ", last_error());
+  LMF_CHECK(mode[0] == 'r', "'", path, "': data::File opens inputs only");
+  const int fd = io::open_regular_file(path);
+  file_ = ::fdopen(fd, mode);
+  if (file_ == nullptr) {
+    const std::string reason = last_error();
+    ::close(fd);
+    throw Error(str("cannot open '", io::clip(path), "': ", reason));
+  }
 }
 
 File::~File() {
@@ -26,26 +35,10 @@ void File::close() {
   LMF_CHECK(rc == 0, "cannot write '", path_, "': ", last_error());
 }
 
-std::string read_file(const std::string& path) {
-  File file(path, "rb");
-  std::string out;
-  char buffer[1 << 16];
-  std::size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) out.append(buffer, n);
-  LMF_CHECK(!std::ferror(file.get()), "cannot read '", path, "': ", last_error());
-  return out;
-}
+std::string read_file(const std::string& path) { return io::read_regular_file(path); }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
-  std::string tmp = path + ".tmp";
-  {
-    File file(tmp, "wb");
-    LMF_CHECK(std::fwrite(bytes.data(), 1, bytes.size(), file.get()) == bytes.size(),
-              "cannot write '", tmp, "': ", last_error());
-    file.close();
-  }
-  LMF_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path,
-            "': ", last_error());
+  io::write_file_atomic(path, bytes);
 }
 
 }  // namespace lmf::data

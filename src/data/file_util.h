@@ -7,14 +7,17 @@
 
 namespace lmf::data {
 
-/// The whole file; throws lmf::Error naming the file when it cannot be opened or read.
+/// The whole file; throws lmf::Error naming the file when it cannot be opened or read, or is not a
+/// regular file (io::read_regular_file).
 std::string read_file(const std::string& path);
-/// Writes `bytes` to `path` through `path.tmp` and a rename.
+/// Writes `bytes` to `path` atomically (io::write_file_atomic: a unique exclusive temporary file,
+/// then a rename).
 void write_file_atomic(const std::string& path, std::string_view bytes);
 /// strerror(errno) of the last failed call, for messages.
 std::string last_error();
 
-/// An owned FILE* that closes itself.
+/// An owned FILE* that closes itself. Only reading modes: inputs must be regular files (checked
+/// without blocking on a FIFO); outputs go through io::AtomicFile.
 class File {
  public:
   File(const std::string& path, const char* mode);

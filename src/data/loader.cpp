@@ -54,8 +54,11 @@ void DataLoader::init() {
     const int64_t step = o.world_size * o.batch_size * T;
     bool usable = std::any_of(shards_.begin(), shards_.end(),
                               [&](const Shard& s) { return s.size() >= step + 1; });
-    LMF_CHECK(usable, "dataset '", shards_.front().path(), "': sequential order needs a shard of ",
-              "at least world_size*B*T+1 = ", step + 1, " tokens; the largest has ",
+    // Validation data is always read in order whatever data.order says, so the message names the
+    // sizes at fault rather than an order the user may not have chosen.
+    LMF_CHECK(usable, "dataset '", shards_.front().path(), "': too small for one batch read in order ",
+              "(as validation data always is): it needs a shard of at least ",
+              "world_size*B*T+1 = ", step + 1, " tokens; the largest has ",
               std::max_element(shards_.begin(), shards_.end(), [](const Shard& a, const Shard& b) {
                 return a.size() < b.size();
               })->size());

@@ -13,6 +13,8 @@
 #include <set>
 
 #include "data/file_util.h"
+#include "io/safe_file.h"
+#include "lmforge/io/checkpoint.h"
 #include "data/pretokenize.h"
 #include "data/progress.h"
 #include "data/sha256.h"
@@ -196,6 +198,15 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   LMF_CHECK(options.val_fraction >= 0.0 && options.val_fraction < 1.0, "val fraction ",
             options.val_fraction, " must be in [0, 1)");
   LMF_CHECK(options.chunk_bytes >= 64, "chunk size ", options.chunk_bytes, " is too small");
+  io::check_thread_count(options.threads, "threads");
+  // The output directory is replaced as a whole: it must not be or hold an input, and it must be
+  // absent, empty or a dataset directory written before (nothing else is ever deleted).
+  for (const auto& input : options.inputs)
+    LMF_CHECK(!io::path_within(options.out_dir, input) && !io::path_within(input, options.out_dir),
+              "--out: '", io::clip(options.out_dir), "' must not be, contain or lie inside the input '",
+              io::clip(input), "'");
+  io::check_replaceable_dir(options.out_dir, {"train.bin", "val.bin", "tokenizer.json", "meta.json"},
+                            "--out");
   PrepareResult result;
   std::vector<std::string> paths = list_documents(options.inputs, &result.skipped);
   LMF_CHECK(!paths.empty(), "no input files found in the given inputs");
@@ -220,11 +231,10 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   const int64_t vocab_size = tokenizer->vocab_size();
   const TokenWidth width = token_width_for_vocab(vocab_size);
 
-  std::error_code ec;
-  fs::create_directories(options.out_dir, ec);
-  LMF_CHECK(!ec && fs::is_directory(options.out_dir), "cannot create output directory '",
-            options.out_dir, "': ", ec.message());
-  const fs::path out(options.out_dir);
+  // Everything is written into a sibling temporary directory that replaces the output in one
+  // rename, so a kill never leaves a new train.bin beside an old tokenizer.json.
+  io::AtomicDir out_dir(options.out_dir);
+  const fs::path out = out_dir.path();
   ShardWriter train((out / "train.bin").string(), width);
   ShardWriter val((out / "val.bin").string(), width);
 
@@ -308,6 +318,7 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
       {"skipped", result.skipped},
   };
   write_file_atomic((out / "meta.json").string(), meta.dump(2) + "\n");
+  out_dir.commit();
   return result;
 }
 
@@ -322,6 +333,7 @@ PretokenCounts count_pretokens(const std::vector<std::string>& inputs, int threa
     LMF_CHECK(!ec, "cannot read the size of '", path, "': ", ec.message());
   }
   LMF_CHECK(total_bytes > 0, "the inputs hold no text (", paths.size(), " empty file(s))");
+  io::check_thread_count(threads, "threads");
   if (threads <= 0) threads = omp_get_max_threads();
   std::vector<PretokenCounts> per_thread(static_cast<std::size_t>(threads));
   std::vector<std::string> batch;

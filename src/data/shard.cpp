@@ -12,8 +12,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "data/file_util.h"
+#include "io/safe_file.h"
 #include "lmforge/core/error.h"
 
 namespace lmf::data {
@@ -48,22 +50,17 @@ std::vector<int32_t> make_header(TokenWidth width, int64_t count) {
 
 // ---- writer -------------------------------------------------------------------------------------
 
-ShardWriter::ShardWriter(const std::string& path, TokenWidth width)
-    : path_(path), tmp_path_(path + ".tmp"), width_(width) {
-  std::FILE* file = std::fopen(tmp_path_.c_str(), "wb");
-  LMF_CHECK(file != nullptr, "cannot create '", tmp_path_, "': ", last_error());
-  file_ = file;
+// file_ holds an io::AtomicFile: a unique exclusive temporary beside the shard, renamed into
+// place by finish() and removed if the writer goes without finishing.
+ShardWriter::ShardWriter(const std::string& path, TokenWidth width) : path_(path), width_(width) {
+  auto file = std::make_unique<io::AtomicFile>(path);
+  tmp_path_ = file->temp_path().string();
   auto header = make_header(width_, 0);
-  LMF_CHECK(std::fwrite(header.data(), sizeof(int32_t), header.size(), file) == header.size(),
-            "cannot write '", tmp_path_, "': ", last_error());
+  file->write(header.data(), header.size() * sizeof(int32_t));
+  file_ = file.release();
 }
 
-ShardWriter::~ShardWriter() {
-  if (file_ != nullptr) {
-    std::fclose(static_cast<std::FILE*>(file_));
-    std::remove(tmp_path_.c_str());
-  }
-}
+ShardWriter::~ShardWriter() { delete static_cast<io::AtomicFile*>(file_); }
 
 void ShardWriter::write(const int32_t* ids, std::size_t count) {
   LMF_CHECK(file_ != nullptr, "shard '", path_, "' is already finished");
@@ -81,9 +78,7 @@ void ShardWriter::write(const int32_t* ids, std::size_t count) {
       std::memcpy(&buffer_[i * 4], &v, 4);
     }
   }
-  auto* file = static_cast<std::FILE*>(file_);
-  LMF_CHECK(std::fwrite(buffer_.data(), 1, buffer_.size(), file) == buffer_.size(),
-            "cannot write '", tmp_path_, "': ", last_error());
+  static_cast<io::AtomicFile*>(file_)->write(buffer_.data(), buffer_.size());
   count_ += static_cast<int64_t>(count);
   LMF_CHECK(width_ == TokenWidth::u32 || count_ <= INT32_MAX, "shard '", path_, "' would hold ",
             count_, " tokens; a version-1 (uint16) shard holds at most 2^31-1, split it");
@@ -91,19 +86,11 @@ void ShardWriter::write(const int32_t* ids, std::size_t count) {
 
 void ShardWriter::finish() {
   LMF_CHECK(file_ != nullptr, "shard '", path_, "' is already finished");
-  auto* file = static_cast<std::FILE*>(file_);
-  auto header = make_header(width_, count_);
-  bool ok = std::fseek(file, 0, SEEK_SET) == 0 &&
-            std::fwrite(header.data(), sizeof(int32_t), header.size(), file) == header.size();
-  ok = (std::fclose(file) == 0) && ok;
+  std::unique_ptr<io::AtomicFile> file(static_cast<io::AtomicFile*>(file_));
   file_ = nullptr;
-  if (!ok) {
-    std::string reason = last_error();
-    std::remove(tmp_path_.c_str());
-    throw Error(str("cannot write '", tmp_path_, "': ", reason));
-  }
-  LMF_CHECK(std::rename(tmp_path_.c_str(), path_.c_str()) == 0, "cannot rename '", tmp_path_,
-            "' to '", path_, "': ", last_error());
+  auto header = make_header(width_, count_);
+  file->pwrite(header.data(), header.size() * sizeof(int32_t), 0);
+  file->commit();
 }
 
 void write_shard(const std::string& path, const std::vector<int32_t>& ids, TokenWidth width) {
@@ -115,8 +102,7 @@ void write_shard(const std::string& path, const std::vector<int32_t>& ids, Token
 // ---- reader -------------------------------------------------------------------------------------
 
 Shard::Shard(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  LMF_CHECK(fd >= 0, "cannot open shard '", path, "': ", last_error());
+  int fd = io::open_regular_file(path, str("shard '", io::clip(path), "'"));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

@@ -19,6 +19,8 @@
 #include "data/hf_tokenizer.h"
 #include "data/pretokenize.h"
 #include "data/utf8.h"
+#include "io/safe_file.h"
+#include "io/untrusted_json.h"
 #include "lmforge/core/error.h"
 
 namespace lmf::data {
@@ -81,22 +83,22 @@ std::size_t find_special(std::string_view text, std::size_t from,
   return best;
 }
 
+// Tokenizer files are a few megabytes (GPT-2's vocabulary and merges); this bounds a hostile one.
+constexpr std::uint64_t kMaxTokenizerFileBytes = 256ull << 20;
+
 json read_json(const std::string& path) {
-  std::string text = read_file(path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(str("'", path, "' is not valid JSON: ", e.what()));
-  }
+  const std::string shown = str("'", io::clip(path), "'");
+  return io::parse_untrusted_json(io::read_regular_file(path, kMaxTokenizerFileBytes, shown), shown);
 }
 
 template <class T>
 T json_get(const json& object, const char* key, const std::string& path) {
-  LMF_CHECK(object.is_object() && object.contains(key), "'", path, "': missing key '", key, "'");
+  LMF_CHECK(object.is_object() && object.contains(key), "'", io::clip(path), "': missing key '", key, "'");
   try {
     return object.at(key).get<T>();
-  } catch (const json::exception& e) {
-    throw Error(str("'", path, "': key '", key, "' has the wrong type: ", e.what()));
+  } catch (const json::exception&) {
+    // The library's text names its own types, not the file's meaning; say which key it was.
+    throw Error(str("'", io::clip(path), "': key '", key, "' has the wrong type (or a value out of range)"));
   }
 }
 
@@ -533,10 +535,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
         LMF_CHECK(cps.size() == 1, "vocab entry ", i, " is not one character");
         code_points.push_back(cps[0]);
       }
-      LMF_CHECK(std::is_sorted(code_points.begin(), code_points.end()),
-                "vocab is not in code point order");
+      // Strictly increasing: a repeated symbol would be merged away and shift every later id.
+      for (std::size_t i = 1; i < code_points.size(); ++i)
+        LMF_CHECK(code_points[i - 1] < code_points[i], "vocab entry ", i,
+                  code_points[i - 1] == code_points[i] ? " repeats the previous symbol"
+                                                       : " is not in code point order");
       std::vector<std::pair<int32_t, std::string>> by_id;
-      for (const auto& [name, id] : special) by_id.emplace_back(id, name);
+      for (const auto& [name, id] : special) {
+        const auto cps = utf8_code_points(name, "special token name");
+        LMF_CHECK(!(cps.size() == 1 && std::binary_search(code_points.begin(), code_points.end(), cps[0])),
+                  "special token '", io::clip(name), "' is also a vocabulary symbol");
+        by_id.emplace_back(id, name);
+      }
       std::sort(by_id.begin(), by_id.end());
       std::vector<std::string> names;
       for (std::size_t i = 0; i < by_id.size(); ++i) {
@@ -568,9 +578,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
                                             std::move(special));
     }
   } catch (const Error& e) {
-    throw Error(str("'", spec, "': ", e.what()));
+    throw Error(str("'", io::clip(spec), "': ", e.what()));
   }
-  throw Error(str("'", spec, "': unknown tokenizer type '", type, "' (expected char or byte_bpe)"));
+  throw Error(str("'", io::clip(spec), "': unknown tokenizer type '", io::clip(type), "' (expected char or byte_bpe)"));
 }
 
 }  // namespace lmf::data

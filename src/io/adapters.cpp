@@ -9,6 +9,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "io/safe_file.h"
+#include "io/untrusted_json.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/linear.h"
 #include "lmforge/nn/lora.h"
@@ -25,11 +27,8 @@ std::string lora_name(const nn::CausalLM& model, int64_t layer, const std::strin
 
 nn::LoraOptions read_adapter_config(const fs::path& path, const nn::CausalLM& model) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const json j = json::parse(text, nullptr, false);
-  LMF_CHECK(!j.is_discarded() && j.is_object(), file, ": not a JSON object");
+  const json j = parse_untrusted_json(read_regular_file(path, 1 << 20), file);
+  LMF_CHECK(j.is_object(), file, ": not a JSON object");
   for (const char* key : {"rank", "alpha", "dropout", "targets"})
     LMF_CHECK(j.contains(key), file, ": missing key \"", key, "\"");
   LMF_CHECK(j["rank"].is_number_integer(), file, ": key \"rank\" must be an integer");
@@ -42,7 +41,7 @@ nn::LoraOptions read_adapter_config(const fs::path& path, const nn::CausalLM& mo
   options.dropout = j["dropout"].get<float>();
   options.targets.clear();
   for (const json& t : j["targets"]) {
-    LMF_CHECK(t.is_string(), file, ": key \"targets\" holds ", t.dump(), ", not a layer name");
+    LMF_CHECK(t.is_string(), file, ": key \"targets\" holds ", json_brief(t), ", not a layer name");
     options.targets.push_back(t.get<std::string>());
   }
   try {
@@ -88,10 +87,9 @@ void load_adapters(nn::CausalLM& gpt, const fs::path& dir) {
               kAdapterFile, " and ", kAdapterConfigFile, ")");
   nn::LoraOptions options = read_adapter_config(dir / kAdapterConfigFile, gpt);
   const std::string file = (dir / kAdapterFile).string();
-  SafetensorsFile st = read_safetensors(dir / kAdapterFile);
-
-  // Every expected tensor with its shape, checked against the file before add_lora allocates
-  // rank-sized adapters: a hostile rank cannot ask for more memory than the file holds.
+  // Every expected tensor with its shape, checked against the file's header before add_lora
+  // allocates rank-sized adapters or any tensor data is read: a hostile rank or a sparse file
+  // cannot ask for more memory than a real adapter file needs.
   std::map<std::string, Shape> expected;
   for (int64_t i = 0; i < gpt.num_layers(); ++i) {
     for (const auto& target : options.targets) {
@@ -100,6 +98,17 @@ void load_adapters(nn::CausalLM& gpt, const fs::path& dir) {
       expected[lora_name(gpt, i, target, "lora_B")] = {layer.out_features(), options.rank};
     }
   }
+  SafetensorsFile st = read_safetensors(dir / kAdapterFile, [&](const auto& entries) {
+    for (const auto& [name, shape] : entries) {
+      auto it = expected.find(name);
+      LMF_CHECK(it != expected.end(), file, ": unexpected tensor \"", clip(name),
+                "\" for targets of ", kAdapterConfigFile);
+      LMF_CHECK(it->second == shape, file, ": tensor \"", name, "\" has shape ",
+                clip(shape_str(shape)), " but ", kAdapterConfigFile, " and the model imply ",
+                shape_str(it->second));
+    }
+  });
+
   nn::StateDict state;
   for (const auto& [name, shape] : expected) {
     auto it = st.tensors.find(name);

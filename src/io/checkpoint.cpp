@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/safe_file.h"
+#include "io/untrusted_json.h"
 #include "lmforge/nn/lora.h"
 
 namespace lmf::io {
@@ -84,10 +86,35 @@ std::string strip_prefix(const std::string& name) {
   return name.compare(0, prefix.size(), prefix) == 0 ? name.substr(prefix.size()) : name;
 }
 
+// A GPT-2 config.json is about a kilobyte; anything near this is not one.
+constexpr std::uint64_t kMaxConfigJsonBytes = 1 << 20;
+
+// Refuses a model file whose header names a tensor the config does not imply, or gives one a
+// different shape, before any tensor data is read (a sparse file may declare gigabytes).
+void check_model_header(const nn::GPTConfig& config, const std::string& file,
+                        const std::vector<std::pair<std::string, Shape>>& entries) {
+  LMF_CHECK(config.n_layer <= static_cast<int64_t>(entries.size()), file, ": holds ",
+            entries.size(), " tensors, far fewer than ", kConfigFile, " (n_layer=", config.n_layer,
+            ") implies (", 4 + 12 * config.n_layer, ")");
+  std::map<std::string, Shape> expected;
+  for (const FileTensor& ft : hf_tensor_shapes(config)) expected.emplace(ft.name, ft.shape);
+  for (const auto& [name, shape] : entries) {
+    const std::string key = strip_prefix(name);
+    if (is_ignored_buffer(key)) continue;
+    auto it = expected.find(key == "lm_head.weight" ? std::string("wte.weight") : key);
+    LMF_CHECK(it != expected.end(), file, ": unexpected tensor \"", clip(name),
+              "\" for a GPT-2 model");
+    LMF_CHECK(it->second == shape, file, ": tensor \"", clip(name), "\" has shape ",
+              clip(shape_str(shape)), " but ", kConfigFile, " (n_layer=", config.n_layer,
+              ", n_embd=", config.n_embd, ", n_positions=", config.block_size,
+              ", vocab_size=", config.vocab_size, ") implies ", shape_str(it->second));
+  }
+}
+
 int64_t read_positive_int(const json& config, const std::string& key, const std::string& file) {
   LMF_CHECK(config.contains(key), file, ": missing key \"", key, "\"");
   const json& v = config[key];
-  LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", v.dump());
+  LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", json_brief(v));
   const int64_t n = v.get<int64_t>();
   LMF_CHECK(n > 0, file, ": key \"", key, "\" must be positive, got ", n);
   // Far beyond any real model, and small enough that the derived shapes cannot overflow.
@@ -176,15 +203,11 @@ std::string gpt_config_json(const nn::GPTConfig& c) { return nn::gpt2_config_jso
 
 nn::GPTConfig read_gpt_config(const fs::path& path) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  json j = json::parse(text, nullptr, false);
-  LMF_CHECK(!j.is_discarded(), file, ": not valid JSON");
+  json j = parse_untrusted_json(read_regular_file(path, kMaxConfigJsonBytes), file);
   LMF_CHECK(j.is_object(), file, ": not a JSON object");
 
   if (j.contains("model_type"))
-    LMF_CHECK(j["model_type"] == "gpt2", file, ": key \"model_type\" is ", j["model_type"].dump(),
+    LMF_CHECK(j["model_type"] == "gpt2", file, ": key \"model_type\" is ", json_brief(j["model_type"]),
               "; only \"gpt2\" models are supported");
   nn::GPTConfig c;
   c.n_layer = read_positive_int(j, "n_layer", file);
@@ -205,17 +228,17 @@ nn::GPTConfig read_gpt_config(const fs::path& path) {
   if (j.contains("layer_norm_epsilon")) {
     const json& eps = j["layer_norm_epsilon"];
     LMF_CHECK(eps.is_number() && std::abs(eps.get<double>() - 1e-5) <= 1e-12, file,
-              ": key \"layer_norm_epsilon\" is ", eps.dump(), "; only 1e-5 is supported");
+              ": key \"layer_norm_epsilon\" is ", json_brief(eps), "; only 1e-5 is supported");
   }
   if (j.contains("activation_function")) {
     const json& act = j["activation_function"];
     LMF_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", file,
-              ": key \"activation_function\" is ", act.dump(),
+              ": key \"activation_function\" is ", json_brief(act),
               "; only the tanh GELU (\"gelu_new\") is supported");
   }
   if (j.contains("n_inner") && !j["n_inner"].is_null()) {
     LMF_CHECK(j["n_inner"].is_number_integer() && j["n_inner"].get<int64_t>() == 4 * c.n_embd,
-              file, ": key \"n_inner\" is ", j["n_inner"].dump(), "; only 4 * n_embd (",
+              file, ": key \"n_inner\" is ", json_brief(j["n_inner"]), "; only 4 * n_embd (",
               4 * c.n_embd, ") is supported");
   }
   try {
@@ -343,7 +366,9 @@ std::unique_ptr<nn::GPT> load_gpt2(const fs::path& dir, uint64_t seed) {
   const fs::path model_path = dir / kModelFile;
   const std::string file = model_path.string();
   LMF_CHECK(fs::exists(model_path), file, ": missing (a checkpoint needs ", kModelFile, ")");
-  SafetensorsFile st = read_safetensors(model_path);
+  SafetensorsFile st = read_safetensors(model_path, [&](const auto& entries) {
+    check_model_header(config, file, entries);
+  });
 
   // Map stripped names to file names, refusing a name present in both styles.
   std::map<std::string, std::string> by_name;

@@ -14,6 +14,9 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "io/safe_file.h"
+#include "io/untrusted_json.h"
+
 namespace lmf::io {
 namespace {
 
@@ -43,12 +46,11 @@ std::size_t file_dtype_size(FileDType dtype) {
 class MappedFile {
  public:
   explicit MappedFile(const std::filesystem::path& path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    LMF_CHECK(fd_ >= 0, path.string(), ": cannot open: ", std::strerror(errno));
+    fd_ = open_regular_file(path);
     struct stat st {};
-    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (::fstat(fd_, &st) != 0) {
       ::close(fd_);
-      throw Error(str(path.string(), ": not a regular file"));
+      throw Error(str(clip(path.string()), ": cannot stat: ", std::strerror(errno)));
     }
     size_ = static_cast<std::size_t>(st.st_size);
     if (size_ > 0) {
@@ -80,7 +82,7 @@ FileDType parse_file_dtype(const std::string& name, const std::string& where) {
   if (name == "BF16") return FileDType::bf16;
   if (name == "F16") return FileDType::f16;
   if (name == "I32") return FileDType::i32;
-  throw Error(str(where, ": unsupported dtype \"", name, "\" (accepted: F32, BF16, F16, I32)"));
+  throw Error(str(where, ": unsupported dtype \"", clip(name), "\" (accepted: F32, BF16, F16, I32)"));
 }
 
 std::uint64_t read_offset(const json& value, const std::string& where) {
@@ -90,7 +92,7 @@ std::uint64_t read_offset(const json& value, const std::string& where) {
 }
 
 Entry parse_entry(const std::string& name, const json& spec, const std::string& file) {
-  const std::string where = str(file, ": tensor \"", name, "\"");
+  const std::string where = str(file, ": tensor \"", clip(name), "\"");
   LMF_CHECK(spec.is_object(), where, ": header entry is not an object");
   for (const char* key : {"dtype", "shape", "data_offsets"})
     LMF_CHECK(spec.contains(key), where, ": header entry lacks \"", key, "\"");
@@ -107,11 +109,11 @@ Entry parse_entry(const std::string& name, const json& spec, const std::string& 
   for (const json& dim : shape) {
     LMF_CHECK(dim.is_number_integer(), where, ": shape holds a non-integer");
     LMF_CHECK(dim.is_number_unsigned() || dim.get<int64_t>() >= 0, where,
-              ": negative dimension ", dim.dump(), " in shape ", shape.dump());
+              ": negative dimension ", json_brief(dim), " in shape ", json_brief(shape));
     std::uint64_t d = dim.get<std::uint64_t>();
     LMF_CHECK(d <= static_cast<std::uint64_t>(std::numeric_limits<int64_t>::max()), where,
               ": dimension ", d, " is too large");
-    LMF_CHECK(d == 0 || numel <= limit / d, where, ": shape ", shape.dump(), " is too large");
+    LMF_CHECK(d == 0 || numel <= limit / d, where, ": shape ", json_brief(shape), " is too large");
     numel *= d;
     entry.shape.push_back(static_cast<int64_t>(d));
   }
@@ -126,7 +128,7 @@ Entry parse_entry(const std::string& name, const json& spec, const std::string& 
   const std::uint64_t expected = numel * file_dtype_size(entry.dtype);
   LMF_CHECK(entry.end - entry.begin == expected, where, ": data_offsets [", entry.begin, ", ",
             entry.end, "] span ", entry.end - entry.begin, " bytes but dtype ",
-            spec["dtype"].get<std::string>(), " x shape ", shape.dump(), " needs ", expected);
+            spec["dtype"].get<std::string>(), " x shape ", json_brief(shape), " needs ", expected);
   return entry;
 }
 
@@ -166,49 +168,13 @@ Tensor decode(const Entry& entry, const unsigned char* bytes) {
   return t;
 }
 
-// Writes all of `size` bytes, retrying short writes.
-void write_all(int fd, const void* data, std::size_t size, const std::filesystem::path& path) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    LMF_CHECK(n > 0, path.string(), ": write failed: ", std::strerror(errno));
-    p += n;
-    size -= static_cast<std::size_t>(n);
-  }
-}
-
-void fsync_directory(const std::filesystem::path& dir) {
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // some filesystems refuse; the rename itself already happened
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// Opens path.tmp, lets `fill` write into it, fsyncs, renames over path, fsyncs the directory.
-// On any failure the temporary file is removed and the old `path` is left untouched.
+// Lets `fill` write into a fresh exclusive temporary file beside `path`, then renames it over
+// `path` (AtomicFile); on any failure the temporary is removed and `path` is left untouched.
 template <class Fill>
 void write_atomically(const std::filesystem::path& path, Fill&& fill) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  LMF_CHECK(fd >= 0, tmp.string(), ": cannot create: ", std::strerror(errno));
-  try {
-    fill(fd, tmp);
-    LMF_CHECK(::fsync(fd) == 0, tmp.string(), ": fsync failed: ", std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw Error(str(path.string(), ": cannot rename ", tmp.string(), " into place: ",
-                    std::strerror(err)));
-  }
-  fsync_directory(path.parent_path());
+  AtomicFile file(path);
+  fill(file);
+  file.commit();
 }
 
 }  // namespace
@@ -239,7 +205,11 @@ float half_to_float(std::uint16_t bits) {
 }
 
 SafetensorsFile read_safetensors(const std::filesystem::path& path) {
-  const std::string file = path.string();
+  return read_safetensors(path, nullptr);
+}
+
+SafetensorsFile read_safetensors(const std::filesystem::path& path, const HeaderCheck& check) {
+  const std::string file = clip(path.string());
   MappedFile mapped(path);
   const std::size_t size = mapped.size();
   LMF_CHECK(size >= 8, file, ": not a safetensors file: ", size,
@@ -251,8 +221,8 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
             " bytes runs past the end of the ", size, "-byte file (truncated?)");
 
   const char* header_begin = reinterpret_cast<const char*>(mapped.data() + 8);
-  json header = json::parse(header_begin, header_begin + header_len, nullptr, false);
-  LMF_CHECK(!header.is_discarded(), file, ": header is not valid JSON");
+  json header = parse_untrusted_json(std::string_view(header_begin, header_len),
+                                     file + ": header");
   LMF_CHECK(header.is_object(), file, ": header is not a JSON object");
 
   SafetensorsFile result;
@@ -262,7 +232,7 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
       LMF_CHECK(it.value().is_object(), file, ": __metadata__ is not an object");
       for (auto m = it.value().begin(); m != it.value().end(); ++m)
         result.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>()
-                                                         : m.value().dump();
+                                                         : json_brief(m.value());
       continue;
     }
     entries.push_back(parse_entry(it.key(), it.value(), file));
@@ -270,7 +240,7 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
 
   const std::uint64_t data_size = size - 8 - header_len;
   for (const Entry& e : entries)
-    LMF_CHECK(e.end <= data_size, file, ": tensor \"", e.name, "\": data_offsets [", e.begin, ", ",
+    LMF_CHECK(e.end <= data_size, file, ": tensor \"", clip(e.name), "\": data_offsets [", e.begin, ", ",
               e.end, "] run past the ", data_size, "-byte data buffer (truncated?)");
   // Overlap check on the byte ranges sorted by start; empty tensors occupy nothing.
   std::vector<const Entry*> order;
@@ -279,8 +249,16 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   std::sort(order.begin(), order.end(),
             [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
   for (std::size_t i = 1; i < order.size(); ++i)
-    LMF_CHECK(order[i]->begin >= order[i - 1]->end, file, ": tensor \"", order[i]->name,
-              "\" overlaps tensor \"", order[i - 1]->name, "\" in the data buffer");
+    LMF_CHECK(order[i]->begin >= order[i - 1]->end, file, ": tensor \"", clip(order[i]->name),
+              "\" overlaps tensor \"", clip(order[i - 1]->name), "\" in the data buffer");
+
+  // The caller's expectations (names, shapes) come before any tensor is allocated, so a small
+  // sparse file declaring a huge extra tensor is refused instead of read.
+  if (check) {
+    std::vector<std::pair<std::string, Shape>> index;
+    for (const Entry& e : entries) index.emplace_back(e.name, e.shape);
+    check(index);
+  }
 
   const unsigned char* data = mapped.data() + 8 + header_len;
   for (const Entry& e : entries) result.tensors.emplace(e.name, decode(e, data + e.begin));
@@ -325,18 +303,16 @@ void write_safetensors(const std::filesystem::path& path, const NamedTensors& te
   unsigned char length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(header_text.size() >> (8 * i));
 
-  write_atomically(path, [&](int fd, const std::filesystem::path& tmp) {
-    write_all(fd, length, 8, tmp);
-    write_all(fd, header_text.data(), header_text.size(), tmp);
+  write_atomically(path, [&](AtomicFile& out) {
+    out.write(length, 8);
+    out.write(header_text);
     for (const Tensor& t : stored)
-      if (t.nbytes() > 0) write_all(fd, t.raw_data(), t.nbytes(), tmp);
+      if (t.nbytes() > 0) out.write(t.raw_data(), t.nbytes());
   });
 }
 
 void write_file_atomic(const std::filesystem::path& path, const std::string& bytes) {
-  write_atomically(path, [&](int fd, const std::filesystem::path& tmp) {
-    write_all(fd, bytes.data(), bytes.size(), tmp);
-  });
+  io::write_file_atomic(path, std::string_view(bytes));
 }
 
 }  // namespace lmf::io

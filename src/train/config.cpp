@@ -3,14 +3,20 @@
 // same list and cannot drift apart.
 #include "lmforge/train/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
+#include <charconv>
+#include <limits>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
 
+#include "data/utf8.h"
+#include "io/safe_file.h"
 #include "lmforge/core/device.h"
 #include "lmforge/core/error.h"
 
@@ -35,9 +41,32 @@ T convert(const YAML::Node& node, const char* expected) {
   return value;
 }
 
-void read(const YAML::Node& n, int64_t& v) { v = convert<int64_t>(n, "an integer"); }
-void read(const YAML::Node& n, uint64_t& v) { v = convert<uint64_t>(n, "a non-negative integer"); }
-void read(const YAML::Node& n, int& v) { v = convert<int>(n, "an integer"); }
+// Integers are decimal, without leading zeros: YAML 1.1 would read `010` as eight, which no one
+// writing a config means, so it is refused rather than guessed.
+bool decimal_integer(const std::string& t, bool allow_minus) {
+  std::size_t i = allow_minus && !t.empty() && t[0] == '-' ? 1 : 0;
+  if (i == t.size() || (t[i] == '0' && t.size() > i + 1)) return false;
+  return std::all_of(t.begin() + static_cast<std::ptrdiff_t>(i), t.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
+template <class T>
+T convert_integer(const YAML::Node& node, const char* expected) {
+  if (!node.IsScalar()) throw Error(str("expected ", expected, ", got ", scalar_text(node)));
+  const std::string& t = node.Scalar();
+  if (!decimal_integer(t, std::is_signed_v<T>))
+    throw Error(str("expected ", expected, " (decimal, no leading zeros), got '", io::clip(t), "'"));
+  T value{};
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
+  if (ec != std::errc() || end != t.data() + t.size())
+    throw Error(str("expected ", expected, " in [", std::numeric_limits<T>::min(), ", ",
+                    std::numeric_limits<T>::max(), "], got '", io::clip(t), "'"));
+  return value;
+}
+
+void read(const YAML::Node& n, int64_t& v) { v = convert_integer<int64_t>(n, "an integer"); }
+void read(const YAML::Node& n, uint64_t& v) { v = convert_integer<uint64_t>(n, "a non-negative integer"); }
+void read(const YAML::Node& n, int& v) { v = convert_integer<int>(n, "an integer"); }
 void read(const YAML::Node& n, float& v) { v = convert<float>(n, "a number"); }
 void read(const YAML::Node& n, double& v) { v = convert<double>(n, "a number"); }
 void read(const YAML::Node& n, bool& v) { v = convert<bool>(n, "true or false"); }
@@ -47,11 +76,22 @@ void read(const YAML::Node& n, std::string& v) {
     return;
   }
   v = convert<std::string>(n, "a string");
+  // Strings end up in JSON (metrics, trainer state); invalid UTF-8 is refused here, by key,
+  // rather than by the JSON library hours into a run.
+  for (std::size_t pos = 0, len = 0; pos < v.size(); pos += len) {
+    uint32_t cp = 0;
+    if (!data::decode_utf8(v, pos, &cp, &len)) throw Error("expected a UTF-8 string, got invalid UTF-8");
+  }
 }
 void read(const YAML::Node& n, std::vector<std::string>& v) {
   if (!n.IsSequence()) throw Error(str("expected a list of strings, got ", scalar_text(n)));
   v.clear();
-  for (const auto& item : n) v.push_back(convert<std::string>(item, "a string"));
+  for (const auto& item : n) {
+    std::string one;
+    if (!item.IsScalar()) throw Error(str("expected a list of strings, got ", scalar_text(item)));
+    read(item, one);
+    v.push_back(std::move(one));
+  }
 }
 void read(const YAML::Node& n, std::array<float, 2>& v) {
   if (!n.IsSequence() || n.size() != 2)
@@ -190,7 +230,11 @@ const std::vector<Field>& fields() {
         [](const Config& c) { return write(c.run.device.str()); }});
     f.push_back(enum_field("run.precision", [](Config& c) -> auto& { return c.run.precision; }, kPrecisions));
     f.push_back(enum_field("run.matmul_precision", [](Config& c) -> auto& { return c.run.matmul_precision; }, kPrecisions));
-    f.push_back(field<int>("run.threads", [](Config& c) -> auto& { return c.run.threads; }, at_least(0)));
+    f.push_back(field<int>("run.threads", [](Config& c) -> auto& { return c.run.threads; },
+        [](const int& v) {
+          return v >= 0 && v <= io::kMaxThreads ? std::string()
+                                                : str("must be in [0, ", io::kMaxThreads, "] (0 = all cores), got ", v);
+        }));
     // data
     f.push_back(field<std::string>("data.train", [](Config& c) -> auto& { return c.data.train; }));
     f.push_back(field<std::string>("data.val", [](Config& c) -> auto& { return c.data.val; }));
@@ -330,6 +374,91 @@ std::string unknown_key_message(const std::string& key) {
   return str("unknown key '", key, "' (did you mean '", closest_key(key), "'?)");
 }
 
+// Largest config file read: real ones are a few kilobytes.
+constexpr std::uint64_t kMaxConfigBytes = 1 << 20;
+
+// A first pass over the YAML events, before any node is built: one document only, no anchors or
+// aliases (nothing a config needs, and the way to make a small file expand enormously), scalar
+// keys only, and no key twice in one mapping (yaml-cpp would keep one of them silently).
+class StrictYaml : public YAML::EventHandler {
+ public:
+  explicit StrictYaml(std::string source) : source_(std::move(source)) {}
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { value(mark, anchor, "~"); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    fail(mark, "aliases (*name) are not accepted in a config");
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                const std::string& text) override {
+    value(mark, anchor, text);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    container(mark, anchor);
+    frames_.push_back({false, {}, false});
+  }
+  void OnSequenceEnd() override { end(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    container(mark, anchor);
+    frames_.push_back({true, {}, true});
+  }
+  void OnMapEnd() override { end(); }
+  void OnAnchor(const YAML::Mark& mark, const std::string&) override {
+    fail(mark, "anchors (&name) are not accepted in a config");
+  }
+
+ private:
+  struct Frame {
+    bool map;
+    std::vector<std::string> keys;
+    bool expect_key;
+  };
+
+  [[noreturn]] void fail(const YAML::Mark& mark, const std::string& what) const {
+    throw Error(str(source_, ":", mark.line + 1, ": ", what));
+  }
+  void anchor_check(const YAML::Mark& mark, YAML::anchor_t anchor) const {
+    if (anchor != YAML::NullAnchor) fail(mark, "anchors (&name) are not accepted in a config");
+  }
+  void value(const YAML::Mark& mark, YAML::anchor_t anchor, const std::string& text) {
+    anchor_check(mark, anchor);
+    if (frames_.empty() || !frames_.back().map) return;
+    Frame& f = frames_.back();
+    if (f.expect_key) {
+      if (std::find(f.keys.begin(), f.keys.end(), text) != f.keys.end())
+        fail(mark, str("key '", io::clip(text), "' appears twice in one section"));
+      f.keys.push_back(text);
+    }
+    f.expect_key = !f.expect_key;
+  }
+  void container(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    anchor_check(mark, anchor);
+    if (frames_.empty() || !frames_.back().map) return;
+    Frame& f = frames_.back();
+    if (f.expect_key) fail(mark, "keys must be plain names, not lists or mappings");
+    f.expect_key = true;
+  }
+  void end() { frames_.pop_back(); }
+
+  std::string source_;
+  std::vector<Frame> frames_;
+};
+
+void check_yaml_structure(const std::string& yaml, const std::string& source) {
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  StrictYaml handler(source);
+  int documents = 0;
+  try {
+    while (parser.HandleNextDocument(handler))
+      if (++documents > 1) throw Error(str(source, ": holds more than one YAML document (---)"));
+  } catch (const YAML::Exception& e) {
+    throw Error(str(source, ":", e.mark.line + 1, ": invalid YAML: ", io::clip(e.msg)));
+  }
+}
+
 struct Parser {
   Config& config;
   std::string source;
@@ -343,7 +472,7 @@ struct Parser {
     for (const auto& item : map) {
       const YAML::Node& key_node = item.first;
       const YAML::Node& value = item.second;
-      const std::string key = (prefix.empty() ? "" : prefix + ".") + key_node.as<std::string>();
+      const std::string key = (prefix.empty() ? "" : prefix + ".") + io::clip(key_node.Scalar(), 100);
       if (const Field* f = find_field(key)) {
         try {
           f->set(config, value);
@@ -365,20 +494,21 @@ struct Parser {
 void apply_override(Config& config, const std::string& text) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
-    throw Error(str("override '", text, "': expected KEY=VALUE, for example training.lr=3e-4"));
+    throw Error(str("override '", io::clip(text), "': expected KEY=VALUE, for example training.lr=3e-4"));
   const std::string key = text.substr(0, eq), value = text.substr(eq + 1);
   const Field* f = find_field(key);
-  if (!f) throw Error(str("override '", text, "': ", unknown_key_message(key)));
+  if (!f) throw Error(str("override '", io::clip(text), "': ", unknown_key_message(io::clip(key, 100))));
   YAML::Node node;
   try {
+    check_yaml_structure(value, str("override '", io::clip(text), "'"));
     node = YAML::Load(value);
   } catch (const YAML::Exception& e) {
-    throw Error(str("override '", text, "': ", e.msg));
+    throw Error(str("override '", io::clip(text), "': ", io::clip(e.msg)));
   }
   try {
     f->set(config, node);
   } catch (const Error& e) {
-    throw Error(str("override '", text, "': ", key, ": ", e.what()));
+    throw Error(str("override '", io::clip(text), "': ", key, ": ", e.what()));
   }
 }
 
@@ -386,11 +516,12 @@ void apply_override(Config& config, const std::string& text) {
 
 Config Config::parse(const std::string& yaml, const std::string& source,
                      const std::vector<std::string>& overrides) {
+  check_yaml_structure(yaml, source);
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
   } catch (const YAML::Exception& e) {
-    throw Error(str(source, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+    throw Error(str(source, ":", e.mark.line + 1, ": invalid YAML: ", io::clip(e.msg)));
   }
   Config config;
   if (!root.IsNull()) {
@@ -407,14 +538,33 @@ Config Config::parse(const std::string& yaml, const std::string& source,
 }
 
 Config Config::load(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(str("cannot read config file '", path, "'"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), path, overrides);
+  const std::string text =
+      io::read_regular_file(path, kMaxConfigBytes, str("config file '", io::clip(path), "'"));
+  return parse(text, path, overrides);
 }
 
 void Config::validate() const {
+  // Counts are bounded far above any real run and far below int64 overflow, so the values the
+  // trainer derives from them (steps from tokens, warmup fractions, step + interval) cannot wrap.
+  constexpr int64_t kMaxCount = int64_t{1} << 53;
+  const std::pair<const char*, int64_t> counts[] = {
+      {"training.max_steps", training.max_steps},       {"training.max_tokens", training.max_tokens},
+      {"training.warmup_steps", training.warmup_steps}, {"training.batch_size", training.batch_size},
+      {"training.grad_accum_steps", training.grad_accum_steps},
+      {"model.block_size", model.block_size},           {"eval.interval", eval.interval},
+      {"eval.batches", eval.batches},                   {"checkpoint.interval", checkpoint.interval},
+      {"checkpoint.keep_last", checkpoint.keep_last},   {"logging.interval", logging.interval},
+      {"early_stopping.patience", early_stopping.patience}};
+  for (const auto& [key, value] : counts)
+    LMF_CHECK(value <= kMaxCount, key, ": must be at most 2^53 (", kMaxCount, "), got ", value);
+  int64_t tokens_per_step = 0;
+  LMF_CHECK(!__builtin_mul_overflow(training.batch_size, model.block_size, &tokens_per_step) &&
+                !__builtin_mul_overflow(tokens_per_step, training.grad_accum_steps, &tokens_per_step) &&
+                tokens_per_step <= kMaxCount,
+            "training.batch_size x model.block_size x training.grad_accum_steps: the tokens per step "
+            "must be at most 2^53");
+  LMF_CHECK(std::isfinite(training.max_time) && training.max_time <= 1e9,
+            "training.max_time: must be at most 1e9 seconds, got ", training.max_time);
   LMF_CHECK(!data.train.empty(), "data.train: required (a token shard, a glob, or a prepared directory)");
   LMF_CHECK(training.max_steps > 0 || training.max_tokens > 0 || training.max_time > 0,
             "training: set at least one of max_steps, max_tokens, max_time");

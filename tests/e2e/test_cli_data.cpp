@@ -262,6 +262,6 @@ TEST_CASE("bad inputs give one clear error line and a non-zero exit", "[e2e][dat
         "too small");
     require_clean_error(lmforge(dir, "prepare --input '" + (dir / "ok.txt").string() + "' --out '" +
                                          (dir / "o7").string() + "' --val-fraction 1.5"),
-                        "val fraction");
+                        "--val-fraction");
   }
 }

@@ -4,6 +4,7 @@
 // a bad file is an lmf::Error naming the file (and the tensor), never a crash.
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -30,12 +31,22 @@ inline constexpr std::uint64_t kMaxSafetensorsHeaderBytes = 100ull * 1024 * 1024
 /// range, overlapping, or disagree with dtype x shape.
 SafetensorsFile read_safetensors(const std::filesystem::path& path);
 
+/// Called by read_safetensors with every tensor's name and shape after the header is validated
+/// and before any tensor data is read or allocated; throws lmf::Error to refuse the file (for
+/// example a tensor the expected model does not have).
+using HeaderCheck =
+    std::function<void(const std::vector<std::pair<std::string, Shape>>& names_and_shapes)>;
+
+/// read_safetensors with `check` run on the header first.
+SafetensorsFile read_safetensors(const std::filesystem::path& path, const HeaderCheck& check);
+
 /// Named tensors in the order they are written.
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 /// Writes tensors (any device, layout or dtype) to a safetensors file. Floating tensors are stored
-/// as `float_dtype` (f32 or bf16), i32 tensors as I32. The file is written to `path` + ".tmp",
-/// fsynced and renamed over `path`, so a reader never sees a half-written file.
+/// as `float_dtype` (f32 or bf16), i32 tensors as I32. The file is written to a unique exclusive
+/// temporary name beside `path` (never following a symlink), fsynced and renamed over `path`, so
+/// a reader never sees a half-written file.
 void write_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {},
                        DType float_dtype = DType::f32);
@@ -43,8 +54,8 @@ void write_safetensors(const std::filesystem::path& path, const NamedTensors& te
 /// Converts an IEEE half-precision value to f32 (exact).
 float half_to_float(std::uint16_t bits);
 
-/// Writes `bytes` to `path` + ".tmp", fsyncs it, renames it over `path` and fsyncs the parent
-/// directory. Shared by every writer of small files that must appear whole or not at all.
+/// Writes `bytes` to a unique exclusive temporary file beside `path` (O_EXCL|O_NOFOLLOW), fsyncs
+/// it, renames it over `path` and fsyncs the parent directory. Shared by every writer of small files that must appear whole or not at all.
 void write_file_atomic(const std::filesystem::path& path, const std::string& bytes);
 
 }  // namespace lmf::io
