@@ -29,7 +29,7 @@ struct AdamWConfig {
 /// gradient in PyTorch. Groups are decided at construction from each parameter's dims.
 class AdamW {
  public:
-  /// The model must have flattened parameters (nn::Module::flatten_parameters); moments start at
+  /// Takes the model's slab (built on first use by nn::Module::slab()); moments start at
   /// zero on the slab's device.
   AdamW(const nn::Module& model, AdamWConfig config);
 
