@@ -1,30 +1,41 @@
-// GPT-2 behind the trainer's model seam (see model_io.h): each function casts to nn::GPT and
-// says plainly when a model of another kind needs a loader this build does not have yet.
+// The trainer's model seam (see model_io.h): model.arch picks the class built from scratch;
+// directories of any architecture load through io::load_model and write through
+// io::write_model_files; LoRA works on any CausalLM.
 #include "train/model_io.h"
 
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/llama.h"
 #include "lmforge/nn/lora.h"
 
 namespace lmf::train::detail {
-namespace {
-
-nn::GPT& as_gpt(nn::CausalLM& model, const char* what) {
-  auto* gpt = dynamic_cast<nn::GPT*>(&model);
-  LMF_CHECK(gpt, what, ": supported for GPT-2 models only in this version (the model is '", model.arch(), "')");
-  return *gpt;
-}
-const nn::GPT& as_gpt(const nn::CausalLM& model, const char* what) {
-  return as_gpt(const_cast<nn::CausalLM&>(model), what);
-}
-
-}  // namespace
-
 std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint64_t seed) {
-  return io::load_gpt(dir, seed);
+  return io::load_model(dir, seed);
 }
 
 std::unique_ptr<nn::CausalLM> build_model(const ModelConfig& m, int64_t vocab_size, uint64_t seed) {
+  if (m.arch == ModelArch::llama) {
+    nn::LlamaConfig lc;
+    lc.vocab_size = vocab_size;
+    lc.hidden_size = m.n_embd;
+    lc.intermediate_size = m.intermediate_size > 0 ? m.intermediate_size : (8 * m.n_embd / 3 + 31) / 32 * 32;
+    lc.num_hidden_layers = m.n_layer;
+    lc.num_attention_heads = m.n_head;
+    lc.num_key_value_heads = m.n_kv_head;
+    lc.head_dim = m.head_dim;
+    lc.max_position_embeddings = m.block_size;
+    lc.rms_norm_eps = m.rms_norm_eps;
+    lc.rope_theta = m.rope_theta;
+    lc.tie_word_embeddings = m.tie_embeddings;
+    lc.qkv_bias = m.qkv_bias;
+    lc.qk_norm = m.qk_norm;
+    lc.o_bias = m.qkv_bias && m.qk_norm;  // Qwen3's attention_bias covers o_proj too
+    try {
+      return std::make_unique<nn::Llama>(lc, seed);
+    } catch (const Error& e) {
+      throw Error(str("model: ", e.what()));
+    }
+  }
   nn::GPTConfig gc;
   gc.n_layer = m.n_layer;
   gc.n_head = m.n_head;
@@ -37,7 +48,7 @@ std::unique_ptr<nn::CausalLM> build_model(const ModelConfig& m, int64_t vocab_si
 }
 
 void write_model(const nn::CausalLM& model, const std::filesystem::path& dir) {
-  io::write_model_files(as_gpt(model, "checkpoint"), dir);
+  io::write_model_files(model, dir);
 }
 
 void check_same_shape(const nn::CausalLM& loaded, const nn::CausalLM& model, const std::filesystem::path& dir) {
@@ -65,12 +76,9 @@ void check_same_shape(const nn::CausalLM& loaded, const nn::CausalLM& model, con
               "); use checkpoint.resume: never or another run.out_dir");
 }
 
-bool has_lora(const nn::CausalLM& model) {
-  const auto* gpt = dynamic_cast<const nn::GPT*>(&model);
-  return gpt && nn::has_lora(*gpt);
-}
+bool has_lora(const nn::CausalLM& model) { return nn::has_lora(model); }
 
-void merge_lora(nn::CausalLM& model) { nn::merge_lora(as_gpt(model, "merging LoRA adapters")); }
+void merge_lora(nn::CausalLM& model) { nn::merge_lora(model); }
 
 void add_lora(nn::CausalLM& model, const LoraConfig& lora, uint64_t seed) {
   const nn::LoraOptions options{lora.rank, lora.alpha, lora.dropout, lora.targets, seed};
@@ -79,7 +87,7 @@ void add_lora(nn::CausalLM& model, const LoraConfig& lora, uint64_t seed) {
   } catch (const Error& e) {
     throw Error(str("finetune.", e.what()));
   }
-  nn::add_lora(as_gpt(model, "finetune.lora"), options);
+  nn::add_lora(model, options);
 }
 
 }  // namespace lmf::train::detail

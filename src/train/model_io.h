@@ -1,7 +1,7 @@
 // The trainer's only contact with concrete model classes: building the model a config describes,
 // loading and writing checkpoint model files, and LoRA. Everything else in train/ sees an
-// nn::CausalLM. Today these are GPT-2's io::load_gpt / io::write_model_files / nn::GPT; a loader
-// for other architectures replaces the bodies here and nothing else.
+// nn::CausalLM. model.arch chooses nn::GPT or nn::Llama for a scratch model; directories go
+// through io::load_model / io::write_model_files, whose table of architectures knows the rest.
 #pragma once
 #include <cstdint>
 #include <filesystem>
