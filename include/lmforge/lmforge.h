@@ -20,6 +20,7 @@
 #include "lmforge/nn/kv_cache.h"
 #include "lmforge/nn/layer_norm.h"
 #include "lmforge/nn/linear.h"
+#include "lmforge/nn/llama.h"
 #include "lmforge/nn/module.h"
 #include "lmforge/nn/rms_norm.h"
 #include "lmforge/nn/rotary.h"

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/hf_llama.h"
 #include "io/safe_file.h"
 #include "io/untrusted_json.h"
 #include "lmforge/nn/lora.h"
@@ -285,6 +286,7 @@ void write_named_tensors(const nn::CausalLM& model, const fs::path& dir) {
 }
 
 std::unique_ptr<nn::GPT> load_gpt2(const fs::path& dir, uint64_t seed);
+std::unique_ptr<nn::CausalLM> load_llama_family(const fs::path& dir, uint64_t seed) { return load_llama(dir, seed); }
 
 // The architectures a checkpoint directory can hold, by config.json's model_type. A new model
 // family is one entry: its loader (config.json + model.safetensors -> a model on the CPU) and its
@@ -297,6 +299,10 @@ struct Architecture {
 const Architecture kArchitectures[] = {
     {"gpt2", [](const fs::path& dir, uint64_t seed) -> std::unique_ptr<nn::CausalLM> { return load_gpt2(dir, seed); },
      write_gpt2_tensors},
+    {"llama", load_llama_family, write_named_tensors},
+    {"qwen2", load_llama_family, write_named_tensors},
+    {"qwen3", load_llama_family, write_named_tensors},
+    {"mistral", load_llama_family, write_named_tensors},
 };
 
 const Architecture* find_architecture(const std::string& model_type) {

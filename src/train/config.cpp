@@ -171,6 +171,7 @@ using Spellings = std::vector<std::pair<const char*, E>>;
 const Spellings<DeviceKind> kDeviceKinds = {{"auto", DeviceKind::automatic}, {"cpu", DeviceKind::cpu},
                                             {"cuda", DeviceKind::cuda}};
 const Spellings<Precision> kPrecisions = {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}};
+const Spellings<ModelArch> kArchs = {{"gpt2", ModelArch::gpt2}, {"llama", ModelArch::llama}};
 const Spellings<data::LoaderOrder> kOrders = {{"random", data::LoaderOrder::random},
                                               {"sequential", data::LoaderOrder::sequential}};
 const Spellings<optim::ScheduleKind> kSchedules = {{"constant", optim::ScheduleKind::constant},
@@ -250,6 +251,17 @@ const std::vector<Field>& fields() {
     f.push_back(field<int64_t>("model.vocab_size", [](Config& c) -> auto& { return c.model.vocab_size; }, at_least<int64_t>(0)));
     f.push_back(field<float>("model.dropout", [](Config& c) -> auto& { return c.model.dropout; }, in_range(0.f, 1.f)));
     f.push_back(field<bool>("model.bias", [](Config& c) -> auto& { return c.model.bias; }));
+    f.push_back(enum_field("model.arch", [](Config& c) -> auto& { return c.model.arch; }, kArchs));
+    f.push_back(field<int64_t>("model.n_kv_head", [](Config& c) -> auto& { return c.model.n_kv_head; }, at_least<int64_t>(0)));
+    f.push_back(field<int64_t>("model.head_dim", [](Config& c) -> auto& { return c.model.head_dim; }, at_least<int64_t>(0)));
+    f.push_back(field<int64_t>("model.intermediate_size", [](Config& c) -> auto& { return c.model.intermediate_size; }, at_least<int64_t>(0)));
+    f.push_back(field<double>("model.rope_theta", [](Config& c) -> auto& { return c.model.rope_theta; },
+        [](const double& v) { return v > 0 ? std::string() : str("must be positive, got ", v); }));
+    f.push_back(field<double>("model.rms_norm_eps", [](Config& c) -> auto& { return c.model.rms_norm_eps; },
+        [](const double& v) { return v > 0 && v < 1 ? std::string() : str("must be in (0, 1), got ", v); }));
+    f.push_back(field<bool>("model.tie_embeddings", [](Config& c) -> auto& { return c.model.tie_embeddings; }));
+    f.push_back(field<bool>("model.qkv_bias", [](Config& c) -> auto& { return c.model.qkv_bias; }));
+    f.push_back(field<bool>("model.qk_norm", [](Config& c) -> auto& { return c.model.qk_norm; }));
     // training
     f.push_back(field<int64_t>("training.batch_size", [](Config& c) -> auto& { return c.training.batch_size; }, at_least<int64_t>(1)));
     f.push_back(field<int64_t>("training.grad_accum_steps", [](Config& c) -> auto& { return c.training.grad_accum_steps; }, at_least<int64_t>(1)));
@@ -570,8 +582,15 @@ void Config::validate() const {
             "training: set at least one of max_steps, max_tokens, max_time");
   LMF_CHECK(training.min_lr <= training.lr, "training.min_lr (", training.min_lr,
             ") must not exceed training.lr (", training.lr, ")");
-  LMF_CHECK(model.n_embd % model.n_head == 0, "model.n_embd (", model.n_embd,
+  LMF_CHECK(model.head_dim > 0 || model.n_embd % model.n_head == 0, "model.n_embd (", model.n_embd,
             ") must be divisible by model.n_head (", model.n_head, ")");
+  if (model.arch == ModelArch::llama) {
+    LMF_CHECK(model.n_head % (model.n_kv_head > 0 ? model.n_kv_head : model.n_head) == 0, "model.n_kv_head (",
+              model.n_kv_head, ") must divide model.n_head (", model.n_head, ")");
+    LMF_CHECK(model.dropout == 0.f, "model.dropout: llama models have no dropout (got ", model.dropout, ")");
+  } else {
+    LMF_CHECK(model.head_dim == 0 && model.n_kv_head == 0, "model.head_dim / model.n_kv_head: llama only (set model.arch: llama)");
+  }
   LMF_CHECK(!(distributed.zero == 1 && distributed.backend == CommBackend::none),
             "distributed.zero: 1 needs a distributed backend (not none)");
 }

@@ -1,17 +1,41 @@
-// Model building behind the trainer's seam (see model_io.h), and the calls that take any CausalLM.
+// The trainer's model seam (see model_io.h): model.arch picks the class built from scratch;
+// directories of any architecture load through io::load_model and write through
+// io::write_model_files; LoRA works on any CausalLM.
 #include "train/model_io.h"
 
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/llama.h"
 #include "lmforge/nn/lora.h"
 
 namespace lmf::train::detail {
-
 std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint64_t seed) {
   return io::load_model(dir, seed);
 }
 
 std::unique_ptr<nn::CausalLM> build_model(const ModelConfig& m, int64_t vocab_size, uint64_t seed) {
+  if (m.arch == ModelArch::llama) {
+    nn::LlamaConfig lc;
+    lc.vocab_size = vocab_size;
+    lc.hidden_size = m.n_embd;
+    lc.intermediate_size = m.intermediate_size > 0 ? m.intermediate_size : (8 * m.n_embd / 3 + 31) / 32 * 32;
+    lc.num_hidden_layers = m.n_layer;
+    lc.num_attention_heads = m.n_head;
+    lc.num_key_value_heads = m.n_kv_head;
+    lc.head_dim = m.head_dim;
+    lc.max_position_embeddings = m.block_size;
+    lc.rms_norm_eps = m.rms_norm_eps;
+    lc.rope_theta = m.rope_theta;
+    lc.tie_word_embeddings = m.tie_embeddings;
+    lc.qkv_bias = m.qkv_bias;
+    lc.qk_norm = m.qk_norm;
+    lc.o_bias = m.qkv_bias && m.qk_norm;  // Qwen3's attention_bias covers o_proj too
+    try {
+      return std::make_unique<nn::Llama>(lc, seed);
+    } catch (const Error& e) {
+      throw Error(str("model: ", e.what()));
+    }
+  }
   nn::GPTConfig gc;
   gc.n_layer = m.n_layer;
   gc.n_head = m.n_head;
@@ -23,7 +47,9 @@ std::unique_ptr<nn::CausalLM> build_model(const ModelConfig& m, int64_t vocab_si
   return std::make_unique<nn::GPT>(gc, seed);
 }
 
-void write_model(const nn::CausalLM& model, const std::filesystem::path& dir) { io::write_model_files(model, dir); }
+void write_model(const nn::CausalLM& model, const std::filesystem::path& dir) {
+  io::write_model_files(model, dir);
+}
 
 void load_weights(nn::CausalLM& model, const std::filesystem::path& dir) {
   const std::string hint = "; use checkpoint.resume: never or another run.out_dir";

@@ -1,6 +1,7 @@
-// The trainer's only contact with concrete model classes: building the model a config describes.
-// Loading, writing, resuming and LoRA go through io:: and nn:: functions that take any
-// nn::CausalLM; a new architecture adds a case to build_model and nothing else here.
+// The trainer's only contact with concrete model classes: building the model a config describes,
+// loading and writing checkpoint model files, and LoRA. Everything else in train/ sees an
+// nn::CausalLM. model.arch chooses nn::GPT or nn::Llama for a scratch model; directories go
+// through io::load_model / io::write_model_files, whose table of architectures knows the rest.
 #pragma once
 #include <cstdint>
 #include <filesystem>

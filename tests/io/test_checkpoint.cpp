@@ -344,9 +344,9 @@ TEST_CASE("load_model picks the architecture from config.json's model_type and l
   write_text(dir / "config.json", config.dump());
   CHECK(lmf::io::load_model(dir)->arch() == "gpt2");
 
-  config["model_type"] = "llama";
+  config["model_type"] = "gemma";
   write_text(dir / "config.json", config.dump());
   CHECK_THROWS_WITH(lmf::io::load_model(dir), Catch::Contains("config.json") && Catch::Contains("\"model_type\"") &&
-                                                  Catch::Contains("\"llama\"") && Catch::Contains("\"gpt2\""));
+                                                  Catch::Contains("\"gemma\"") && Catch::Contains("\"gpt2\""));
   CHECK_THROWS_WITH(lmf::io::load_model(tmp.path / "absent"), Catch::Contains("not a checkpoint directory"));
 }

@@ -98,6 +98,10 @@ TEST_CASE("every shipped config in configs/ parses and validates") {
     const Config c = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/" + name + ".yaml");
     CHECK(c.run.name == name);
   }
+  const Config llama = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/llama_char.yaml");
+  CHECK(llama.model.arch == lmf::train::ModelArch::llama);
+  CHECK(llama.model.n_kv_head == 2);
+  CHECK(llama.data.train == "data/shakespeare_char");
   const Config recipe = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/shakespeare_char.yaml");
   // nanoGPT's character-level CPU recipe, as the config promises.
   CHECK(recipe.model.n_layer == 4);

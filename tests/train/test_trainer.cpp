@@ -635,3 +635,18 @@ TEST_CASE("distributed.backend: nccl on the CPU is refused naming both keys") {
   c.distributed.backend = lmf::train::CommBackend::nccl;
   CHECK_THROWS_WITH(Trainer(c), Catch::Contains("distributed.backend: nccl") && Catch::Contains("run.device"));
 }
+
+TEST_CASE("model.arch: llama trains, resumes bit-identically and writes a Hugging Face Llama directory") {
+  Config c = tiny_config("", 8);
+  c.model.arch = lmf::train::ModelArch::llama;
+  c.model.n_head = 4;
+  c.model.n_kv_head = 2;
+  c.model.qk_norm = true;
+  c.validate();
+  check_exact_resume(c, "resume_llama", 8, 4);
+  const fs::path final_dir = fs::path(LMF_BINARY_DIR) / "test-data/trainer/resume_llama_a/final";
+  std::unique_ptr<lmf::nn::CausalLM> model = lmf::io::load_model(final_dir);
+  CHECK(model->arch() == "qwen3");
+  CHECK(model->has_parameter("model.layers.0.self_attn.q_norm.weight"));
+  CHECK(model->parameter("model.layers.0.self_attn.k_proj.weight").shape() == lmf::Shape{16, 32});
+}

@@ -12,6 +12,7 @@
 #include "lmforge/io/safetensors.h"
 #include "lmforge/nn/causal_lm.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/llama.h"
 
 namespace lmf::io {
 
@@ -44,6 +45,8 @@ class AtomicDir {
 /// Names of the files of a checkpoint directory.
 inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kConfigFile = "config.json";
+/// The index of a sharded model ({"weight_map": {tensor: shard file}}), read when kModelFile is absent.
+inline constexpr const char* kModelIndexFile = "model.safetensors.index.json";
 /// LoRA adapters of a checkpoint (docs/formats.md): their tensors and the options that built them.
 inline constexpr const char* kAdapterFile = "adapters.safetensors";
 inline constexpr const char* kAdapterConfigFile = "adapter_config.json";
@@ -59,6 +62,14 @@ std::string gpt_config_json(const nn::GPTConfig& config);
 /// layer_norm_epsilon (must be 1e-5), activation_function (must be a tanh GELU), n_inner (must
 /// be null or 4·n_embd), model_type (must be "gpt2"). Errors name the file and the key.
 nn::GPTConfig read_gpt_config(const std::filesystem::path& config_json);
+
+/// Parses the config.json of a Hugging Face Llama-family model (model_type llama, qwen2, qwen3 or
+/// mistral; docs/models.md lists the keys). Required: vocab_size, hidden_size, intermediate_size,
+/// num_hidden_layers, num_attention_heads, max_position_embeddings. Refused, each with an error
+/// naming the file and the key: rope_scaling types other than default/linear/llama3, MoE keys,
+/// hidden_act other than silu, mlp_bias, attention_dropout > 0, and a sliding window (mistral, or
+/// qwen2/3 with use_sliding_window) shorter than max_position_embeddings.
+nn::LlamaConfig read_llama_config(const std::filesystem::path& config_json);
 
 /// Writes model.safetensors and config.json (model.hf_config_json()) into the existing directory
 /// `dir` (for example an AtomicDir's path()), in the format of the model's architecture. GPT-2:
@@ -88,7 +99,9 @@ void save(const nn::CausalLM& model, const std::filesystem::path& dir);
 void save_gpt(const nn::GPT& gpt, const std::filesystem::path& dir);
 
 /// Loads a checkpoint directory of any architecture in the table of architectures, chosen by
-/// config.json's "model_type" (absent: "gpt2"); an unknown model_type is an error naming the file,
+/// config.json's "model_type" (absent: "gpt2"): gpt2 (nn::GPT), llama, qwen2, qwen3 and mistral
+/// (nn::Llama; model.safetensors or the shards of model.safetensors.index.json, F32/BF16/F16
+/// tensors converted to f32); an unknown model_type is an error naming the file,
 /// the key and the supported types. Adapter files beside it are re-attached (load_adapters).
 /// The model is returned on the CPU.
 std::unique_ptr<nn::CausalLM> load_model(const std::filesystem::path& dir, uint64_t seed = 0);

@@ -64,15 +64,28 @@ struct DataConfig {
   data::LoaderOrder order = data::LoaderOrder::random;
 };
 
+/// model.arch: the decoder built by model.init: scratch (a directory's config.json names its own).
+enum class ModelArch { gpt2, llama };
+
 struct ModelConfig {
-  std::string init = "scratch";  ///< scratch | checkpoint directory | Hugging Face GPT-2 directory
+  std::string init = "scratch";  ///< scratch | checkpoint directory | Hugging Face directory (GPT-2, Llama family)
+  ModelArch arch = ModelArch::gpt2;
   int64_t n_layer = 4;
   int64_t n_head = 4;
   int64_t n_embd = 128;
   int64_t block_size = 64;
   int64_t vocab_size = 0;  ///< 0: from the tokenizer (or the init checkpoint)
   float dropout = 0.f;
-  bool bias = true;
+  bool bias = true;          ///< gpt2 only
+  // llama only (docs/config.md):
+  int64_t n_kv_head = 0;     ///< K/V heads (grouped-query); 0: n_head
+  int64_t head_dim = 0;      ///< 0: n_embd / n_head
+  int64_t intermediate_size = 0;  ///< SwiGLU width; 0: 8/3 n_embd rounded up to a multiple of 32
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
+  bool tie_embeddings = false;
+  bool qkv_bias = false;     ///< biases on q/k/v_proj (Qwen2-style)
+  bool qk_norm = false;      ///< RMSNorm of each q and k head (Qwen3-style)
 };
 
 struct TrainingConfig {
