@@ -4,6 +4,8 @@
 // add_generation_prompt and the special tokens map).
 #include "lmforge/data/chat_template.h"
 
+#include "io/untrusted_json.h"
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -74,7 +76,7 @@ ChatTemplate ChatTemplate::load(const std::string& tokenizer_dir) {
   nlohmann::json config = nlohmann::json::object();
   if (fs::exists(config_path)) {
     try {
-      config = nlohmann::json::parse(read_file(config_path.string()));
+      config = io::parse_untrusted_json(read_file(config_path.string()), config_path.string());
     } catch (const nlohmann::json::exception& e) {
       throw Error(str(config_path.string(), ": invalid JSON: ", e.what()));
     }

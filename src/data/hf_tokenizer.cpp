@@ -4,6 +4,8 @@
 // cached per thread as in ByteLevelBPE, since natural text repeats a small set of words.
 #include "data/hf_tokenizer.h"
 
+#include "io/untrusted_json.h"
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <utf8proc.h>
@@ -566,7 +568,7 @@ std::unique_ptr<HFTokenizer> HFTokenizerLoader::build(const json& doc, std::stri
     t.raw_config = read_file(config_path);
     json config;
     try {
-      config = json::parse(t.raw_config);
+      config = io::parse_untrusted_json(t.raw_config, config_path);
     } catch (const json::exception& e) {
       throw Error(str("'", config_path, "' is not valid JSON: ", e.what()));
     }
@@ -581,7 +583,7 @@ std::unique_ptr<HFTokenizer> HFTokenizer::from_file(const std::string& path,
   std::string raw = read_file(path);
   json doc;
   try {
-    doc = json::parse(raw);
+    doc = io::parse_untrusted_json(raw, path);
   } catch (const json::exception& e) {
     throw Error(str("'", path, "' is not valid JSON: ", e.what()));
   }

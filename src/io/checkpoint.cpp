@@ -320,15 +320,11 @@ std::string supported_types() {
 // config.json's model_type ("gpt2" when absent, as GPT-2 configs of old tools omit it).
 std::string read_model_type(const fs::path& path) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const json j = json::parse(text, nullptr, false);
-  LMF_CHECK(!j.is_discarded(), file, ": not valid JSON");
+  const json j = parse_untrusted_json(read_regular_file(path, kMaxConfigJsonBytes), file);
   LMF_CHECK(j.is_object(), file, ": not a JSON object");
   if (!j.contains("model_type")) return "gpt2";
   LMF_CHECK(j["model_type"].is_string() && find_architecture(j["model_type"].get<std::string>()), file,
-            ": key \"model_type\" is ", j["model_type"].dump(), "; only ", supported_types(),
+            ": key \"model_type\" is ", json_brief(j["model_type"]), "; only ", supported_types(),
             " models are supported");
   return j["model_type"].get<std::string>();
 }

@@ -4,6 +4,8 @@
 // is checked against the file before the model is built, so a hostile config cannot allocate what
 // the files could never fill.
 #include "io/hf_llama.h"
+#include "io/safe_file.h"
+#include "io/untrusted_json.h"
 
 #include <cerrno>
 #include <cstring>
@@ -22,11 +24,8 @@ using json = nlohmann::json;
 
 json read_json_object(const fs::path& path) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  LMF_CHECK(in, file, ": cannot open: ", std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  json j = json::parse(text, nullptr, false);
-  LMF_CHECK(!j.is_discarded(), file, ": not valid JSON");
+  // config.json and the shard index are small; anything larger is not one of them.
+  json j = io::parse_untrusted_json(io::read_regular_file(path, 64ull << 20), file);
   LMF_CHECK(j.is_object(), file, ": not a JSON object");
   return j;
 }

@@ -3,6 +3,8 @@
 // damaged newest checkpoint is reported with the name of the newest intact one to use instead.
 #include "lmforge/train/checkpointer.h"
 
+#include "io/untrusted_json.h"
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -95,8 +97,8 @@ TrainState TrainState::from_json(const std::string& text, const std::string& sou
   try {
     json j;
     try {
-      j = json::parse(text);
-    } catch (const json::exception& e) {
+      j = io::parse_untrusted_json(text, "trainer state");
+    } catch (const Error& e) {
       throw Error(str("not valid JSON (", e.what(), ")"));
     }
     LMF_CHECK(j.is_object(), "expected a JSON object");
