@@ -1,7 +1,9 @@
 #!/bin/sh
 # Fetches and prepares a training corpus. Today: Debian's `fortunes` (installed with apt-get when
-# missing), turned into one text file per topic with entries separated by blank lines, then
-# `lmforge prepare`d into OUT_DIR (train.bin, val.bin, tokenizer.json, meta.json).
+# missing), turned into one text file per topic with entries separated by blank lines in
+# OUT_DIR-text/, then `lmforge prepare`d into OUT_DIR (train.bin, val.bin, tokenizer.json,
+# meta.json). The text lives beside the dataset, not inside it: prepare replaces its output
+# directory as a whole and refuses one that contains its input.
 #
 #   scripts/get_corpus.sh fortunes [OUT_DIR]      (default OUT_DIR: data/fortunes)
 #   LMFORGE=path/to/lmforge TOKENIZER=char|FILE|GPT2_DIR scripts/get_corpus.sh fortunes
@@ -29,7 +31,7 @@ if [ ! -d "$src" ]; then
 fi
 
 # One document per topic; the `.dat` indexes and `.u8` links are the same text again.
-text="$out/text"
+text="$out-text"
 mkdir -p "$text"
 for f in "$src"/*; do
   base=$(basename "$f")

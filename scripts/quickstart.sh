@@ -27,14 +27,14 @@ cmake --build "$build_dir" -j"$(nproc)" --target lmforge_cli
 
 step "preparing the fortunes corpus (one character tokenizer for every topic)"
 LMFORGE="$lmforge" scripts/get_corpus.sh fortunes data/fortunes
-[ -f "data/fortunes/text/$holdout.txt" ] || { echo "no fortunes topic '$holdout'" >&2; exit 1; }
+[ -f "data/fortunes-text/$holdout.txt" ] || { echo "no fortunes topic '$holdout'" >&2; exit 1; }
 pretrain_inputs=()
-for f in data/fortunes/text/*.txt; do
-  [ "$f" = "data/fortunes/text/$holdout.txt" ] || pretrain_inputs+=("$f")
+for f in data/fortunes-text/*.txt; do
+  [ "$f" = "data/fortunes-text/$holdout.txt" ] || pretrain_inputs+=("$f")
 done
 "$lmforge" prepare --input "${pretrain_inputs[@]}" --out data/fortunes/pretrain \
   --tokenizer data/fortunes/tokenizer.json --eot
-"$lmforge" prepare --input "data/fortunes/text/$holdout.txt" --out data/fortunes/finetune \
+"$lmforge" prepare --input "data/fortunes-text/$holdout.txt" --out data/fortunes/finetune \
   --tokenizer data/fortunes/tokenizer.json --eot
 
 step "pretraining on every topic but '$holdout'"
