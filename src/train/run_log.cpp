@@ -4,6 +4,8 @@
 // next write instead of being lost.
 #include "lmforge/train/run_log.h"
 
+#include "io/safe_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -167,18 +169,9 @@ void RunLog::open(int64_t resumed_step) {
       if (!step.is_number_integer() || step.get<int64_t>() <= resumed_step) kept += line + '\n';
     }
   }
-  // A fresh file under a unique name renamed over the old one: a symlink planted at the name is
-  // replaced, never followed.
-  std::string tmp = path.string() + ".tmp-XXXXXX";
-  const int tmp_fd = ::mkstemp(tmp.data());
-  LMF_CHECK(tmp_fd >= 0, "cannot write ", path.string(), " (", std::strerror(errno), ")");
-  const bool written = write_all(tmp_fd, kept) && ::fchmod(tmp_fd, 0644) == 0;
-  const int error = errno;
-  ::close(tmp_fd);
-  if (!written || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error(str("cannot write ", path.string(), " (", std::strerror(written ? errno : error), ")"));
-  }
+  // The kept lines as a fresh file through the shared atomic writer (a unique O_EXCL|O_NOFOLLOW
+  // temporary renamed over the old one): a symlink planted at the name is replaced, never followed.
+  io::write_file_atomic(path, kept);
   if (impl_->fd >= 0) ::close(impl_->fd);
   impl_->fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
   LMF_CHECK(impl_->fd >= 0, "cannot write ", path.string(), " (", std::strerror(errno), ")");
