@@ -40,25 +40,38 @@ Tensor reduce_all(const char* op, const Tensor& x_in, bool is_mean) {
   });
 }
 
+// x's shape seen as (OUTER, D, INNER) around `dim` (negative counts from the end), and the
+// reduction's output shape (D kept as 1 with keepdim, dropped otherwise).
+struct DimSplit {
+  int64_t outer = 1, d = 0, inner = 1;
+  Shape out_shape;
+};
+
+DimSplit split_at(const char* op, const Shape& shape, int dim, bool keepdim) {
+  const int nd = static_cast<int>(shape.size());
+  LMF_CHECK(dim >= -nd && dim < nd, op, ": dim ", dim, " out of range for shape ", shape_str(shape));
+  if (dim < 0) dim += nd;
+  DimSplit s;
+  for (int i = 0; i < dim; ++i) s.outer *= shape[i];
+  for (int i = dim + 1; i < nd; ++i) s.inner *= shape[i];
+  s.d = shape[dim];
+  s.out_shape = shape;
+  if (keepdim) {
+    s.out_shape[dim] = 1;
+  } else {
+    s.out_shape.erase(s.out_shape.begin() + dim);
+  }
+  return s;
+}
+
 Tensor reduce_dim(const char* op, const Tensor& x_in, int dim, bool keepdim, bool is_mean) {
   check_f32(op, x_in, "x");
-  const int nd = x_in.dim();
-  LMF_CHECK(dim >= -nd && dim < nd, op, ": dim ", dim, " out of range for shape ",
-            shape_str(x_in.shape()));
-  if (dim < 0) dim += nd;
   const Shape& shape = x_in.shape();
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < dim; ++i) outer *= shape[i];
-  for (int i = dim + 1; i < nd; ++i) inner *= shape[i];
-  const int64_t d = shape[dim];
+  const DimSplit split = split_at(op, shape, dim, keepdim);
+  const int64_t outer = split.outer, d = split.d, inner = split.inner;
+  const Shape& out_shape = split.out_shape;
   LMF_CHECK(d > 0 || !is_mean, op, ": mean over an empty dim of shape ", shape_str(shape));
   const float factor = is_mean ? 1.0f / static_cast<float>(d) : 1.0f;
-  Shape out_shape = shape;
-  if (keepdim) {
-    out_shape[dim] = 1;
-  } else {
-    out_shape.erase(out_shape.begin() + dim);
-  }
   const Tensor x = x_in.contiguous_copy();
   Tensor out = Tensor::empty(out_shape, DType::f32, x.device());  // (OUTER, INNER)
   switch (x.device().type) {
@@ -78,21 +91,11 @@ Tensor reduce_dim(const char* op, const Tensor& x_in, int dim, bool keepdim, boo
 
 Tensor max_dim(const Tensor& x_in, int dim, bool keepdim) {
   check_f32("max", x_in, "x");
-  const int nd = x_in.dim();
-  LMF_CHECK(dim >= -nd && dim < nd, "max: dim ", dim, " out of range for shape ", shape_str(x_in.shape()));
-  if (dim < 0) dim += nd;
   const Shape& shape = x_in.shape();
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < dim; ++i) outer *= shape[i];
-  for (int i = dim + 1; i < nd; ++i) inner *= shape[i];
-  const int64_t d = shape[dim];
+  const DimSplit split = split_at("max", shape, dim, keepdim);
+  const int64_t outer = split.outer, d = split.d, inner = split.inner;
+  const Shape& out_shape = split.out_shape;
   LMF_CHECK(d > 0, "max: dim ", dim, " of shape ", shape_str(shape), " is empty");
-  Shape out_shape = shape;
-  if (keepdim) {
-    out_shape[dim] = 1;
-  } else {
-    out_shape.erase(out_shape.begin() + dim);
-  }
   const Tensor x = x_in.contiguous_copy();
   Tensor out = Tensor::empty(out_shape, DType::f32, x.device());      // (OUTER, INNER)
   Tensor argmax = Tensor::empty(out_shape, DType::i32, x.device());   // (OUTER, INNER)
