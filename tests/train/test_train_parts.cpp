@@ -49,23 +49,8 @@ const fs::path& corpus() {
 }
 
 Config tiny_config(const fs::path& out_dir, int64_t max_steps) {
-  Config c;
-  c.run.out_dir = out_dir.string();
-  c.run.seed = 3;
-  c.run.threads = 1;
-  c.data.train = corpus().string();
-  c.model.n_layer = 1;
-  c.model.n_head = 2;
-  c.model.n_embd = 32;
-  c.model.block_size = 16;
-  c.training.batch_size = 4;
-  c.training.max_steps = max_steps;
-  c.training.warmup_steps = 2;
-  c.eval.interval = 0;
-  c.eval.batches = 2;
+  Config c = lmf::test::tiny_run_config(out_dir, corpus(), 3, max_steps);
   c.checkpoint.interval = 2;
-  c.checkpoint.keep_last = 100;
-  c.logging.progress = ProgressMode::none;
   c.validate();
   return c;
 }

@@ -61,26 +61,11 @@ const fs::path& corpus() {
 }
 
 Config tiny_config(const fs::path& out_dir, int64_t max_steps) {
-  Config c;
-  c.run.out_dir = out_dir.string();
-  c.run.seed = 7;
-  c.run.threads = 1;
-  c.data.train = corpus().string();
-  c.model.n_layer = 1;
-  c.model.n_head = 2;
-  c.model.n_embd = 32;
-  c.model.block_size = 16;
-  c.training.batch_size = 4;
-  c.training.max_steps = max_steps;
+  Config c = lmf::test::tiny_run_config(out_dir, corpus(), 7, max_steps);
   c.training.lr = 3e-3f;
   c.training.min_lr = 3e-4f;
-  c.training.warmup_steps = 2;
-  c.eval.interval = 0;
-  c.eval.batches = 2;
   c.checkpoint.interval = 4;
-  c.checkpoint.keep_last = 100;
   c.logging.interval = 1;
-  c.logging.progress = lmf::train::ProgressMode::none;
   c.validate();
   return c;
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lmforge/data/prepare.h"
+#include "lmforge/train/config.h"
 
 namespace lmf::test {
 
@@ -38,6 +39,30 @@ inline std::filesystem::path prepare_char_corpus(const std::filesystem::path& di
   options.progress = false;
   lmf::data::prepare_dataset(options);
   return dir / "data";
+}
+
+/// The smallest useful run on `corpus`: a 1-layer, 32-wide GPT, batches of 4 x 16 tokens, one
+/// thread, evaluation only at the end (2 batches), every checkpoint kept, no progress output.
+/// Callers change what their test needs and call validate().
+inline train::Config tiny_run_config(const std::filesystem::path& out_dir, const std::filesystem::path& corpus,
+                                     uint64_t seed, int64_t max_steps) {
+  train::Config c;
+  c.run.out_dir = out_dir.string();
+  c.run.seed = seed;
+  c.run.threads = 1;
+  c.data.train = corpus.string();
+  c.model.n_layer = 1;
+  c.model.n_head = 2;
+  c.model.n_embd = 32;
+  c.model.block_size = 16;
+  c.training.batch_size = 4;
+  c.training.max_steps = max_steps;
+  c.training.warmup_steps = 2;
+  c.eval.interval = 0;
+  c.eval.batches = 2;
+  c.checkpoint.keep_last = 100;
+  c.logging.progress = train::ProgressMode::none;
+  return c;
 }
 
 }  // namespace lmf::test
