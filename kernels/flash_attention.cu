@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/common.cuh"
+#include "common/mma.cuh"
 #include "kernels.h"
 
 namespace lmf::kernels {
@@ -37,44 +38,6 @@ struct FlashConfig {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int bytes = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled, the source is not read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* smem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
-}
-
-// d (16x8, f32) += a (16x16, bf16, row) · b (16x8, bf16, col).
-__device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const unsigned*>(&v);
-}
 
 // ldmatrix lane addressing (lane l, tile origin r0 rows, c0 columns):
 //   A operand (16x16, rows = M): row r0 + (l & 7) + ((l >> 3) & 1) * 8, col c0 + (l >> 4) * 8
@@ -174,8 +137,8 @@ __global__ void __launch_bounds__(FlashConfig<HS>::kThreads)
       for (int n = 0; n < BK / 8; n += 2) {
         unsigned kf[4];
         ldmatrix_x4(kf, b_addr(tk, S, n * 8, ks * 16));
-        mma_16816(s[n], qf[ks], kf[0], kf[1]);
-        mma_16816(s[n + 1], qf[ks], kf[2], kf[3]);
+        mma_bf16_16816(s[n], qf[ks], kf[0], kf[1]);
+        mma_bf16_16816(s[n + 1], qf[ks], kf[2], kf[3]);
       }
     }
     // Scale to the log2 domain, mask the future, update the running max and sum.
@@ -231,8 +194,8 @@ __global__ void __launch_bounds__(FlashConfig<HS>::kThreads)
       for (int n = 0; n < HS / 8; n += 2) {
         unsigned vf[4];
         ldmatrix_x4_trans(vf, bt_addr(tv, S, kk * 16, n * 8));
-        mma_16816(o[n], pf[kk], vf[0], vf[1]);
-        mma_16816(o[n + 1], pf[kk], vf[2], vf[3]);
+        mma_bf16_16816(o[n], pf[kk], vf[0], vf[1]);
+        mma_bf16_16816(o[n + 1], pf[kk], vf[2], vf[3]);
       }
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
@@ -368,10 +331,10 @@ __global__ void __launch_bounds__(FlashConfig<HS>::kThreads)
         unsigned qf[4], df[4];
         ldmatrix_x4(qf, b_addr(tq, S, n * 8, ks * 16));
         ldmatrix_x4(df, b_addr(tdo, S, n * 8, ks * 16));
-        mma_16816(s[n], kf, qf[0], qf[1]);
-        mma_16816(s[n + 1], kf, qf[2], qf[3]);
-        mma_16816(dp[n], vf, df[0], df[1]);
-        mma_16816(dp[n + 1], vf, df[2], df[3]);
+        mma_bf16_16816(s[n], kf, qf[0], qf[1]);
+        mma_bf16_16816(s[n + 1], kf, qf[2], qf[3]);
+        mma_bf16_16816(dp[n], vf, df[0], df[1]);
+        mma_bf16_16816(dp[n + 1], vf, df[2], df[3]);
       }
     }
     // Pᵀ = exp2(S·scale·log2e - lse₂) under the causal mask; dSᵀ = Pᵀ ∘ (dPᵀ - D). Both once per tile.
@@ -407,10 +370,10 @@ __global__ void __launch_bounds__(FlashConfig<HS>::kThreads)
         unsigned df[4], qf[4];
         ldmatrix_x4_trans(df, bt_addr(tdo, S, kk * 16, n * 8));
         ldmatrix_x4_trans(qf, bt_addr(tq, S, kk * 16, n * 8));
-        mma_16816(dv[n], pf[kk], df[0], df[1]);
-        mma_16816(dv[n + 1], pf[kk], df[2], df[3]);
-        mma_16816(dk[n], dsf[kk], qf[0], qf[1]);
-        mma_16816(dk[n + 1], dsf[kk], qf[2], qf[3]);
+        mma_bf16_16816(dv[n], pf[kk], df[0], df[1]);
+        mma_bf16_16816(dv[n + 1], pf[kk], df[2], df[3]);
+        mma_bf16_16816(dk[n], dsf[kk], qf[0], qf[1]);
+        mma_bf16_16816(dk[n + 1], dsf[kk], qf[2], qf[3]);
       }
     }
     __syncthreads();  // dS complete
@@ -429,8 +392,8 @@ __global__ void __launch_bounds__(FlashConfig<HS>::kThreads)
       for (int n = 0; n < kCols / 8; n += 2) {
         unsigned kf[4];
         ldmatrix_x4_trans(kf, bt_addr(sk, S, kk * 16, wc * kCols + n * 8));
-        mma_16816(dq[n], af, kf[0], kf[1]);
-        mma_16816(dq[n + 1], af, kf[2], kf[3]);
+        mma_bf16_16816(dq[n], af, kf[0], kf[1]);
+        mma_bf16_16816(dq[n + 1], af, kf[2], kf[3]);
       }
     }
     float* dqb = dq_sum + (int64_t(b) * f.heads + h) * f.seq * HS;
