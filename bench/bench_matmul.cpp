@@ -1,11 +1,16 @@
-// Tensor-core GEMM (kernels/matmul.cu) against cuBLASLt on the same packed bf16 operands, at the
-// GPT-2 124M training shapes (B·T = 16384 rows; C = 768, 3C, 4C, V = 50304) and 4096³.
-// Prints TFLOP/s of each and the ratio ours / cuBLASLt. Outputs are f32, as training uses them;
-// accumulation fp32. cuBLASLt runs with its descriptors and algorithm cached per shape (built by
-// the warm-up call, as in a training run), so each timed call is one cublasLtMatmul.
+// The GEMMs of kernels/ against cuBLASLt on the same packed bf16 operands, in one run: the mma.sync
+// kernel (matmul.cu), the Hopper TMA + wgmma kernel (matmul_sm90.cu; "n/a" where the device is not
+// sm_90 or the build has no 90a) and cuBLASLt, at the GPT-2 124M training shapes (B·T = 16384
+// rows; C = 768, 3C, 4C, V = 50304; the forward products and both backward ones) and 4096³.
+// Prints ms and TFLOP/s of each, each kernel as % of cuBLASLt, and the largest difference from
+// cuBLASLt's result. Outputs are f32, as training uses them; accumulation fp32. cuBLASLt runs
+// with its descriptors and algorithm cached per shape (built by the warm-up call, as in a
+// training run), so each timed call is one cublasLtMatmul.
 // Usage: bench_matmul [iterations]
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -57,49 +62,65 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  const bool have_wgmma = k::gemm_wgmma_available();
+  std::printf("wgmma kernel: %s\n", have_wgmma ? "available" : "not available (not sm_90, or built without 90a)");
+  // (M, N, K) of c = a · bᵀ as the training step runs them, B·T = 16384: forward x · Wᵀ, backward
+  // dx = dy · W (K = the layer's outputs) and dW = dyᵀ · x (K = B·T).
   const std::vector<Shape> shapes = {
-      {"qkv      (BT,C)x(3C,C)", 16384, 2304, 768},  {"attn proj(BT,C)x(C,C)", 16384, 768, 768},
-      {"fc       (BT,C)x(4C,C)", 16384, 3072, 768},  {"fc proj  (BT,4C)x(C,4C)", 16384, 768, 3072},
-      {"lm head  (BT,C)x(V,C)", 16384, 50304, 768},  {"square   4096^3", 4096, 4096, 4096},
+      {"qkv      fwd", 16384, 2304, 768},  {"attn prj fwd", 16384, 768, 768},
+      {"fc       fwd", 16384, 3072, 768},  {"fc prj   fwd", 16384, 768, 3072},
+      {"lm head  fwd", 16384, 50304, 768}, {"qkv      dx", 16384, 768, 2304},
+      {"fc       dx", 16384, 768, 3072},   {"fc prj   dx", 16384, 3072, 768},
+      {"lm head  dx", 16384, 768, 50304},  {"qkv      dW", 2304, 768, 16384},
+      {"fc       dW", 3072, 768, 16384},   {"lm head  dW", 50304, 768, 16384},
+      {"square 4096^3", 4096, 4096, 4096},
   };
-  std::printf("%-26s %10s %10s %10s %8s %10s\n", "shape (M x N x K)", "ours ms", "ours TF/s", "cublas TF/s",
-              "ratio", "max|diff|");
+  std::printf("%-14s %7s %7s %7s | %8s %8s %8s | %6s %6s | %9s %9s\n", "shape", "M", "N", "K", "mma TF/s",
+              "wgmma", "cublas", "mma %", "wgmma%", "|mma-cb|", "|wg-cb|");
+  double total[3] = {0, 0, 0};  // ms per shape summed: mma, wgmma, cublas
   for (const Shape& s : shapes) {
     // Operands already in the packed layout (rows padded to 128, K to 32; these shapes need none).
     const int64_t mp = (s.m + 127) / 128 * 128, np = (s.n + 127) / 128 * 128, kp = (s.kk + 31) / 32 * 32;
     k::bf16_t *a = nullptr, *b = nullptr;
-    float *c_ours = nullptr, *c_ref = nullptr;
+    float *c[3] = {nullptr, nullptr, nullptr};
     cudaMalloc(&a, 2 * mp * kp);
     cudaMalloc(&b, 2 * np * kp);
-    cudaMalloc(&c_ours, 4 * s.m * s.n);
-    cudaMalloc(&c_ref, 4 * s.m * s.n);
+    for (float*& ci : c) cudaMalloc(&ci, 4 * s.m * s.n);
     init_kernel<<<1024, 256>>>(a, mp * kp, 1.f);
     init_kernel<<<1024, 256>>>(b, np * kp, 0.05f);
     k::GemmParams p;
     p.a = a, p.b = b;
     p.m = s.m, p.n = s.n, p.k = kp;
     p.lda = kp, p.ldb = kp, p.ldc = s.n;
-    p.c_f32 = c_ours;
-    const double ours = time_ms(p, k::MatmulBackend::custom, iterations);
-    p.c_f32 = c_ref;
-    const double ref = time_ms(p, k::MatmulBackend::cublas, iterations);
-    // Agreement of the two results (f32 outputs of the same bf16 products).
-    std::vector<float> h1(s.m * s.n), h2(s.m * s.n);
-    cudaMemcpy(h1.data(), c_ours, 4 * s.m * s.n, cudaMemcpyDeviceToHost);
-    cudaMemcpy(h2.data(), c_ref, 4 * s.m * s.n, cudaMemcpyDeviceToHost);
-    float worst = 0;
-    for (std::size_t i = 0; i < h1.size(); i += 97) {
-      const float d = h1[i] - h2[i];
-      worst = d > worst ? d : (-d > worst ? -d : worst);
+    const k::MatmulBackend backends[3] = {k::MatmulBackend::custom, k::MatmulBackend::wgmma, k::MatmulBackend::cublas};
+    double ms[3] = {0, 0, 0};
+    for (int i = 0; i < 3; ++i) {
+      if (i == 1 && !have_wgmma) continue;
+      p.c_f32 = c[i];
+      ms[i] = time_ms(p, backends[i], iterations);
+      total[i] += ms[i];
+    }
+    // Agreement with cuBLASLt (f32 outputs of the same bf16 products), on a sample of elements.
+    std::vector<float> ref(s.m * s.n), h(s.m * s.n);
+    cudaMemcpy(ref.data(), c[2], 4 * s.m * s.n, cudaMemcpyDeviceToHost);
+    double worst[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+      if (ms[i] == 0) continue;
+      cudaMemcpy(h.data(), c[i], 4 * s.m * s.n, cudaMemcpyDeviceToHost);
+      for (std::size_t j = 0; j < h.size(); j += 97) worst[i] = std::max(worst[i], double(std::fabs(h[j] - ref[j])));
     }
     const double flops = 2.0 * s.m * s.n * s.kk;
-    std::printf("%-26s %10.3f %10.1f %10.1f %8.2f %10.4f\n", s.name, ours, flops / ours / 1e9,
-                flops / ref / 1e9, ref / ours, worst);
+    auto tf = [&](double t) { return t > 0 ? flops / t / 1e9 : 0.0; };
+    auto pct = [&](double t) { return t > 0 ? 100.0 * ms[2] / t : 0.0; };
+    std::printf("%-14s %7lld %7lld %7lld | %8.1f %8.1f %8.1f | %6.1f %6.1f | %9.2e %9.2e\n", s.name,
+                static_cast<long long>(s.m), static_cast<long long>(s.n), static_cast<long long>(s.kk), tf(ms[0]),
+                tf(ms[1]), tf(ms[2]), pct(ms[0]), pct(ms[1]), worst[0], worst[1]);
     cudaFree(a);
     cudaFree(b);
-    cudaFree(c_ours);
-    cudaFree(c_ref);
+    for (float* ci : c) cudaFree(ci);
   }
+  std::printf("all shapes, time-weighted: mma %.1f %% of cuBLASLt, wgmma %s%.1f %% of cuBLASLt\n",
+              100.0 * total[2] / total[0], have_wgmma ? "" : "(not run) ", have_wgmma ? 100.0 * total[2] / total[1] : 0.0);
   const cudaError_t status = cudaDeviceSynchronize();
   if (status != cudaSuccess) {
     std::printf("bench_matmul: CUDA error %s\n", cudaGetErrorString(status));

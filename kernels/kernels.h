@@ -147,12 +147,17 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
                   float bias_correction2_sqrt, cudaStream_t stream);
 
 // --- matrix products (matmul.cu) -------------------------------------------------------------------
-enum class MatmulBackend : int { custom = 0, cublas = 1 };
+/// custom: the mma.sync kernel (sm_80+); cublas: cuBLASLt (cached plan per shape); wgmma: the Hopper
+/// kernel (matmul_sm90.cu), which falls back to custom where gemm_wgmma_available() or
+/// gemm_wgmma_supports() says no.
+enum class MatmulBackend : int { custom = 0, cublas = 1, wgmma = 2 };
 /// Operands of the tensor-core GEMM: c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ (+ bias (N))
-/// (then GELU) (then += into c when accumulate). a and b are bf16, K-contiguous ("NT"), and padded:
-/// their row counts are multiples of kGemmRowPad, K a multiple of kGemmKPad, rows beyond M / N and
-/// columns beyond the true K are zero. c is f32 (c_f32) or bf16 (c_bf16), exactly one non-null,
-/// leading dimension ldc; only the M x N block is written.
+/// (then GELU) (then + residual) (then += into c when accumulate). a and b are bf16, K-contiguous
+/// ("NT"). For the custom and cublas backends they are padded: row counts multiples of
+/// kGemmRowPad, K a multiple of kGemmKPad, rows beyond M / N and columns beyond the true K zero.
+/// The wgmma backend needs no padding (TMA zero-fills outside the operands): lda, ldb and the batch
+/// strides multiples of 8, a and b 16-byte aligned. c is f32 (c_f32) or bf16 (c_bf16), exactly
+/// one non-null, leading dimension ldc; only the M x N block is written.
 constexpr int kGemmRowPad = 128;
 constexpr int kGemmKPad = 32;
 struct GemmParams {
@@ -161,6 +166,7 @@ struct GemmParams {
   float* c_f32 = nullptr;
   bf16_t* c_bf16 = nullptr;
   const float* bias = nullptr;  ///< (N) or null
+  const float* residual = nullptr;  ///< f32, c's layout (ldc, stride_c), added last; or null
   int64_t m = 0, n = 0, k = 0;  ///< true sizes; k already padded is fine (zeros add nothing)
   int64_t lda = 0, ldb = 0, ldc = 0;  ///< elements; lda, ldb = padded K
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  ///< between batch elements (0 shares)
@@ -169,6 +175,15 @@ struct GemmParams {
   bool accumulate = false;  ///< not combined with bias or gelu
 };
 void gemm(const GemmParams& params, MatmulBackend backend, cudaStream_t stream);
+/// True when this build holds the sm_90a kernel (LMF_CUDA_ARCHITECTURES has 90a) and the current
+/// device is compute capability 9.0.
+bool gemm_wgmma_available();
+/// Whether the wgmma kernel can take these operands (alignment and stride rules above, sizes
+/// under 2^31, grid limits).
+bool gemm_wgmma_supports(const GemmParams& params);
+/// The wgmma kernel directly (no fallback; throws when the operands break its rules). Only on a
+/// device where gemm_wgmma_available() is true.
+void gemm_wgmma(const GemmParams& params, cudaStream_t stream);
 /// out[b] (rows_pad, cols_pad) bf16 = in[b*sb + r*sr + c*sc] (f32) for r < rows, c < cols, else 0.
 /// Turns any transpose of an f32 operand into the K-contiguous, padded bf16 layout gemm reads.
 void pack_bf16(bf16_t* out, const float* in, int64_t batch, int64_t rows, int64_t cols,

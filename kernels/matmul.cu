@@ -9,7 +9,7 @@
 //   buffers (double buffering: tile k+1 streams in while tile k is multiplied) and read into
 //   fragments with ldmatrix. Rows are padded to 40 bf16 (80 bytes) so the 8 row addresses of each
 //   ldmatrix hit 8 distinct 16-byte bank groups (no conflicts, no swizzle needed).
-//   The Hopper wgmma/TMA path is not written; sm_90a runs the mma.sync kernel (see docs/kernels.md).
+//   On sm_90a MatmulBackend::wgmma runs the warpgroup/TMA kernel of matmul_sm90.cu instead.
 // The cuBLASLt path takes the same packed operands, so the two are measured on identical inputs.
 #include <cublasLt.h>
 
@@ -51,6 +51,7 @@ __device__ __forceinline__ void store_out(const GemmParams& p, int64_t batch, in
   if (p.bias) v += p.bias[col];
   if (p.gelu) v = gelu_tanh(v);
   const int64_t idx = batch * p.stride_c + row * p.ldc + col;
+  if (p.residual) v += p.residual[idx];
   if (p.c_f32) {
     p.c_f32[idx] = p.accumulate ? p.c_f32[idx] + v : v;
   } else {
@@ -126,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) gemm_mma_kernel(const GemmParams p) 
 #endif
 }
 
-// Bias and GELU after a cuBLASLt product (its fused epilogues are not used so that both backends
+// Bias, GELU and residual after a cuBLASLt product (its fused epilogues are not used so that both backends
 // apply exactly the same epilogue arithmetic).
 __global__ void epilogue_kernel(GemmParams p) {
   const int64_t total = p.batch * p.m * p.n;
@@ -137,6 +138,7 @@ __global__ void epilogue_kernel(GemmParams p) {
     float v = p.c_f32 ? p.c_f32[idx] : __bfloat162float(p.c_bf16[idx]);
     if (p.bias) v += p.bias[col];
     if (p.gelu) v = gelu_tanh(v);
+    if (p.residual) v += p.residual[idx];
     if (p.c_f32) {
       p.c_f32[idx] = v;
     } else {
@@ -319,7 +321,7 @@ void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
   // backend's), which orders them.
   LMF_CUBLAS_CHECK(cublasLtMatmul(handle, plan->desc, &alpha, p.b, plan->la, p.a, plan->lb, &beta, c, plan->lc,
                                   c, plan->lc, &plan->algo, workspace, kCublasWorkspace, stream));
-  if (p.bias || p.gelu) {
+  if (p.bias || p.gelu || p.residual) {
     epilogue_kernel<<<grid_for(p.batch * p.m * p.n, 256), 256, 0, stream>>>(p);
     LMF_CUDA_LAUNCH_CHECK();
   }
@@ -330,9 +332,8 @@ void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
 void gemm(const GemmParams& p, MatmulBackend backend, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0 || p.batch == 0) return;
   if ((p.c_f32 == nullptr) == (p.c_bf16 == nullptr)) throw CudaError("gemm: exactly one output pointer");
-  if (p.accumulate && (p.bias || p.gelu)) throw CudaError("gemm: accumulate cannot be fused with bias/gelu");
-  if (p.lda % kGemmKPad || p.ldb % kGemmKPad || p.lda < p.k || p.ldb < p.k)
-    throw CudaError("gemm: operands must be packed (lda, ldb multiples of 32 and >= K)");
+  if (p.accumulate && (p.bias || p.gelu || p.residual))
+    throw CudaError("gemm: accumulate cannot be fused with bias/gelu/residual");
   if (p.k == 0) {  // an empty sum: bias/gelu of zero, or nothing to add
     if (!p.accumulate) {
       for (int64_t b = 0; b < p.batch; ++b)
@@ -343,13 +344,20 @@ void gemm(const GemmParams& p, MatmulBackend backend, cudaStream_t stream) {
             LMF_CUDA_CHECK(cudaMemsetAsync(p.c_bf16 + b * p.stride_c + r * p.ldc, 0, 2 * p.n, stream));
           }
         }
-      if (p.bias || p.gelu) {
+      if (p.bias || p.gelu || p.residual) {
         epilogue_kernel<<<grid_for(p.batch * p.m * p.n, 256), 256, 0, stream>>>(p);
         LMF_CUDA_LAUNCH_CHECK();
       }
     }
     return;
   }
+  if (backend == MatmulBackend::wgmma && gemm_wgmma_available() && gemm_wgmma_supports(p)) {
+    gemm_wgmma(p, stream);
+    return;
+  }
+  if (p.lda % kGemmKPad || p.ldb % kGemmKPad || p.lda < p.k || p.ldb < p.k)
+    throw CudaError("gemm: operands must be packed (lda, ldb multiples of 32 and >= K) for the mma.sync and "
+                    "cuBLASLt paths (wgmma fell back: not sm_90a or operands misaligned)");
   if (backend == MatmulBackend::cublas) {
     gemm_cublas(p, stream);
     return;

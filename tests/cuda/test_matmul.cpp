@@ -1,4 +1,4 @@
-// The tensor-core GEMM (kernels/matmul.cu) and its cuBLASLt baseline against the CPU GEMM: every
+// The tensor-core GEMMs (kernels/matmul.cu, and matmul_sm90.cu on sm_90) and the cuBLASLt baseline against the CPU GEMM: every
 // transpose, batched and shared operands, sizes that are not multiples of the tiles, and the bias,
 // GELU and accumulate epilogues. Outputs start as NaN so unwritten elements fail.
 #include <cmath>
@@ -86,7 +86,7 @@ void check_case(const Case& c, k::MatmulBackend backend, uint64_t seed) {
 TEST_CASE("gemm matches the CPU for every transpose, odd sizes and both backends", "[cuda][matmul]") {
   LMF_SKIP_WITHOUT_GPU();
   uint64_t seed = 100;
-  for (auto backend : {k::MatmulBackend::custom, k::MatmulBackend::cublas})
+  for (auto backend : {k::MatmulBackend::custom, k::MatmulBackend::cublas, k::MatmulBackend::wgmma})
     for (bool ta : {false, true})
       for (bool tb : {false, true}) {
         check_case({1, 77, 130, 45, ta, tb, false, false, false}, backend, seed += 10);
@@ -97,7 +97,7 @@ TEST_CASE("gemm matches the CPU for every transpose, odd sizes and both backends
 TEST_CASE("gemm epilogues: bias, bias with GELU, and accumulate", "[cuda][matmul]") {
   LMF_SKIP_WITHOUT_GPU();
   uint64_t seed = 900;
-  for (auto backend : {k::MatmulBackend::custom, k::MatmulBackend::cublas}) {
+  for (auto backend : {k::MatmulBackend::custom, k::MatmulBackend::cublas, k::MatmulBackend::wgmma}) {
     check_case({2, 200, 257, 96, false, true, true, false, false}, backend, seed += 10);
     check_case({2, 200, 257, 96, false, true, true, true, false}, backend, seed += 10);
     check_case({2, 64, 100, 33, true, false, false, false, true}, backend, seed += 10);
@@ -130,7 +130,7 @@ OpResult run_matmul(const lmf::Tensor& a_in, const lmf::Tensor& b_in, bool ta, b
 TEST_CASE("matmul op on the GPU follows the CPU, forward and backward", "[cuda][matmul]") {
   LMF_SKIP_WITHOUT_GPU();
   lmf::Generator gen(7);
-  for (auto backend : {lmf::MatmulBackend::custom, lmf::MatmulBackend::cublas}) {
+  for (auto backend : {lmf::MatmulBackend::custom, lmf::MatmulBackend::cublas, lmf::MatmulBackend::wgmma}) {
     const lmf::ComputeScope scope({.matmul_backend = backend});
     for (bool ta : {false, true})
       for (bool tb : {false, true}) {

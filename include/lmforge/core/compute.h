@@ -7,9 +7,12 @@
 
 namespace lmf {
 
-/// Which implementation multiplies matrices on a GPU (the config's `matmul: custom|cublas`): the
-/// hand-written tensor-core kernel or cuBLASLt. Both round f32 operands to bf16 and accumulate in f32.
-enum class MatmulBackend : uint8_t { custom, cublas };
+/// Which implementation multiplies matrices on a GPU: `custom`, the hand-written mma.sync kernel
+/// (sm_80+); `cublas`, cuBLASLt with a cached algorithm per shape (the baseline); `wgmma`, the Hopper
+/// TMA + wgmma kernel, which falls back to `custom` on a device other than sm_90 or a build without
+/// the 90a architecture. All round f32 operands to bf16 and accumulate in f32. The environment
+/// variable LMF_MATMUL (custom|mma|cublas|wgmma) overrides the choice for the whole process.
+enum class MatmulBackend : uint8_t { custom, cublas, wgmma };
 
 /// The settings ops read on the calling thread (compute_options()). Ops pass them down to the
 /// backends explicitly, so OpenMP worker threads and GPU streams see the caller's settings.

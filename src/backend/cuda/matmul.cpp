@@ -1,7 +1,11 @@
 // Host glue for matrix products: f32 operands (any transpose, batched or shared) are packed into the
 // padded, K-contiguous bf16 layout of kernels/matmul.cu, then multiplied by the tensor-core kernel
-// or cuBLASLt (ComputeOptions::matmul_backend, passed by the op). Packing is where transposes disappear, so one GEMM layout
+// or cuBLASLt or the Hopper kernel (ComputeOptions::matmul_backend, passed by the op; LMF_MATMUL overrides). Packing is where transposes disappear, so one GEMM layout
 // serves the forward and both backward products. Accumulation is fp32; inputs are rounded to bf16.
+#include <cstdlib>
+#include <optional>
+#include <string>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.h"
 #include "lmforge/core/compute.h"
@@ -13,8 +17,29 @@ namespace k = lmf::kernels;
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
+// LMF_MATMUL, read once: a benchmark or the GPU check can switch every product of a process
+// without a config change. An unknown value is an error, not a silent default.
+std::optional<k::MatmulBackend> env_backend() {
+  static const std::optional<k::MatmulBackend> choice = []() -> std::optional<k::MatmulBackend> {
+    const char* v = std::getenv("LMF_MATMUL");
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    const std::string s(v);
+    if (s == "custom" || s == "mma") return k::MatmulBackend::custom;
+    if (s == "cublas") return k::MatmulBackend::cublas;
+    if (s == "wgmma") return k::MatmulBackend::wgmma;
+    throw Error("LMF_MATMUL: '" + s + "' is not one of custom, mma, cublas, wgmma");
+  }();
+  return choice;
+}
+
 k::MatmulBackend backend(const ComputeOptions& options) {
-  return options.matmul_backend == MatmulBackend::cublas ? k::MatmulBackend::cublas : k::MatmulBackend::custom;
+  if (const auto forced = env_backend()) return *forced;
+  switch (options.matmul_backend) {
+    case MatmulBackend::cublas: return k::MatmulBackend::cublas;
+    case MatmulBackend::wgmma: return k::MatmulBackend::wgmma;
+    case MatmulBackend::custom: break;
+  }
+  return k::MatmulBackend::custom;
 }
 
 // op(a) (M, K) of each batch element -> bf16 (batch_a, Mp, Kp); a is (M, K), or (K, M) when trans.
