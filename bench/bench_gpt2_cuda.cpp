@@ -52,15 +52,17 @@ int main(int argc, char** argv) {
   const lmf::Tensor targets =
       lmf::Tensor::from_vector(std::vector<int32_t>(data.begin() + 1, data.end()), {B, T}).to(gpu);
 
+  const char* matmul = std::getenv("LMF_MATMUL");
+  std::printf("matrix products: %s\n", matmul && *matmul ? matmul : "custom (LMF_MATMUL unset)");
   std::vector<double> times;
   float first_loss = 0.f, loss = 0.f;
   for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms caches, handles and plans; not timed
     const auto t0 = std::chrono::steady_clock::now();
     model.zero_grad();
-    const auto out = model.forward(ids, targets);
-    lmf::backward(out.loss);
+    const lmf::Tensor step_loss = model.forward_loss(ids, targets);  // the trainer's call: chunked head
+    lmf::backward(step_loss);
     opt.step();
-    loss = out.loss.item();  // reads back: the step is finished on the GPU
+    loss = step_loss.item();  // reads back: the step is finished on the GPU
     if (s == 0) first_loss = loss;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s > 0) times.push_back(dt);

@@ -128,6 +128,14 @@ Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
 /// Mean cross-entropy of logits (N, V) (or (B, T, V)) against targets (N) (or (B, T)) of i32;
 /// targets equal to ignore_index are skipped. Returns a scalar; NaN-free when all are ignored (0).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
+/// cross_entropy(linear(x, w), targets, ignore_index) without the (N, V) logits: x (N, C) or
+/// (B, T, C), w (V, C) (the output head, e.g. GPT-2's tied wte), targets (N) or (B, T) of i32.
+/// Rows go through in chunks of `chunk`: each chunk's (chunk, V) logits live in one reused
+/// workspace and the backward recomputes them (one extra GEMM over N·V·C). chunk <= 0 or >= N is
+/// one chunk whose logits are kept for the backward (the unfused cost). Gradients for x and w;
+/// the loss (and its row count) stay on the device.
+Tensor lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets, int32_t ignore_index = -1,
+                             int64_t chunk = 0);
 /// Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p).
 /// Identity when !training or p == 0. Draws come from `gen` (counter-based, thread-count independent).
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen);

@@ -17,6 +17,10 @@ LMOutput CausalLM::forward_with_loss(const Tensor& ids, const Tensor& targets, i
   return out;
 }
 
+Tensor CausalLM::forward_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+  return forward_with_loss(ids, targets, ignore_index).loss;
+}
+
 CheckpointName CausalLM::checkpoint_name(const std::string& param_name) const { return {param_name, false}; }
 
 KVCache::KVCache(int64_t num_layers, int64_t batch, int64_t n_kv_head, int64_t head_dim, int64_t capacity,

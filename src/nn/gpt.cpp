@@ -2,6 +2,7 @@
 // B batch, T time, C channels, NH heads, HS head size, V vocabulary.
 #include "lmforge/nn/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -163,6 +164,16 @@ GPT::Output GPT::forward(const Tensor& ids, const Tensor& targets, int32_t ignor
             targets.defined() ? shape_str(targets.shape()) : std::string("(undefined)"),
             " for ids of shape ", shape_str(ids.shape()));
   return forward_with_loss(ids, targets, ignore_index);
+}
+
+Tensor GPT::forward_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+  if (!wte_.weight().device().is_cuda()) return forward_with_loss(ids, targets, ignore_index).loss;
+  LMF_CHECK(targets.defined() && targets.shape() == ids.shape(), "targets of shape ",
+            targets.defined() ? shape_str(targets.shape()) : std::string("(undefined)"),
+            " for ids of shape ", shape_str(ids.shape()));
+  // Rows per chunk: about 256 MiB of f32 logits, a multiple of 128 (the GEMM's row tile).
+  const int64_t rows = std::max<int64_t>(128, (int64_t(256) << 20) / (4 * config_.vocab_size) / 128 * 128);
+  return lm_head_cross_entropy(hidden_states(ids, nullptr), wte_.weight(), targets, ignore_index, rows);
 }
 
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {

@@ -457,7 +457,7 @@ struct Trainer::Impl {
     Tensor losses = Tensor::empty({batches}, DType::f32, device);  // (batches)
     for (int64_t i = 0; i < batches; ++i) {
       const auto batch = upload->to_device(val_loader->next());
-      slot(losses, i).copy_(model->forward_with_loss(batch.inputs, batch.targets).loss);
+      slot(losses, i).copy_(model->forward_loss(batch.inputs, batch.targets));
     }
     model->train();
     double total = 0;
@@ -556,7 +556,7 @@ struct Trainer::Impl {
       Tensor micro_losses = Tensor::empty({t.grad_accum_steps}, DType::f32, device);  // (grad_accum_steps)
       for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
         const auto batch = upload->to_device(train_loader->next());
-        Tensor loss = model->forward_with_loss(batch.inputs, batch.targets).loss;
+        Tensor loss = model->forward_loss(batch.inputs, batch.targets);
         slot(micro_losses, micro).copy_(loss.detach());
         dp->backward(scale(loss, inv_accum), micro == t.grad_accum_steps - 1);
       }

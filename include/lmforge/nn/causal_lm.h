@@ -37,6 +37,10 @@ class CausalLM : public Module {
   /// forward(ids) followed by cross_entropy; a model may override it with a fused head.
   virtual LMOutput forward_with_loss(const Tensor& ids, const Tensor& targets,
                                      int32_t ignore_index = -1) const;
+  /// The mean cross-entropy alone, for callers that do not need the logits (training steps). The
+  /// default is forward_with_loss(...).loss; a model may override it with a head that never holds
+  /// the (B, T, V) logits (GPT on a GPU: lm_head_cross_entropy in chunks).
+  virtual Tensor forward_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -1) const;
   /// A cache for `batch` sequences of up to `capacity` positions (0: context_size()) on the
   /// model's device.
   virtual KVCache make_cache(int64_t batch = 1, int64_t capacity = 0) const = 0;

@@ -117,6 +117,10 @@ class GPT : public CausalLM {
   /// Logits and the mean cross-entropy against targets (B, T) i32; targets equal to
   /// ignore_index do not count.
   Output forward(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -1) const;
+  /// The loss without logits. On a GPU the head and the cross-entropy run fused in chunks of
+  /// rows (lm_head_cross_entropy, about 256 MiB of f32 logits per chunk), so no (B, T, V) tensor
+  /// exists; on the CPU it is the unfused forward_with_loss (same cost, slab-accumulated grads).
+  Tensor forward_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -1) const override;
 
   const GPTConfig& config() const { return config_; }
   Generator& dropout_generator() const override { return *dropout_gen_; }
