@@ -31,7 +31,6 @@ namespace {
 constexpr int kBM = 256, kBN = 128, kBK = 64;
 constexpr int kStages = 4;
 constexpr int kThreads = 384;                // producer warpgroup + 2 consumer warpgroups
-constexpr int kConsumerThreads = 256;
 constexpr int kABytes = kBM * kBK * 2;       // 32 KB
 constexpr int kBBytes = kBN * kBK * 2;       // 16 KB
 constexpr int kStageBytes = kABytes + kBBytes;
@@ -39,6 +38,8 @@ constexpr int kStageBytes = kABytes + kBBytes;
 constexpr int kSmemBytes = kStages * kStageBytes + 2 * kStages * 8 + 1024;
 static_assert(kBK * 2 == 128, "one K tile row is one 128-byte swizzle row");
 
+// Device helpers of the kernel body, which exists only in the sm_90a pass (unused elsewhere).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
@@ -82,6 +83,7 @@ __device__ __forceinline__ void store_pair(const GemmParams& p, int64_t batch, i
     p.c_bf16[idx] = __float2bfloat16_rn(v0);
   }
 }
+#endif
 
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
@@ -97,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 1);                   // the producer's arrive.expect_tx
-      mbar_init(&empty[s], kConsumerThreads);   // every consumer thread, after its reads retired
+      mbar_init(&empty[s], 256);                // every consumer thread, after its reads retired
     }
     mbar_init_fence();
   }
