@@ -322,13 +322,14 @@ const std::vector<Field>& fields() {
     f.push_back(field<float>("finetune.lora.alpha", [](Config& c) -> auto& { return c.finetune.lora.alpha; },
         [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
     f.push_back(field<float>("finetune.lora.dropout", [](Config& c) -> auto& { return c.finetune.lora.dropout; }, in_range(0.f, 1.f)));
+    // Which names exist depends on the model (GPT-2's attn.c_attn, Llama's self_attn.q_proj), so
+    // they are checked against it when the adapters are attached.
     f.push_back(field<std::vector<std::string>>("finetune.lora.targets", [](Config& c) -> auto& { return c.finetune.lora.targets; },
         [](const std::vector<std::string>& v) {
-          const std::vector<std::string> valid = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
-          for (const auto& t : v)
-            if (std::find(valid.begin(), valid.end(), t) == valid.end())
-              return str("unknown LoRA target '", t, "' (valid: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)");
-          return v.empty() ? std::string("must name at least one layer") : std::string();
+          for (std::size_t i = 0; i < v.size(); ++i)
+            if (v[i].empty() || std::find(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v[i]) != v.begin() + static_cast<std::ptrdiff_t>(i))
+              return v[i].empty() ? std::string("an empty target name") : str("'", v[i], "' is listed twice");
+          return std::string();
         }));
     // distributed and logging
     f.push_back(enum_field("distributed.backend", [](Config& c) -> auto& { return c.distributed.backend; }, kBackends));

@@ -141,7 +141,9 @@ struct LoraConfig {
   int64_t rank = 0;  ///< 0: no LoRA
   float alpha = 16.f;
   float dropout = 0.f;
-  std::vector<std::string> targets = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+  /// Linear names inside a layer (the model's lora_target_names(), or a unique last component such
+  /// as "q_proj"); empty: every target of the model.
+  std::vector<std::string> targets;
 };
 
 struct FinetuneConfig {
