@@ -37,7 +37,9 @@ std::vector<std::string> muon_parameter_names(const nn::CausalLM& model) {
   for (int64_t i = 0; i < model.num_layers(); ++i) prefixes.push_back(model.layer_prefix(i) + ".");
   std::vector<std::string> names;
   for (const auto& [name, param] : model.named_parameters()) {
-    if (param.dim() != 2 || ends_with(name, ".lora_A") || ends_with(name, ".lora_B")) continue;
+    // Frozen matrices (a LoRA base, finetune.freeze) would only hold momentum buffers that never move.
+    if (param.dim() != 2 || !param.requires_grad() || ends_with(name, ".lora_A") || ends_with(name, ".lora_B"))
+      continue;
     for (const auto& prefix : prefixes) {
       if (name.rfind(prefix, 0) == 0) {
         names.push_back(name);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "lmforge/nn/llama.h"
+#include "lmforge/nn/lora.h"
 #include "lmforge/nn/module.h"
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/muon.h"
@@ -250,4 +252,29 @@ TEST_CASE("Muon refuses vectors, unknown names, bad settings and mismatched stat
   CHECK_THROWS_WITH(muon.load_state(bad), Contains("'wide'") && Contains("(17, 5)"));
   bad.momentum = {{"tall", Tensor::zeros({24, 6})}};
   CHECK_THROWS_WITH(muon.load_state(bad), Contains("1 momentum buffers"));
+}
+
+TEST_CASE("muon_parameter_names: the layers' projections, not embeddings, head, norms, biases or LoRA") {
+  lmf::nn::LlamaConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 16;
+  c.qkv_bias = true;
+  lmf::nn::Llama model(c, 3);
+  std::vector<std::string> expected;
+  for (int layer = 0; layer < 2; ++layer)
+    for (const char* p : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+      expected.push_back("model.layers." + std::to_string(layer) + "." + p + ".weight");
+  auto names = lmf::optim::muon_parameter_names(model);
+  std::sort(names.begin(), names.end());
+  std::sort(expected.begin(), expected.end());
+  CHECK(names == expected);
+  // With adapters the base is frozen and the adapters go to AdamW: nothing is left for Muon.
+  lmf::nn::add_lora(model, {.rank = 2, .alpha = 4.f, .dropout = 0.f, .targets = model.lora_target_names(), .seed = 1});
+  CHECK(lmf::optim::muon_parameter_names(model).empty());
 }

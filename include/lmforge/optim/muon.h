@@ -27,9 +27,10 @@ struct MuonConfig {
   void validate() const;
 };
 
-/// The parameters Muon trains by default in a CausalLM: every 2-D parameter inside a layer
-/// ("<layer_prefix(i)>." prefix: attention and MLP projections), LoRA adapters (".lora_A",
-/// ".lora_B") excluded. Embeddings, the output head, norms and biases are not among them.
+/// The parameters Muon trains by default in a CausalLM: every trainable 2-D parameter inside a
+/// layer ("<layer_prefix(i)>." prefix: attention and MLP projections), LoRA adapters (".lora_A",
+/// ".lora_B") and frozen parameters excluded. Embeddings, the output head, norms and biases are
+/// not among them. Call it after freezing (and after add_lora).
 std::vector<std::string> muon_parameter_names(const nn::CausalLM& model);
 
 /// Orthogonalises G (rows, cols) f32 with the quintic Newton–Schulz iteration
