@@ -28,6 +28,7 @@
 
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/clip.h"
+#include "lmforge/optim/muon.h"
 #include "lmforge/optim/schedule.h"
 
 #include "lmforge/data/loader.h"

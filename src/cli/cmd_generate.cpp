@@ -1,6 +1,7 @@
 // `lmforge generate`: continues a prompt with a checkpoint and streams the text to stdout as each
 // token is drawn. Token bytes are held back until they complete a UTF-8 character, because a
 // byte-level BPE token may end in the middle of one.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/generate/generate.h"
 #include "lmforge/io/checkpoint.h"
+#include "lmforge/nn/llama.h"
 #include "lmforge/nn/lora.h"
 
 namespace lmf::cli {
@@ -33,7 +35,20 @@ struct GenerateCliOptions {
   int64_t top_k = 0;
   float top_p = 1.f;
   uint64_t seed = 1337;
+  bool ignore_eos = false;
 };
+
+// Where generation ends: the model's eos ids (config.json's eos_token_id, Llama family), else the
+// eos of a Hugging Face tokenizer (tokenizer_config.json). GPT-2 checkpoints carry none and run to
+// --max-new-tokens, as they always did.
+std::vector<int32_t> stop_ids(const nn::CausalLM& model, const data::Tokenizer& tokenizer) {
+  std::vector<int32_t> ids;
+  if (const auto* llama = dynamic_cast<const nn::Llama*>(&model))
+    for (int64_t id : llama->config().eos_token_ids) ids.push_back(static_cast<int32_t>(id));
+  if (const auto* hf = dynamic_cast<const data::HFTokenizer*>(&tokenizer); ids.empty() && hf && hf->eos_id() >= 0)
+    ids.push_back(hf->eos_id());
+  return ids;
+}
 
 // Length of the longest prefix of `bytes` that does not end inside a UTF-8 sequence. Bytes that
 // can never become valid UTF-8 are let through, so a broken model output still gets printed.
@@ -109,12 +124,21 @@ void run_generate(const GenerateCliOptions& options) {
   gen_options.vocab_limit = tokenizer->vocab_size();
   Generator gen(options.seed);
 
+  const std::vector<int32_t> stops = options.ignore_eos ? std::vector<int32_t>{} : stop_ids(*gpt, *tokenizer);
+
   write_out(options.prompt);
+  int32_t previous = prompt.back();
   std::string pending;  // bytes of generated tokens not yet printed (an incomplete character)
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> generated =
       generate::generate(*gpt, prompt, gen_options, gen, [&](int32_t id) {
-        pending += tokenizer->decode({id});
+        // The eos itself is not printed (as transformers' skip_special_tokens).
+        if (std::find(stops.begin(), stops.end(), id) != stops.end()) return false;
+        // Decoded after the previous id and cut to what it adds: a SentencePiece-style decoder
+        // strips the space that starts a text, which a token decoded alone would lose.
+        const std::string context = tokenizer->decode({previous}), both = tokenizer->decode({previous, id});
+        pending += both.compare(0, context.size(), context) == 0 ? both.substr(context.size()) : tokenizer->decode({id});
+        previous = id;
         const std::size_t ready = complete_utf8_prefix(pending);
         write_out(pending.substr(0, ready));
         pending.erase(0, ready);
@@ -149,6 +173,8 @@ void add_generate_command(CLI::App& app) {
   add_integer<uint64_t>(cmd, "--seed", options->seed, 0, UINT64_MAX, "Seed of the sampling generator")->capture_default_str();
   cmd->add_option("--tokenizer", options->tokenizer,
                   "Tokenizer JSON file or GPT-2 files directory (default: CHECKPOINT/tokenizer.json)");
+  cmd->add_flag("--ignore-eos", options->ignore_eos,
+               "Keep going past the model's eos token (config.json eos_token_id, or the tokenizer's eos)");
   cmd->callback([options] { run_generate(*options); });
 }
 

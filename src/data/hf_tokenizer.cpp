@@ -245,6 +245,12 @@ struct HFTokenizerLoader {
       else if (behavior == "Contiguous") step.behavior = Behavior::kContiguous;
       else fail(key + ".behavior", "unknown behavior '" + behavior + "'");
       step.invert = get_bool(node, "invert", false);
+    } else if (type == "Digits") {
+      // Every numeric character alone (individual_digits, as SmolLM's and StarCoder's tokenizers
+      // use), or runs of them; Rust's char::is_numeric is Unicode's \p{N}.
+      step.kind = PreKind::kSplit;
+      step.regex = compile("\\p{N}", key + ".type");
+      step.behavior = get_bool(node, "individual_digits", false) ? Behavior::kIsolated : Behavior::kContiguous;
     } else if (type == "ByteLevel") {
       step.kind = PreKind::kByteLevel;
       step.add_prefix_space = get_bool(node, "add_prefix_space", true);
@@ -262,8 +268,8 @@ struct HFTokenizerLoader {
       step.split = get_bool(node, "split", true);
     } else {
       fail(key + ".type", str("pre-tokenizer '", type,
-                              "' is not supported (supported: Split, ByteLevel, Metaspace, "
-                              "Sequence)"));
+                              "' is not supported (supported: Split, Digits, ByteLevel, "
+                              "Metaspace, Sequence)"));
     }
     t.pre.push_back(std::move(step));
   }

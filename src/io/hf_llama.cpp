@@ -167,6 +167,22 @@ nn::LlamaConfig read_llama_config(const fs::path& path) {
   c.rope_scaling = read_rope_scaling(j, file);
   c.tie_word_embeddings = k.boolean("tie_word_embeddings", false);
   c.initializer_range = static_cast<float>(k.number("initializer_range", 0.02));
+  // Token ids for generation: kept so that a written directory stops where the original does.
+  const auto token_id = [&](const char* key, const json& v) {
+    LMF_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX, file, ": key \"", key,
+              "\" must be a token id (an integer >= 0), got ", v.dump());
+    return v.get<int64_t>();
+  };
+  if (k.has("bos_token_id")) c.bos_token_id = token_id("bos_token_id", j["bos_token_id"]);
+  if (k.has("eos_token_id")) {
+    const json& eos = j["eos_token_id"];
+    if (eos.is_array()) {
+      LMF_CHECK(eos.size() <= 64, file, ": key \"eos_token_id\" lists ", eos.size(), " ids");
+      for (const json& id : eos) c.eos_token_ids.push_back(token_id("eos_token_id", id));
+    } else {
+      c.eos_token_ids.push_back(token_id("eos_token_id", eos));
+    }
+  }
   if (type == "qwen2") {
     c.qkv_bias = true;  // Qwen2's q/k/v projections always have biases, o_proj never
   } else if (type != "mistral") {

@@ -107,6 +107,9 @@ std::string llama_config_json(const LlamaConfig& c) {
     j["max_window_layers"] = c.num_hidden_layers;
   }
   if (type == "mistral") j["sliding_window"] = nullptr;
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
   return j.dump(2) + "\n";
 }
 

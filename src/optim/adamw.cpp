@@ -22,10 +22,17 @@ void AdamWConfig::validate() const {
   LMF_CHECK(weight_decay >= 0.f, "optimizer.weight_decay must be >= 0, got ", weight_decay);
 }
 
-AdamW::AdamW(const nn::Module& model, AdamWConfig config)
+AdamW::AdamW(const nn::Module& model, AdamWConfig config, const std::vector<std::string>& exclude)
     : slab_(model.slab()), config_(config) {
   config_.validate();
   for (const nn::SlabEntry& e : slab_->entries) decay_.push_back(e.param.dim() >= 2);
+  excluded_.assign(slab_->entries.size(), false);
+  for (const auto& name : exclude) {
+    const auto it = std::find_if(slab_->entries.begin(), slab_->entries.end(),
+                                 [&](const nn::SlabEntry& e) { return e.name == name; });
+    LMF_CHECK(it != slab_->entries.end(), "AdamW: cannot exclude '", name, "': the model has no such parameter");
+    excluded_[static_cast<std::size_t>(it - slab_->entries.begin())] = true;
+  }
   shard(0, slab_->numel());
 }
 
@@ -44,11 +51,12 @@ void AdamW::rebuild_runs() {
   runs_trainable_.assign(slab_->entries.size(), false);
   for (std::size_t i = 0; i < slab_->entries.size(); ++i) {
     const nn::SlabEntry& e = slab_->entries[i];
-    if (!(runs_trainable_[i] = e.param.requires_grad())) continue;
+    runs_trainable_[i] = e.param.requires_grad();
+    if (!runs_trainable_[i] || excluded_[i]) continue;
     const float wd = decay_[i] ? config_.weight_decay : 0.f;
     // Merging with the previous entry also covers the zero padding between them, which the
     // update leaves at zero (zero gradient, zero moments, zero value).
-    if (i > 0 && runs_trainable_[i - 1] && runs_.back().weight_decay == wd) {
+    if (i > 0 && runs_trainable_[i - 1] && !excluded_[i - 1] && runs_.back().weight_decay == wd) {
       runs_.back().end = e.offset + e.numel;
     } else {
       runs_.push_back({e.offset, e.offset + e.numel, wd});

@@ -21,6 +21,7 @@
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/causal_lm.h"
 #include "lmforge/optim/adamw.h"
+#include "lmforge/optim/muon.h"
 #include "train/model_io.h"
 
 namespace fs = std::filesystem;
@@ -31,6 +32,7 @@ namespace {
 
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kStateFile = "trainer_state.json";
+const std::string kMuonPrefix = "muon_momentum.";
 constexpr const char* kTokenizerFile = "tokenizer.json";
 constexpr int kStateVersion = 1;
 // Steps, positions and counts beyond 2^53 are not ours: no run gets there, and a double (JSON's
@@ -269,7 +271,13 @@ fs::path Checkpointer::set_aside_previous_run() const {
   return aside;
 }
 
-TrainState Checkpointer::load(const fs::path& dir, nn::CausalLM& model, optim::AdamW& optimizer) {
+io::NamedTensors muon_moments(const optim::Muon& muon) {
+  io::NamedTensors out;
+  for (auto& [name, t] : muon.state().momentum) out.emplace_back(kMuonPrefix + name, t);
+  return out;
+}
+
+TrainState Checkpointer::load(const fs::path& dir, nn::CausalLM& model, optim::AdamW& optimizer, optim::Muon* muon) {
   TrainState state;
   try {
     state = read_state(dir);
@@ -292,6 +300,22 @@ TrainState Checkpointer::load(const fs::path& dir, nn::CausalLM& model, optim::A
     os.exp_avg_sq.emplace_back(name, v->second);
   }
   optimizer.load_state(os);
+  if (muon) {
+    optim::Muon::State ms;
+    ms.step = os.step;
+    for (const auto& name : muon->names()) {
+      const auto it = file.tensors.find(kMuonPrefix + name);
+      LMF_CHECK(it != file.tensors.end(), "resume: ", optimizer_path.string(), " has no Muon momentum for ", name,
+                " (was it trained with training.optimizer: adamw?)");
+      ms.momentum.emplace_back(name, it->second);
+    }
+    muon->load_state(ms);
+  } else {
+    for (const auto& [key, t] : file.tensors)
+      LMF_CHECK(key.rfind(kMuonPrefix, 0) != 0, "resume: ", optimizer_path.string(),
+                " holds Muon momentum buffers (trained with training.optimizer: muon); set training.optimizer: muon "
+                "to resume it");
+  }
   model.dropout_generator().set_state(state.dropout_rng);
   return state;
 }

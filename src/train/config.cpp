@@ -177,6 +177,7 @@ const Spellings<data::LoaderOrder> kOrders = {{"random", data::LoaderOrder::rand
 const Spellings<optim::ScheduleKind> kSchedules = {{"constant", optim::ScheduleKind::constant},
                                                    {"cosine", optim::ScheduleKind::cosine}};
 const Spellings<NanPolicy> kNanPolicies = {{"stop", NanPolicy::stop}, {"skip", NanPolicy::skip}};
+const Spellings<OptimizerKind> kOptimizers = {{"adamw", OptimizerKind::adamw}, {"muon", OptimizerKind::muon}};
 const Spellings<EarlyStoppingMetric> kMetrics = {{"val_loss", EarlyStoppingMetric::val_loss}};
 const Spellings<CommBackend> kBackends = {{"auto", CommBackend::automatic}, {"none", CommBackend::none},
                                           {"mpi", CommBackend::mpi}, {"nccl", CommBackend::nccl}};
@@ -281,6 +282,14 @@ const std::vector<Field>& fields() {
         [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
     f.push_back(field<float>("training.weight_decay", [](Config& c) -> auto& { return c.training.weight_decay; }, at_least(0.f)));
     f.push_back(field<float>("training.grad_clip", [](Config& c) -> auto& { return c.training.grad_clip; }, at_least(0.f)));
+    f.push_back(enum_field("training.optimizer", [](Config& c) -> auto& { return c.training.optimizer; }, kOptimizers));
+    f.push_back(field<float>("training.muon_lr", [](Config& c) -> auto& { return c.training.muon_lr; },
+        [](const float& v) { return v > 0 && std::isfinite(v) ? "" : str("must be > 0, got ", v); }));
+    f.push_back(field<float>("training.muon_momentum", [](Config& c) -> auto& { return c.training.muon_momentum; },
+        [](const float& v) { return v >= 0 && v < 1 ? "" : str("must be in [0, 1), got ", v); }));
+    f.push_back(field<float>("training.muon_weight_decay", [](Config& c) -> auto& { return c.training.muon_weight_decay; }, at_least(0.f)));
+    f.push_back(field<int>("training.muon_ns_steps", [](Config& c) -> auto& { return c.training.muon_ns_steps; },
+        [](const int& v) { return v >= 1 && v <= 100 ? std::string() : str("must be in [1, 100], got ", v); }));
     f.push_back(enum_field("training.on_nan", [](Config& c) -> auto& { return c.training.on_nan; }, kNanPolicies));
     f.push_back(field<float>("training.spike_zscore", [](Config& c) -> auto& { return c.training.spike_zscore; }, at_least(0.f)));
     // eval and early stopping
@@ -313,13 +322,14 @@ const std::vector<Field>& fields() {
     f.push_back(field<float>("finetune.lora.alpha", [](Config& c) -> auto& { return c.finetune.lora.alpha; },
         [](const float& v) { return v > 0 ? "" : str("must be > 0, got ", v); }));
     f.push_back(field<float>("finetune.lora.dropout", [](Config& c) -> auto& { return c.finetune.lora.dropout; }, in_range(0.f, 1.f)));
+    // Which names exist depends on the model (GPT-2's attn.c_attn, Llama's self_attn.q_proj), so
+    // they are checked against it when the adapters are attached.
     f.push_back(field<std::vector<std::string>>("finetune.lora.targets", [](Config& c) -> auto& { return c.finetune.lora.targets; },
         [](const std::vector<std::string>& v) {
-          const std::vector<std::string> valid = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
-          for (const auto& t : v)
-            if (std::find(valid.begin(), valid.end(), t) == valid.end())
-              return str("unknown LoRA target '", t, "' (valid: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)");
-          return v.empty() ? std::string("must name at least one layer") : std::string();
+          for (std::size_t i = 0; i < v.size(); ++i)
+            if (v[i].empty() || std::find(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v[i]) != v.begin() + static_cast<std::ptrdiff_t>(i))
+              return v[i].empty() ? std::string("an empty target name") : str("'", v[i], "' is listed twice");
+          return std::string();
         }));
     // distributed and logging
     f.push_back(enum_field("distributed.backend", [](Config& c) -> auto& { return c.distributed.backend; }, kBackends));
@@ -593,6 +603,9 @@ void Config::validate() const {
   }
   LMF_CHECK(!(distributed.zero == 1 && distributed.backend == CommBackend::none),
             "distributed.zero: 1 needs a distributed backend (not none)");
+  LMF_CHECK(!(distributed.zero == 1 && training.optimizer == OptimizerKind::muon),
+            "distributed.zero: 1 shards AdamW's moments only; training.optimizer: muon needs distributed.zero: 0 "
+            "(every rank runs Muon on the averaged gradients)");
 }
 
 std::string Config::to_yaml() const {
@@ -635,6 +648,7 @@ std::string DeviceSetting::str() const {
 std::string to_string(DeviceKind kind) { return spelling(kDeviceKinds, kind); }
 std::string to_string(Precision precision) { return spelling(kPrecisions, precision); }
 std::string to_string(NanPolicy policy) { return spelling(kNanPolicies, policy); }
+std::string to_string(OptimizerKind kind) { return spelling(kOptimizers, kind); }
 std::string to_string(EarlyStoppingMetric metric) { return spelling(kMetrics, metric); }
 std::string to_string(CommBackend backend) { return spelling(kBackends, backend); }
 std::string to_string(ProgressMode mode) { return spelling(kProgressModes, mode); }

@@ -3,6 +3,8 @@
 // io::write_model_files; LoRA works on any CausalLM.
 #include "train/model_io.h"
 
+#include <algorithm>
+
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/nn/gpt.h"
 #include "lmforge/nn/llama.h"
@@ -73,8 +75,34 @@ bool has_lora(const nn::CausalLM& model) { return nn::has_lora(model); }
 
 void merge_lora(nn::CausalLM& model) { nn::merge_lora(model); }
 
+// finetune.lora.targets -> the model's own target names: each is one of them, or the last
+// component of exactly one ("q_proj" -> "self_attn.q_proj", as PEFT's target_modules are written).
+std::vector<std::string> resolve_lora_targets(const nn::CausalLM& model, const std::vector<std::string>& wanted) {
+  const std::vector<std::string> known = model.lora_target_names();
+  if (wanted.empty()) return known;
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  std::vector<std::string> out;
+  for (const auto& w : wanted) {
+    std::vector<std::string> matches;
+    for (const auto& k : known)
+      if (k == w || (k.size() > w.size() && k.compare(k.size() - w.size(), w.size(), w) == 0 &&
+                     k[k.size() - w.size() - 1] == '.'))
+        matches.push_back(k);
+    if (std::find(matches.begin(), matches.end(), w) != matches.end()) matches = {w};
+    LMF_CHECK(!matches.empty(), "finetune.lora.targets: '", w, "' is not a layer of this ", model.arch(),
+              " model (valid: ", list, ")");
+    LMF_CHECK(matches.size() == 1, "finetune.lora.targets: '", w, "' matches ", matches[0], " and ", matches[1],
+              "; write the full name");
+    LMF_CHECK(std::find(out.begin(), out.end(), matches[0]) == out.end(), "finetune.lora.targets: ", matches[0],
+              " is named twice");
+    out.push_back(matches[0]);
+  }
+  return out;
+}
+
 void add_lora(nn::CausalLM& model, const LoraConfig& lora, uint64_t seed) {
-  const nn::LoraOptions options{lora.rank, lora.alpha, lora.dropout, lora.targets, seed};
+  const nn::LoraOptions options{lora.rank, lora.alpha, lora.dropout, resolve_lora_targets(model, lora.targets), seed};
   try {
     options.validate();
   } catch (const Error& e) {

@@ -33,6 +33,7 @@
 #include "lmforge/io/safetensors.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
+#include "lmforge/optim/muon.h"
 #include "lmforge/optim/schedule.h"
 #include "lmforge/train/checkpointer.h"
 #include "lmforge/train/data_parallel.h"
@@ -116,6 +117,7 @@ struct Trainer::Impl {
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<nn::CausalLM> model;
   std::unique_ptr<optim::AdamW> optimizer;
+  std::unique_ptr<optim::Muon> muon;  // training.optimizer: muon: the hidden matrices; AdamW the rest
   std::unique_ptr<data::DataLoader> train_loader;
   std::unique_ptr<data::DataLoader> val_loader;
   std::unique_ptr<dist::Comm> comm;
@@ -304,7 +306,17 @@ struct Trainer::Impl {
     oc.beta2 = config.training.betas[1];
     oc.eps = config.training.eps;
     oc.weight_decay = config.training.weight_decay;
-    optimizer = std::make_unique<optim::AdamW>(*model, oc);
+    std::vector<std::string> muon_names;
+    if (config.training.optimizer == OptimizerKind::muon) {
+      muon_names = optim::muon_parameter_names(*model);
+      optim::MuonConfig mc;
+      mc.lr = config.training.muon_lr;
+      mc.momentum = config.training.muon_momentum;
+      mc.weight_decay = config.training.muon_weight_decay;
+      mc.ns_steps = config.training.muon_ns_steps;
+      muon = std::make_unique<optim::Muon>(*model, mc, muon_names);
+    }
+    optimizer = std::make_unique<optim::AdamW>(*model, oc, muon_names);
     schedule.kind = config.training.schedule;
     schedule.lr = config.training.lr;
     schedule.min_lr = config.training.min_lr;
@@ -363,21 +375,29 @@ struct Trainer::Impl {
   }
 
   // Every rank calls this (a sharded optimizer's moments are gathered); rank 0 alone writes.
+  // AdamW's moments (gathered when sharded) and Muon's momentum buffers, by checkpoint name.
+  io::NamedTensors checkpoint_moments() {
+    io::NamedTensors moments = dp->optimizer_moments();
+    if (muon)
+      for (auto& entry : muon_moments(*muon)) moments.push_back(std::move(entry));
+    return moments;
+  }
+
   void write_checkpoint(const fs::path& target) {
-    const io::NamedTensors moments = dp->optimizer_moments();
+    const io::NamedTensors moments = checkpoint_moments();
     if (!is_root()) return;
     checkpointer->write(target, *model, moments, optimizer->step_count(), train_state(), tokenizer.get());
   }
 
   void save_periodic() {
-    const io::NamedTensors moments = dp->optimizer_moments();
+    const io::NamedTensors moments = checkpoint_moments();
     if (is_root()) checkpointer->save(*model, moments, optimizer->step_count(), train_state(), tokenizer.get());
     last_checkpoint = checkpointer->step_dir(step).string();
     event("checkpoint", last_checkpoint);
   }
 
   void restore(const fs::path& dir) {
-    const TrainState s = Checkpointer::load(dir, *model, *optimizer);
+    const TrainState s = Checkpointer::load(dir, *model, *optimizer, muon.get());
     step = s.step;
     elapsed_before = s.elapsed_s;
     train_loader->set_position(s.loader);
@@ -591,6 +611,11 @@ struct Trainer::Impl {
       if (!skipped) {
         optimizer->set_lr(lr);
         optimizer->step();
+        if (muon) {
+          // The schedule's multiplier of this step, applied to Muon's own peak lr.
+          muon->set_lr(config.training.muon_lr * (lr / config.training.lr));
+          muon->step();
+        }
         dp->after_step();
         guard.accept(loss);
       }

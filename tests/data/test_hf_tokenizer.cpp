@@ -241,3 +241,22 @@ TEST_CASE("unsupported tokenizer.json parts are refused naming the key", "[hf_to
   d["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
   refused(d, "pre_tokenizer.pattern.Regex");
 }
+
+TEST_CASE("Digits pre-tokenizer: numbers one digit at a time, or as runs", "[hf_tokenizer]") {
+  auto doc = tiny_sentencepiece(false);
+  doc["model"]["vocab"]["1"] = 266;
+  doc["model"]["vocab"]["2"] = 267;
+  doc["model"]["vocab"]["12"] = 268;
+  doc["model"]["merges"].push_back("1 2");
+  // Without a pre-tokenizer the merge joins the digits: "▁a12" -> ▁ a 12.
+  CHECK(load_tokenizer(write_json("digits-none.json", doc))->encode("a12") == std::vector<int32_t>{259, 264, 268});
+  doc["pre_tokenizer"] = {{"type", "Digits"}, {"individual_digits", true}};
+  auto individual = load_tokenizer(write_json("digits-individual.json", doc));
+  CHECK(individual->encode("a12") == std::vector<int32_t>{259, 264, 266, 267});
+  CHECK(individual->decode(individual->encode("a12 b21")) == "a12 b21");
+  doc["pre_tokenizer"] = {{"type", "Sequence"},
+                          {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", false}}}}};
+  auto runs = load_tokenizer(write_json("digits-runs.json", doc));
+  CHECK(runs->encode("a12") == std::vector<int32_t>{259, 264, 268});
+  CHECK(runs->encode("1a2") == std::vector<int32_t>{259, 266, 264, 267});
+}

@@ -24,6 +24,7 @@
 #include "lmforge/data/prepare.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/io/checkpoint.h"
+#include "lmforge/io/safetensors.h"
 #include "lmforge/ops.h"
 #include "lmforge/train/trainer.h"
 
@@ -634,4 +635,56 @@ TEST_CASE("model.arch: llama trains, resumes bit-identically and writes a Huggin
   CHECK(model->arch() == "qwen3");
   CHECK(model->has_parameter("model.layers.0.self_attn.q_norm.weight"));
   CHECK(model->parameter("model.layers.0.self_attn.k_proj.weight").shape() == lmf::Shape{16, 32});
+}
+
+TEST_CASE("training.optimizer: muon trains, resumes bit-identically and checkpoints its momentum") {
+  Config c = tiny_config("", 8);
+  c.model.arch = lmf::train::ModelArch::llama;
+  c.model.n_head = 4;
+  c.model.n_kv_head = 2;
+  c.training.optimizer = lmf::train::OptimizerKind::muon;
+  c.training.muon_lr = 0.02f;
+  c.training.muon_weight_decay = 0.01f;
+  c.validate();
+  check_exact_resume(c, "resume_muon", 8, 4);
+  const fs::path final_dir = fs::path(LMF_BINARY_DIR) / "test-data/trainer/resume_muon_a/final";
+  const auto file = lmf::io::read_safetensors(final_dir / "optimizer.safetensors");
+  // Muon's matrices: momentum buffers (non-zero after training) and untouched AdamW moments; the
+  // embeddings, head and norms: AdamW moments and no Muon buffer.
+  const std::string q = "model.layers.0.self_attn.q_proj.weight";
+  REQUIRE(file.tensors.count("muon_momentum." + q));
+  const auto momentum = file.tensors.at("muon_momentum." + q).to_vector();
+  CHECK(std::any_of(momentum.begin(), momentum.end(), [](float v) { return v != 0.f; }));
+  const auto adam_m = file.tensors.at("exp_avg." + q).to_vector();
+  CHECK(std::all_of(adam_m.begin(), adam_m.end(), [](float v) { return v == 0.f; }));
+  CHECK(file.tensors.count("muon_momentum.model.layers.0.mlp.down_proj.weight"));
+  CHECK_FALSE(file.tensors.count("muon_momentum.model.embed_tokens.weight"));
+  CHECK_FALSE(file.tensors.count("muon_momentum.model.norm.weight"));
+  const auto embed_m = file.tensors.at("exp_avg.model.embed_tokens.weight").to_vector();
+  CHECK(std::any_of(embed_m.begin(), embed_m.end(), [](float v) { return v != 0.f; }));
+
+  // Muon trains differently from AdamW, and neither resumes the other's checkpoint.
+  Config adamw = c;
+  adamw.training.optimizer = lmf::train::OptimizerKind::adamw;
+  adamw.run.out_dir = fresh_dir("muon_vs_adamw").string();
+  adamw.training.max_steps = 8;
+  Trainer(adamw).fit();
+  CHECK_FALSE(same_bytes(final_dir / "model.safetensors", fs::path(adamw.run.out_dir) / "final" / "model.safetensors"));
+  adamw.training.max_steps = 12;
+  adamw.checkpoint.resume = lmf::train::ResumeMode::path;
+  adamw.checkpoint.resume_path = (fs::path(LMF_BINARY_DIR) / "test-data/trainer/resume_muon_a/checkpoints" /
+                                  step_name(8)).string();
+  adamw.run.out_dir = fresh_dir("muon_into_adamw").string();
+  CHECK_THROWS_WITH(Trainer(adamw).fit(), Catch::Contains("Muon momentum") && Catch::Contains("training.optimizer: muon"));
+  Config muon = c;
+  muon.training.max_steps = 12;
+  muon.checkpoint.resume = lmf::train::ResumeMode::path;
+  muon.checkpoint.resume_path = (fs::path(adamw.run.out_dir).parent_path() / "muon_vs_adamw/checkpoints" / step_name(8)).string();
+  muon.run.out_dir = fresh_dir("adamw_into_muon").string();
+  CHECK_THROWS_WITH(Trainer(muon).fit(), Catch::Contains("no Muon momentum"));
+
+  Config zero = c;
+  zero.distributed.zero = 1;
+  zero.distributed.backend = lmf::train::CommBackend::mpi;
+  CHECK_THROWS_WITH(zero.validate(), Catch::Contains("distributed.zero: 1") && Catch::Contains("training.optimizer: muon"));
 }

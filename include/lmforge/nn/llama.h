@@ -38,6 +38,8 @@ struct LlamaConfig {
   bool o_bias = false;                 ///< bias on o_proj (attention_bias of Llama and Qwen3)
   bool qk_norm = false;                ///< per-head RMSNorm of q and k before the rotation (Qwen3)
   float initializer_range = 0.02f;     ///< N(0, initializer_range) weights, as transformers
+  int64_t bos_token_id = -1;           ///< config.json's bos_token_id (-1: none); kept for the writer
+  std::vector<int64_t> eos_token_ids;  ///< config.json's eos_token_id (one id or a list); generation stops at any
   /// config.json's model_type: "llama", "qwen2", "qwen3" or "mistral"; empty: the one that can
   /// express the options (qk_norm: qwen3; q/k/v biases without an o_proj bias: qwen2; else llama).
   std::string model_type;

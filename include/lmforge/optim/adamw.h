@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "lmforge/core/tensor.h"
@@ -30,8 +31,9 @@ struct AdamWConfig {
 class AdamW {
  public:
   /// Takes the model's slab (built on first use by nn::Module::slab()); moments start at
-  /// zero on the slab's device.
-  AdamW(const nn::Module& model, AdamWConfig config);
+  /// zero on the slab's device. Parameters named in `exclude` are left alone (another optimizer,
+  /// such as Muon, trains them); their moments stay zero.
+  AdamW(const nn::Module& model, AdamWConfig config, const std::vector<std::string>& exclude = {});
 
   /// One update with the current lr. Throws if the model re-flattened its parameters since.
   void step();
@@ -71,7 +73,8 @@ class AdamW {
 
   std::shared_ptr<nn::ParameterSlab> slab_;
   AdamWConfig config_;
-  std::vector<bool> decay_;  // per slab entry
+  std::vector<bool> decay_;     // per slab entry
+  std::vector<bool> excluded_;  // per slab entry: trained by another optimizer
   // Runs of adjacent trainable parameters sharing a decay, rebuilt only when freezing changes.
   struct Run {
     int64_t begin, end;

@@ -1,6 +1,7 @@
 // Checkpointer: the checkpoints of a run directory. Each is a directory written atomically
 // (io::AtomicDir) holding the model (model.safetensors + config.json), optimizer.safetensors (the
-// AdamW moments by parameter name, so a run resumes on any number of ranks), trainer_state.json
+// AdamW moments, and Muon's momentum buffers when it trains, by parameter name, so a run resumes
+// on any number of ranks), trainer_state.json
 // (TrainState) and tokenizer.json. Periodic ones live in RUN/checkpoints/step_XXXXXXXX and the
 // keep_last newest are kept; resume finds the newest whose state validates against its directory.
 #pragma once
@@ -19,6 +20,7 @@ class CausalLM;
 }
 namespace lmf::optim {
 class AdamW;
+class Muon;
 }
 namespace lmf::data {
 class Tokenizer;
@@ -45,6 +47,10 @@ struct TrainState {
   /// `source` and the field.
   static TrainState from_json(const std::string& text, const std::string& source);
 };
+
+/// Muon's momentum buffers as checkpoint entries ("muon_momentum.NAME"), to append to the AdamW
+/// moments given to write() / save().
+io::NamedTensors muon_moments(const optim::Muon& muon);
 
 class Checkpointer {
  public:
@@ -83,8 +89,11 @@ class Checkpointer {
   /// trainer_state.json of `dir`, validated; a step_XXXXXXXX directory must hold that step.
   static TrainState read_state(const std::filesystem::path& dir);
   /// Loads `dir` into `model` (same parameter names and shapes, else an lmf::Error) and the
-  /// moments into `optimizer`; returns the state. The dropout generator is restored too.
-  static TrainState load(const std::filesystem::path& dir, nn::CausalLM& model, optim::AdamW& optimizer);
+  /// moments into `optimizer` (and the momentum buffers into `muon` when given); returns the
+  /// state. The dropout generator is restored too. A checkpoint written with Muon state refuses
+  /// to load without `muon`, and one without it refuses to load into `muon`.
+  static TrainState load(const std::filesystem::path& dir, nn::CausalLM& model, optim::AdamW& optimizer,
+                         optim::Muon* muon = nullptr);
 
  private:
   std::filesystem::path run_dir_;

@@ -30,6 +30,8 @@ struct DeviceSetting {
 enum class Precision { fp32, bf16 };
 /// training.on_nan: what a non-finite loss or gradient norm does.
 enum class NanPolicy { stop, skip };
+/// training.optimizer: AdamW for everything, or Muon for the hidden 2-D matrices and AdamW for the rest.
+enum class OptimizerKind { adamw, muon };
 /// The metric early stopping watches.
 enum class EarlyStoppingMetric { val_loss };
 /// checkpoint.resume: the newest checkpoint of run.out_dir, none, or one named directory.
@@ -43,6 +45,7 @@ enum class ProgressMode { automatic, bar, plain, none };
 std::string to_string(DeviceKind kind);
 std::string to_string(Precision precision);
 std::string to_string(NanPolicy policy);
+std::string to_string(OptimizerKind kind);
 std::string to_string(EarlyStoppingMetric metric);
 std::string to_string(CommBackend backend);
 std::string to_string(ProgressMode mode);
@@ -102,6 +105,11 @@ struct TrainingConfig {
   float eps = 1e-8f;
   float weight_decay = 0.1f;
   float grad_clip = 1.0f;           ///< 0: no clipping
+  OptimizerKind optimizer = OptimizerKind::adamw;
+  float muon_lr = 0.02f;            ///< Muon group's peak lr (the schedule scales it by lr_at(step) / lr)
+  float muon_momentum = 0.95f;
+  float muon_weight_decay = 0.f;
+  int muon_ns_steps = 5;
   NanPolicy on_nan = NanPolicy::stop;
   float spike_zscore = 0.f;         ///< 0: off; skip an update whose loss z-score exceeds this
 };
@@ -133,7 +141,9 @@ struct LoraConfig {
   int64_t rank = 0;  ///< 0: no LoRA
   float alpha = 16.f;
   float dropout = 0.f;
-  std::vector<std::string> targets = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+  /// Linear names inside a layer (the model's lora_target_names(), or a unique last component such
+  /// as "q_proj"); empty: every target of the model.
+  std::vector<std::string> targets;
 };
 
 struct FinetuneConfig {
