@@ -30,6 +30,8 @@ struct DeviceSetting {
 enum class Precision { fp32, bf16 };
 /// training.on_nan: what a non-finite loss or gradient norm does.
 enum class NanPolicy { stop, skip };
+/// training.loss: every target, or only the targets a chat dataset's loss mask marks (assistant turns).
+enum class LossTargets { all, assistant };
 /// The metric early stopping watches.
 enum class EarlyStoppingMetric { val_loss };
 /// checkpoint.resume: the newest checkpoint of run.out_dir, none, or one named directory.
@@ -43,6 +45,7 @@ enum class ProgressMode { automatic, bar, plain, none };
 std::string to_string(DeviceKind kind);
 std::string to_string(Precision precision);
 std::string to_string(NanPolicy policy);
+std::string to_string(LossTargets targets);
 std::string to_string(EarlyStoppingMetric metric);
 std::string to_string(CommBackend backend);
 std::string to_string(ProgressMode mode);
@@ -103,6 +106,8 @@ struct TrainingConfig {
   float weight_decay = 0.1f;
   float grad_clip = 1.0f;           ///< 0: no clipping
   NanPolicy on_nan = NanPolicy::stop;
+  /// assistant needs a dataset with loss masks (`prepare --format chat`).
+  LossTargets loss = LossTargets::all;
   float spike_zscore = 0.f;         ///< 0: off; skip an update whose loss z-score exceeds this
 };
 
