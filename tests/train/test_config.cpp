@@ -99,8 +99,8 @@ TEST_CASE("every shipped config in configs/ parses and validates") {
     CHECK(c.run.name == name);
   }
   const Config sft = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/sft_chat.yaml");
-  CHECK(sft.training.loss == LossTargets::assistant);
-  CHECK(Config::load(std::string(LMF_SOURCE_DIR) + "/configs/gpt2_finetune.yaml").training.loss == LossTargets::all);
+  CHECK(sft.training.loss == lmf::train::LossTargets::assistant);
+  CHECK(Config::load(std::string(LMF_SOURCE_DIR) + "/configs/gpt2_finetune.yaml").training.loss == lmf::train::LossTargets::all);
   const Config llama = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/llama_char.yaml");
   CHECK(llama.model.arch == lmf::train::ModelArch::llama);
   CHECK(llama.model.n_kv_head == 2);
