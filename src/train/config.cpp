@@ -317,10 +317,14 @@ const std::vector<Field>& fields() {
     f.push_back(field<float>("finetune.lora.dropout", [](Config& c) -> auto& { return c.finetune.lora.dropout; }, in_range(0.f, 1.f)));
     f.push_back(field<std::vector<std::string>>("finetune.lora.targets", [](Config& c) -> auto& { return c.finetune.lora.targets; },
         [](const std::vector<std::string>& v) {
-          const std::vector<std::string> valid = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+          // GPT-2's and Llama's layer names; the model checks the list against its own layers.
+          const std::vector<std::string> valid = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj",
+                                                  "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                  "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
           for (const auto& t : v)
             if (std::find(valid.begin(), valid.end(), t) == valid.end())
-              return str("unknown LoRA target '", t, "' (valid: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)");
+              return str("unknown LoRA target '", t, "' (valid: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj for "
+                         "GPT-2; self_attn.q_proj, k_proj, v_proj, o_proj, mlp.gate_proj, up_proj, down_proj for Llama)");
           return v.empty() ? std::string("must name at least one layer") : std::string();
         }));
     // distributed and logging
