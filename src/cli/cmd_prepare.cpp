@@ -18,6 +18,12 @@ void add_prepare_command(CLI::App& app) {
       ->required()
       ->expected(1, -1);
   cmd->add_option("--out", options->out_dir, "Output directory")->required();
+  cmd->add_option("--format", options->format,
+                  "text: plain text documents; chat: JSONL conversations ({\"messages\": [...]} or "
+                  "{\"prompt\", \"completion\"}), rendered with the tokenizer's chat template, with a loss "
+                  "mask of the assistant tokens beside each shard")
+      ->check(CLI::IsMember({"text", "chat"}))
+      ->capture_default_str();
   cmd->add_option("--tokenizer", options->tokenizer,
                   "'char' (learned from the input), a tokenizer JSON file, a directory with a "
                   "Hugging Face tokenizer.json, or a directory with GPT-2's vocab.json+merges.txt "

@@ -5,6 +5,7 @@
 
 namespace lmf::cli {
 
+void add_chat_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_generate_command(CLI::App& app);

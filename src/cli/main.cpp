@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   CLI::App app{"lmforge: train, fine-tune and evaluate GPT language models", "lmforge"};
   app.set_version_flag("--version", std::string("lmforge ") + LMF_VERSION);
   app.require_subcommand(1);
+  lmf::cli::add_chat_command(app);
   lmf::cli::add_convert_command(app);
   lmf::cli::add_eval_command(app);
   lmf::cli::add_generate_command(app);

@@ -4,6 +4,7 @@
 #include "lmforge/data/loader.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "lmforge/core/error.h"
 #include "lmforge/core/rng.h"
@@ -27,6 +28,13 @@ DataLoader::DataLoader(const std::vector<std::string>& shard_paths, const Loader
     : options_(options) {
   LMF_CHECK(!shard_paths.empty(), "a data loader needs at least one shard");
   for (const auto& path : shard_paths) shards_.emplace_back(path);
+  // Either every shard has a mask or none: a mix would train some tokens under the wrong rule.
+  std::size_t with_mask = 0;
+  for (const auto& path : shard_paths) with_mask += std::filesystem::exists(mask_path_for(path));
+  LMF_CHECK(with_mask == 0 || with_mask == shard_paths.size(), "dataset '", shard_paths.front(), "': ",
+            with_mask, " of ", shard_paths.size(), " shards have a loss mask (.bin.mask); all or none must");
+  if (with_mask > 0)
+    for (const auto& s : shards_) masks_.push_back(read_mask(mask_path_for(s.path()), s.size()));
   init();
 }
 
@@ -37,7 +45,9 @@ void DataLoader::init() {
   LMF_CHECK(o.world_size >= 1 && o.rank >= 0 && o.rank < o.world_size, "rank ", o.rank,
             " is outside world size ", o.world_size);
   const int64_t T = o.block_size;
-  if (o.order == LoaderOrder::random) {
+  if (masked()) {
+    init_windows();
+  } else if (o.order == LoaderOrder::random) {
     window_prefix_.assign(1, 0);
     for (const auto& shard : shards_) {
       int64_t windows = shard.size() > T ? (shard.size() - 1) / T : 0;
@@ -67,6 +77,44 @@ void DataLoader::init() {
   set_position(LoaderPosition{});
 }
 
+// No packing: each conversation [start, end) gives the windows starting at start, start+T, ...
+// that hold at least one target, so every target of a conversation is in exactly one window and
+// no window sees another conversation's tokens. The list is the random order's window space.
+void DataLoader::init_windows() {
+  const int64_t T = options_.block_size;
+  windows_.clear();
+  for (std::size_t s = 0; s < shards_.size(); ++s) {
+    const std::vector<uint8_t>& mask = masks_[s];
+    const auto n = static_cast<int64_t>(mask.size());
+    for (int64_t begin = 0; begin < n;) {
+      int64_t end = begin + 1;
+      while (end < n && !(mask[static_cast<std::size_t>(end)] & kMaskStart)) ++end;
+      for (int64_t p = begin; p + 1 < end; p += T)
+        windows_.push_back({static_cast<int64_t>(s), p, std::min(T + 1, end - p)});
+      begin = end;
+    }
+  }
+  LMF_CHECK(!windows_.empty(), "dataset '", shards_.front().path(), "' has no conversation of 2 tokens or more");
+  window_prefix_.assign({0, static_cast<int64_t>(windows_.size())});
+  uint64_t last = windows_.size() - 1;
+  int bits = 1;
+  while (bits < 64 && (last >> bits) != 0) ++bits;
+  half_bits_ = std::max(1, (bits + 1) / 2);
+}
+
+void DataLoader::read_masked(int64_t window, int32_t* inputs, int32_t* targets) {
+  const int64_t T = options_.block_size;
+  const Window& w = windows_[static_cast<std::size_t>(window)];
+  int32_t* buf = scratch_.data();
+  read_window(w.shard, w.start, w.length, buf);
+  const uint8_t* flags = masks_[static_cast<std::size_t>(w.shard)].data() + w.start;
+  for (int64_t t = 0; t < T; ++t) {
+    inputs[t] = t < w.length ? buf[t] : 0;
+    const bool trained = t + 1 < w.length && (!options_.mask_targets || (flags[t + 1] & kMaskTrained));
+    targets[t] = trained ? buf[t + 1] : -1;
+  }
+}
+
 int64_t DataLoader::num_tokens() const {
   int64_t total = 0;
   for (const auto& s : shards_) total += s.size();
@@ -74,7 +122,7 @@ int64_t DataLoader::num_tokens() const {
 }
 
 int64_t DataLoader::steps_per_epoch() const {
-  if (options_.order == LoaderOrder::random) return window_prefix_.back();
+  if (options_.order == LoaderOrder::random || masked()) return window_prefix_.back();
   const int64_t step = options_.world_size * options_.batch_size * options_.block_size;
   int64_t steps = 0;
   for (const auto& s : shards_) steps += s.size() >= step + 1 ? (s.size() - 1) / step : 0;
@@ -82,7 +130,7 @@ int64_t DataLoader::steps_per_epoch() const {
 }
 
 int64_t DataLoader::batches_per_epoch() const {
-  if (options_.order == LoaderOrder::sequential) return steps_per_epoch();
+  if (options_.order == LoaderOrder::sequential && !masked()) return steps_per_epoch();
   return window_prefix_.back() / (options_.world_size * options_.batch_size);
 }
 
@@ -135,7 +183,7 @@ void DataLoader::normalize_sequential() {
 
 void DataLoader::set_position(const LoaderPosition& position) {
   LMF_CHECK(position.epoch >= 0, "loader position: negative epoch ", position.epoch);
-  if (options_.order == LoaderOrder::random) {
+  if (options_.order == LoaderOrder::random || masked()) {
     LMF_CHECK(
         position.shard == 0 && position.offset >= 0 && position.offset < window_prefix_.back(),
         "loader position (epoch ", position.epoch, ", shard ", position.shard, ", offset ",
@@ -157,6 +205,19 @@ void DataLoader::next(int32_t* inputs, int32_t* targets) {
   const int64_t world = options_.world_size;
   const int64_t rank = options_.rank;
   int32_t* buf = scratch_.data();
+  if (masked()) {
+    const int64_t windows = window_prefix_.back();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t k = position_.offset + rank * B + b;
+      const int64_t epoch = position_.epoch + k / windows;
+      const int64_t window = options_.order == LoaderOrder::random ? permute(k % windows, epoch) : k % windows;
+      read_masked(window, inputs + b * T, targets + b * T);
+    }
+    const int64_t consumed = position_.offset + world * B;
+    position_.epoch += consumed / windows;
+    position_.offset = consumed % windows;
+    return;
+  }
   if (options_.order == LoaderOrder::sequential) {
     read_window(position_.shard, position_.offset + rank * B * T, B * T + 1, buf);
     std::copy(buf, buf + B * T, inputs);

@@ -27,6 +27,8 @@ namespace lmf::data {
 
 namespace fs = std::filesystem;
 
+PrepareResult prepare_chat_dataset(const PrepareOptions& options);  // prepare_chat.cpp
+
 namespace {
 
 bool looks_binary(const std::string& path) {
@@ -205,8 +207,13 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
     LMF_CHECK(!io::path_within(options.out_dir, input) && !io::path_within(input, options.out_dir),
               "--out: '", io::clip(options.out_dir), "' must not be, contain or lie inside the input '",
               io::clip(input), "'");
-  io::check_replaceable_dir(options.out_dir, {"train.bin", "val.bin", "tokenizer.json", "meta.json"},
+  io::check_replaceable_dir(options.out_dir,
+                            {"train.bin", "val.bin", "train.bin.mask", "val.bin.mask", "tokenizer.json",
+                             "tokenizer_config.json", "meta.json"},
                             "--out");
+  LMF_CHECK(options.format == "text" || options.format == "chat", "--format: '", options.format,
+            "' is neither text nor chat");
+  if (options.format == "chat") return prepare_chat_dataset(options);
   PrepareResult result;
   std::vector<std::string> paths = list_documents(options.inputs, &result.skipped);
   LMF_CHECK(!paths.empty(), "no input files found in the given inputs");

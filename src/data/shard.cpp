@@ -241,6 +241,69 @@ void Shard::check_ids(int64_t vocab_size) const {
   }
 }
 
+// ---- loss masks ----------------------------------------------------------------------------------
+
+std::string mask_path_for(const std::string& shard_path) { return shard_path + ".mask"; }
+
+MaskWriter::MaskWriter(const std::string& path) : path_(path) {
+  auto file = std::make_unique<io::AtomicFile>(path);
+  std::vector<int32_t> header(kShardHeaderInts, 0);
+  file->write(header.data(), header.size() * sizeof(int32_t));
+  file_ = file.release();
+}
+
+MaskWriter::~MaskWriter() { delete static_cast<io::AtomicFile*>(file_); }
+
+void MaskWriter::write(const uint8_t* flags, std::size_t count) {
+  LMF_CHECK(file_ != nullptr, "mask '", path_, "' is already finished");
+  for (std::size_t i = 0; i < count; ++i)
+    LMF_CHECK((flags[i] & ~(kMaskTrained | kMaskStart)) == 0, "mask '", path_, "': invalid flags ",
+              int(flags[i]));
+  static_cast<io::AtomicFile*>(file_)->write(flags, count);
+  count_ += static_cast<int64_t>(count);
+}
+
+void MaskWriter::finish() {
+  LMF_CHECK(file_ != nullptr, "mask '", path_, "' is already finished");
+  std::unique_ptr<io::AtomicFile> file(static_cast<io::AtomicFile*>(file_));
+  file_ = nullptr;
+  std::vector<int32_t> header(kShardHeaderInts, 0);
+  header[0] = kMaskMagic;
+  header[1] = kMaskVersion;
+  const auto u = static_cast<uint64_t>(count_);
+  header[2] = static_cast<int32_t>(static_cast<uint32_t>(u & 0xffffffffu));
+  header[3] = static_cast<int32_t>(static_cast<uint32_t>(u >> 32));
+  file->pwrite(header.data(), header.size() * sizeof(int32_t), 0);
+  file->commit();
+}
+
+std::vector<uint8_t> read_mask(const std::string& path, int64_t token_count) {
+  const std::string bytes = read_file(path);
+  LMF_CHECK(bytes.size() >= kShardHeaderBytes, "mask '", path, "' is truncated: ", bytes.size(),
+            " bytes, less than the ", kShardHeaderBytes, "-byte header");
+  int32_t header[4];
+  std::memcpy(header, bytes.data(), sizeof(header));
+  LMF_CHECK(header[0] == kMaskMagic && header[1] == kMaskVersion, "'", path,
+            "' is not a loss mask: magic ", header[0], " version ", header[1], " (expected ",
+            kMaskMagic, " version ", kMaskVersion, ")");
+  const uint64_t count = static_cast<uint64_t>(static_cast<uint32_t>(header[2])) |
+                         (static_cast<uint64_t>(static_cast<uint32_t>(header[3])) << 32);
+  LMF_CHECK(count == static_cast<uint64_t>(token_count), "mask '", path, "' has ", count,
+            " flags but its shard has ", token_count, " tokens");
+  LMF_CHECK(bytes.size() - kShardHeaderBytes == count, "mask '", path, "' holds ",
+            bytes.size() - kShardHeaderBytes, " flag bytes, its header says ", count);
+  std::vector<uint8_t> flags(bytes.begin() + kShardHeaderBytes, bytes.end());
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    LMF_CHECK((flags[i] & ~(kMaskTrained | kMaskStart)) == 0, "mask '", path, "': invalid flags ",
+              int(flags[i]), " at token ", i);
+    LMF_CHECK(flags[i] != (kMaskTrained | kMaskStart), "mask '", path, "': token ", i,
+              " starts a conversation and cannot be a trained target");
+  }
+  LMF_CHECK(flags.empty() || (flags[0] & kMaskStart), "mask '", path,
+            "': token 0 must start a conversation");
+  return flags;
+}
+
 std::vector<std::string> expand_shard_paths(const std::string& spec) {
   std::vector<std::string> paths;
   std::error_code ec;

@@ -56,7 +56,8 @@ Tensor binary_forward(const char* op, Kind kind, const Tensor& a_in, const Tenso
 // Sums g (shape of a) over the broadcast leading dims into b's shape, times `sign`.
 Tensor reduce_to(const char* op, const Tensor& g, const Shape& b_shape, int64_t nb, float sign) {
   const int64_t n = g.numel();
-  if (nb == n && sign == 1.f) return g;
+  // Equal sizes need not mean equal shapes: b may be (1, T, C) against a's (T, C).
+  if (nb == n && sign == 1.f) return g.shape() == b_shape ? g : reshape(g, b_shape);
   Tensor db = Tensor::empty(b_shape, DType::f32, g.device());
   switch (g.device().type) {
     case DeviceType::cpu:

@@ -178,6 +178,7 @@ const Spellings<optim::ScheduleKind> kSchedules = {{"constant", optim::ScheduleK
                                                    {"cosine", optim::ScheduleKind::cosine}};
 const Spellings<NanPolicy> kNanPolicies = {{"stop", NanPolicy::stop}, {"skip", NanPolicy::skip}};
 const Spellings<OptimizerKind> kOptimizers = {{"adamw", OptimizerKind::adamw}, {"muon", OptimizerKind::muon}};
+const Spellings<LossTargets> kLossTargets = {{"all", LossTargets::all}, {"assistant", LossTargets::assistant}};
 const Spellings<EarlyStoppingMetric> kMetrics = {{"val_loss", EarlyStoppingMetric::val_loss}};
 const Spellings<CommBackend> kBackends = {{"auto", CommBackend::automatic}, {"none", CommBackend::none},
                                           {"mpi", CommBackend::mpi}, {"nccl", CommBackend::nccl}};
@@ -291,6 +292,7 @@ const std::vector<Field>& fields() {
     f.push_back(field<int>("training.muon_ns_steps", [](Config& c) -> auto& { return c.training.muon_ns_steps; },
         [](const int& v) { return v >= 1 && v <= 100 ? std::string() : str("must be in [1, 100], got ", v); }));
     f.push_back(enum_field("training.on_nan", [](Config& c) -> auto& { return c.training.on_nan; }, kNanPolicies));
+    f.push_back(enum_field("training.loss", [](Config& c) -> auto& { return c.training.loss; }, kLossTargets));
     f.push_back(field<float>("training.spike_zscore", [](Config& c) -> auto& { return c.training.spike_zscore; }, at_least(0.f)));
     // eval and early stopping
     f.push_back(field<int64_t>("eval.interval", [](Config& c) -> auto& { return c.eval.interval; }, at_least<int64_t>(0)));
@@ -649,6 +651,7 @@ std::string to_string(DeviceKind kind) { return spelling(kDeviceKinds, kind); }
 std::string to_string(Precision precision) { return spelling(kPrecisions, precision); }
 std::string to_string(NanPolicy policy) { return spelling(kNanPolicies, policy); }
 std::string to_string(OptimizerKind kind) { return spelling(kOptimizers, kind); }
+std::string to_string(LossTargets targets) { return spelling(kLossTargets, targets); }
 std::string to_string(EarlyStoppingMetric metric) { return spelling(kMetrics, metric); }
 std::string to_string(CommBackend backend) { return spelling(kBackends, backend); }
 std::string to_string(ProgressMode mode) { return spelling(kProgressModes, mode); }

@@ -103,6 +103,38 @@ DataPaths resolve_data(const DataConfig& data) {
   return out;
 }
 
+// Masked (chat) datasets: each micro-batch's loss is a mean over its own trained targets, and the
+// step's loss must be the mean over every trained target of the step on every rank, however the
+// targets fall into micro-batches. So the step's batches are read first and their trained targets
+// counted (one host all-reduce per step); micro-batch i's mean is then weighted by its share.
+struct StepTokens {
+  std::vector<double> micro;  // trained targets of each micro-batch of this rank
+  double total = 0;           // of the whole step, all ranks
+  // DataParallel averages gradients over the ranks, hence the world size. A step without a
+  // trained target weighs every micro-batch 0 (cross_entropy is 0, not NaN, when all are ignored).
+  float weight(std::size_t i, int world_size) const {
+    return total > 0 ? static_cast<float>(micro[i] * world_size / total) : 0.f;
+  }
+};
+
+double trained_targets(const data::Batch& batch) {
+  const int32_t* targets = batch.targets.data<int32_t>();
+  int64_t n = 0;
+  for (int64_t i = 0; i < batch.targets.numel(); ++i) n += targets[i] != -1;
+  return static_cast<double>(n);
+}
+
+StepTokens count_step_tokens(const std::vector<data::Batch>& batches, dist::Comm& comm) {
+  StepTokens out;
+  for (const data::Batch& batch : batches) {
+    const double n = trained_targets(batch);
+    out.micro.push_back(n);
+    out.total += static_cast<double>(n);
+  }
+  if (comm.world_size() > 1) comm.all_reduce_host(&out.total, 1, dist::ReduceOp::sum);
+  return out;
+}
+
 bool looks_like_checkpoint(const fs::path& dir) {
   return fs::is_directory(dir) && fs::exists(dir / io::kConfigFile);
 }
@@ -292,7 +324,11 @@ struct Trainer::Impl {
     options.rank = comm->rank();
     options.world_size = comm->world_size();
     options.vocab_size = tokenizer ? tokenizer->vocab_size() : model->vocab_size();
+    options.mask_targets = config.training.loss == LossTargets::assistant;
     train_loader = std::make_unique<data::DataLoader>(paths.train, options);
+    LMF_CHECK(config.training.loss != LossTargets::assistant || train_loader->masked(), "training.loss: assistant "
+              "needs loss masks beside the shards (X.bin.mask), and data.train '", paths.train, "' has none; "
+              "prepare the data with `lmforge prepare --format chat` or use training.loss: all");
     if (!paths.val.empty()) {
       options.order = data::LoaderOrder::sequential;  // fixed batches: comparable across evaluations
       val_loader = std::make_unique<data::DataLoader>(paths.val, options);
@@ -475,12 +511,23 @@ struct Trainer::Impl {
     const int64_t batches = std::min<int64_t>(config.eval.batches, std::max<int64_t>(1, val_loader->batches_per_epoch()));
     // The batch losses stay where they are computed and are read once at the end.
     Tensor losses = Tensor::empty({batches}, DType::f32, device);  // (batches)
+    std::vector<double> trained(static_cast<std::size_t>(batches), 0);  // masked: targets per batch
     for (int64_t i = 0; i < batches; ++i) {
-      const auto batch = upload->to_device(val_loader->next());
+      const data::Batch host = val_loader->next();
+      if (val_loader->masked()) trained[i] = trained_targets(host);
+      const auto batch = upload->to_device(host);
       slot(losses, i).copy_(model->forward_loss(batch.inputs, batch.targets));
     }
     model->train();
     double total = 0;
+    if (val_loader->masked()) {
+      // The mean over every trained target of the evaluation, all ranks together.
+      const std::vector<float> values = losses.to_vector();
+      double sums[2] = {0, 0};
+      for (int64_t i = 0; i < batches; ++i) sums[0] += values[i] * trained[i], sums[1] += trained[i];
+      if (comm->world_size() > 1) comm->all_reduce_host(sums, 2, dist::ReduceOp::sum);
+      return sums[1] > 0 ? static_cast<float>(sums[0] / sums[1]) : 0.f;
+    }
     for (float loss : losses.to_vector()) total += loss;
     // Each rank read its own slice of the validation batches; the mean of equal-sized means.
     return static_cast<float>(dp->mean(total / batches));
@@ -574,18 +621,29 @@ struct Trainer::Impl {
       // Each micro-batch's loss is kept where it was computed; the host reads them once, after the
       // step's last backward pass, so a GPU runs the micro-batches without waiting for the host.
       Tensor micro_losses = Tensor::empty({t.grad_accum_steps}, DType::f32, device);  // (grad_accum_steps)
+      const bool masked = train_loader->masked();
+      std::vector<data::Batch> read_ahead;
+      StepTokens counted;
+      if (masked) {
+        for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) read_ahead.push_back(train_loader->next());
+        counted = count_step_tokens(read_ahead, *comm);
+      }
       for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-        const auto batch = upload->to_device(train_loader->next());
+        const auto batch = upload->to_device(masked ? read_ahead[micro] : train_loader->next());
         Tensor loss = model->forward_loss(batch.inputs, batch.targets);
         slot(micro_losses, micro).copy_(loss.detach());
-        dp->backward(scale(loss, inv_accum), micro == t.grad_accum_steps - 1);
+        const float weight = masked ? counted.weight(micro, comm->world_size()) : inv_accum;
+        dp->backward(scale(loss, weight), micro == t.grad_accum_steps - 1);
       }
       double loss_sum = 0;
-      for (float l : micro_losses.to_vector()) loss_sum += l;
+      const std::vector<float> micro_values = micro_losses.to_vector();
+      for (std::size_t i = 0; i < micro_values.size(); ++i) loss_sum += masked ? micro_values[i] * counted.micro[i] : micro_values[i];
       // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
-      // every rank, so that the NaN and spike guards decide alike everywhere.
+      // every rank, so that the NaN and spike guards decide alike everywhere. Masked: the sum of
+      // the token-weighted sums over the step's trained tokens.
       loss_sum = dp->mean(loss_sum);
-      const float loss = static_cast<float>(loss_sum * inv_accum);
+      const float loss = !masked ? static_cast<float>(loss_sum * inv_accum)
+                                 : counted.total > 0 ? static_cast<float>(loss_sum * comm->world_size() / counted.total) : 0.f;
       bool skipped = false;
       double norm = 0;
       const LossVerdict verdict = guard.check(loss);

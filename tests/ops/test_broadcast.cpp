@@ -48,6 +48,8 @@ const std::vector<Pair> kPairs = {
     {{2, 3, 4}, {}, {2, 3, 4}},        {{2, 3, 1}, {2, 3, 4}, {2, 3, 4}}, {{1, 5}, {4, 1}, {4, 5}},
     {{3, 4}, {2, 2, 3, 4}, {2, 2, 3, 4}}, {{2, 1, 4}, {1, 3, 1}, {2, 3, 4}}, {{}, {3, 2}, {3, 2}},
     {{2, 3, 4}, {2, 3, 1}, {2, 3, 4}},
+    // Equal sizes, different ranks (a batch of one against an unbatched operand).
+    {{3, 4}, {1, 3, 4}, {1, 3, 4}},    {{1, 3, 4}, {3, 4}, {1, 3, 4}},
 };
 
 Tensor positive(const Shape& shape, uint64_t seed) {  // divisors in [0.5, 2.5)

@@ -92,12 +92,15 @@ TEST_CASE("to_yaml parses back to the same configuration") {
 
 TEST_CASE("every shipped config in configs/ parses and validates") {
   const std::vector<std::string> names = {"shakespeare_char", "fortunes_pretrain", "fortunes_finetune",
-                                          "gpt2_124m", "gpt2_finetune"};
+                                          "gpt2_124m", "gpt2_finetune", "sft_chat"};
   for (const auto& name : names) {
     INFO(name);
     const Config c = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/" + name + ".yaml");
     CHECK(c.run.name == name);
   }
+  const Config sft = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/sft_chat.yaml");
+  CHECK(sft.training.loss == lmf::train::LossTargets::assistant);
+  CHECK(Config::load(std::string(LMF_SOURCE_DIR) + "/configs/gpt2_finetune.yaml").training.loss == lmf::train::LossTargets::all);
   const Config llama = Config::load(std::string(LMF_SOURCE_DIR) + "/configs/llama_char.yaml");
   CHECK(llama.model.arch == lmf::train::ModelArch::llama);
   CHECK(llama.model.n_kv_head == 2);

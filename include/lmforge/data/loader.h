@@ -1,6 +1,8 @@
 // DataLoader: cuts (B, T) input/target batches out of memory-mapped token shards, in a random
 // order that is a deterministic function of (seed, epoch) or in llm.c's sequential order, split
 // across data-parallel ranks. Its position is three integers, so a resumed run continues exactly.
+// Shards with loss masks (X.bin.mask, chat data) are cut into windows that start at conversation
+// starts and never cross into the next conversation (see "Masked datasets" in docs/data.md).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -33,6 +35,9 @@ struct LoaderOptions {
   int world_size = 1;
   /// Ids must be below this (checked for every token a batch reads); 0 turns the check off.
   int64_t vocab_size = 0;
+  /// Masked datasets only: targets whose mask lacks kMaskTrained are ignore_index (-1). False
+  /// trains every token of each conversation; window padding is -1 either way.
+  bool mask_targets = true;
 };
 
 /// Where a loader stands. random: `offset` counts windows consumed by all ranks within `epoch`
@@ -72,8 +77,19 @@ class DataLoader {
   /// Batches a rank gets per epoch (random order: windows / (world_size * B), rounded down).
   int64_t batches_per_epoch() const;
   const LoaderOptions& options() const { return options_; }
+  /// True when the shards carry loss masks: windows follow conversations (both orders use the
+  /// window list: random permutes it, sequential reads it in order; `offset` counts windows),
+  /// inputs past a conversation's end are 0 and their targets -1.
+  bool masked() const { return !masks_.empty(); }
 
  private:
+  struct Window {
+    int64_t shard = 0;
+    int64_t start = 0;   // first token
+    int64_t length = 0;  // tokens read, <= T + 1: inputs [0, length-1), targets shifted by one
+  };
+  void init_windows();
+  void read_masked(int64_t window, int32_t* inputs, int32_t* targets);
   void init();
   void read_window(int64_t shard, int64_t offset, int64_t count, int32_t* out) const;
   int64_t permute(int64_t index, int64_t epoch) const;
@@ -85,6 +101,8 @@ class DataLoader {
   int half_bits_ = 1;                   // random: Feistel half width in bits
   LoaderPosition position_;
   std::vector<int32_t> scratch_;
+  std::vector<std::vector<uint8_t>> masks_;  // masked datasets: one flag per token of each shard
+  std::vector<Window> windows_;
 };
 
 }  // namespace lmf::data

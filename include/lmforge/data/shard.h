@@ -84,6 +84,44 @@ class Shard {
   const unsigned char* tokens_ = nullptr;
 };
 
+// ---- loss masks ----------------------------------------------------------------------------------
+// A chat dataset's shard X.bin has a sidecar X.bin.mask: a header of 256 int32 (magic
+// kMaskMagic, version 1, token count low and high 32 bits, zeros) and one flag byte per token of
+// the shard. docs/formats.md describes it; plain shards have no sidecar and are read as before.
+
+inline constexpr int32_t kMaskMagic = 20261213;
+inline constexpr int32_t kMaskVersion = 1;
+/// Flag: the token is a trained target (its prediction from the previous token counts in the loss).
+inline constexpr uint8_t kMaskTrained = 1;
+/// Flag: a conversation starts at this token (no window of a masked dataset crosses it).
+inline constexpr uint8_t kMaskStart = 2;
+
+/// The sidecar mask path of a shard: `shard_path` + ".mask".
+std::string mask_path_for(const std::string& shard_path);
+
+/// Streams a mask file (temporary name, renamed by finish(), removed without it).
+class MaskWriter {
+ public:
+  explicit MaskWriter(const std::string& path);
+  ~MaskWriter();
+  MaskWriter(const MaskWriter&) = delete;
+  MaskWriter& operator=(const MaskWriter&) = delete;
+  /// Appends flag bytes; throws on a byte with bits other than kMaskTrained | kMaskStart.
+  void write(const uint8_t* flags, std::size_t count);
+  int64_t size() const { return count_; }
+  void finish();
+
+ private:
+  std::string path_;
+  void* file_ = nullptr;  // io::AtomicFile*, kept out of the header
+  int64_t count_ = 0;
+};
+
+/// Reads and validates the mask at `path` for a shard of `token_count` tokens: magic, version,
+/// count equal to the shard's, file size, flag bits, a conversation start at token 0, and no
+/// trained start token (a conversation's first token is never a target). Errors name the file.
+std::vector<uint8_t> read_mask(const std::string& path, int64_t token_count);
+
 /// The shard files of a dataset spec, sorted: one file, a directory (its *.bin files), or a glob
 /// pattern such as "data/train_*.bin". Throws when nothing matches.
 std::vector<std::string> expand_shard_paths(const std::string& spec);

@@ -32,6 +32,8 @@ enum class Precision { fp32, bf16 };
 enum class NanPolicy { stop, skip };
 /// training.optimizer: AdamW for everything, or Muon for the hidden 2-D matrices and AdamW for the rest.
 enum class OptimizerKind { adamw, muon };
+/// training.loss: every target, or only the targets a chat dataset's loss mask marks (assistant turns).
+enum class LossTargets { all, assistant };
 /// The metric early stopping watches.
 enum class EarlyStoppingMetric { val_loss };
 /// checkpoint.resume: the newest checkpoint of run.out_dir, none, or one named directory.
@@ -46,6 +48,7 @@ std::string to_string(DeviceKind kind);
 std::string to_string(Precision precision);
 std::string to_string(NanPolicy policy);
 std::string to_string(OptimizerKind kind);
+std::string to_string(LossTargets targets);
 std::string to_string(EarlyStoppingMetric metric);
 std::string to_string(CommBackend backend);
 std::string to_string(ProgressMode mode);
@@ -111,6 +114,8 @@ struct TrainingConfig {
   float muon_weight_decay = 0.f;
   int muon_ns_steps = 5;
   NanPolicy on_nan = NanPolicy::stop;
+  /// assistant needs a dataset with loss masks (`prepare --format chat`).
+  LossTargets loss = LossTargets::all;
   float spike_zscore = 0.f;         ///< 0: off; skip an update whose loss z-score exceeds this
 };
 
