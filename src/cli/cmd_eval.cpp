@@ -112,47 +112,64 @@ void print_data(const EvalResult& r, bool json) {
   }
 }
 
-void run_tasks(const nn::CausalLM& model, const data::Tokenizer& tokenizer, const EvalOptions& options,
-               const train::TaskEvalOptions& task_options) {
+// Every task file and the text, read and encoded before anything is scored, so a bad line in the
+// last file fails in a second rather than after the first file's evaluation.
+struct EvalInputs {
+  std::vector<std::vector<train::EncodedChoice>> tasks;
+  train::BitsPerByteText text;
+};
+
+EvalInputs read_inputs(const data::Tokenizer& tokenizer, const EvalOptions& options) {
+  EvalInputs inputs;
   for (const std::string& file : options.tasks) {
-    const std::vector<train::ChoiceExample> examples = train::read_choice_task(file);
-    data::ProgressBar bar(fs::path(file).filename().string(), static_cast<int64_t>(examples.size()), "examples");
-    train::TaskEvalOptions with_bar = task_options;
-    with_bar.progress = [&bar](int64_t done, int64_t) { bar.update(done); };
-    const train::ChoiceResult r = train::evaluate_choice_task(model, tokenizer, examples, with_bar);
-    bar.finish();
-    if (r.truncated > 0)
-      std::fprintf(stderr, "lmforge: %s: %lld contexts were left-truncated to fit the window\n",
-                   io::clip(file).c_str(), static_cast<long long>(r.truncated));
-    if (options.json) {
-      nlohmann::json out = {{"task", file}, {"acc", r.acc}, {"acc_norm", r.acc_norm}, {"count", r.count}};
-      std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-    } else {
-      std::printf("task: %s\nacc: %.6f\nacc_norm: %.6f\ncount: %lld\n", io::clip(file).c_str(), r.acc,
-                  r.acc_norm, static_cast<long long>(r.count));
-    }
+    std::vector<train::EncodedChoice> encoded;
+    for (const train::ChoiceExample& e : train::read_choice_task(file))
+      encoded.push_back(train::encode_choice(tokenizer, e));
+    inputs.tasks.push_back(std::move(encoded));
+  }
+  if (!options.text.empty()) {
+    const std::string text =
+        io::read_regular_file(options.text, std::uint64_t{1} << 30, str("--text ", io::clip(options.text)));
+    inputs.text = train::encode_bits_per_byte(tokenizer, text, io::clip(options.text));
+  }
+  return inputs;
+}
+
+void print_json(const nlohmann::json& out) {
+  std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+void run_task(const nn::CausalLM& model, const std::string& file, const std::vector<train::EncodedChoice>& examples,
+              bool json, train::TaskEvalOptions options) {
+  data::ProgressBar bar(fs::path(file).filename().string(), static_cast<int64_t>(examples.size()), "examples");
+  options.progress = [&bar](int64_t done, int64_t) { bar.update(done); };
+  const train::ChoiceResult r = train::evaluate_choices(model, examples, options);
+  bar.finish();
+  if (r.truncated > 0)
+    std::fprintf(stderr, "lmforge: %s: %lld contexts were left-truncated to fit the window\n",
+                 io::clip(file).c_str(), static_cast<long long>(r.truncated));
+  if (json) {
+    print_json({{"task", file}, {"acc", r.acc}, {"acc_norm", r.acc_norm}, {"count", r.count}});
+  } else {
+    std::printf("task: %s\nacc: %.6f\nacc_norm: %.6f\ncount: %lld\n", io::clip(file).c_str(), r.acc,
+                r.acc_norm, static_cast<long long>(r.count));
   }
 }
 
-void run_text(const nn::CausalLM& model, const data::Tokenizer& tokenizer, const EvalOptions& options,
-              const train::TaskEvalOptions& task_options) {
-  const std::string text = io::read_regular_file(options.text, std::uint64_t{1} << 30, "--text");
-  const train::BitsPerByteText encoded = train::encode_bits_per_byte(tokenizer, text, io::clip(options.text));
-  const int64_t predicted = static_cast<int64_t>(encoded.sequence.size()) - 1;
-  const int64_t width = std::min(task_options.block_size, predicted);
-  data::ProgressBar bar(fs::path(options.text).filename().string(), (predicted + width - 1) / width, "windows");
-  train::TaskEvalOptions with_bar = task_options;
-  with_bar.progress = [&bar](int64_t done, int64_t) { bar.update(done); };
-  const train::BitsPerByteResult r = train::evaluate_bits_per_byte(model, encoded, with_bar);
+void run_text(const nn::CausalLM& model, const std::string& file, const train::BitsPerByteText& text, bool json,
+              train::TaskEvalOptions options) {
+  const int64_t predicted = static_cast<int64_t>(text.sequence.size()) - 1;
+  const int64_t width = std::min(options.block_size, predicted);
+  data::ProgressBar bar(fs::path(file).filename().string(), (predicted + width - 1) / width, "windows");
+  options.progress = [&bar](int64_t done, int64_t) { bar.update(done); };
+  const train::BitsPerByteResult r = train::evaluate_bits_per_byte(model, text, options);
   bar.finish();
-  if (options.json) {
-    nlohmann::json out = {{"text", options.text}, {"bits_per_byte", r.bits_per_byte}, {"loss", r.loss},
-                          {"tokens", r.tokens}, {"bytes", r.bytes}};
-    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  if (json) {
+    print_json({{"text", file}, {"bits_per_byte", r.bits_per_byte}, {"loss", r.loss}, {"tokens", r.tokens},
+                {"bytes", r.bytes}});
   } else {
-    std::printf("text: %s\nbits_per_byte: %.6f\nloss: %.6f\ntokens: %lld\nbytes: %lld\n",
-                io::clip(options.text).c_str(), r.bits_per_byte, r.loss, static_cast<long long>(r.tokens),
-                static_cast<long long>(r.bytes));
+    std::printf("text: %s\nbits_per_byte: %.6f\nloss: %.6f\ntokens: %lld\nbytes: %lld\n", io::clip(file).c_str(),
+                r.bits_per_byte, r.loss, static_cast<long long>(r.tokens), static_cast<long long>(r.bytes));
   }
 }
 
@@ -178,6 +195,7 @@ void run_eval(const EvalOptions& options) {
               " tokens but the model only ", gpt->vocab_size(), " (vocab_size in ", options.checkpoint,
               "/config.json): they do not belong together");
   }
+  const EvalInputs inputs = tokenizer ? read_inputs(*tokenizer, options) : EvalInputs{};
   if (!device.is_cpu()) gpt->to(device);
   gpt->eval();
 
@@ -186,8 +204,14 @@ void run_eval(const EvalOptions& options) {
   task_options.device = device;
   task_options.block_size = block_size;
   task_options.batch_size = options.batch_size;
-  if (!options.tasks.empty()) run_tasks(*gpt, *tokenizer, options, task_options);
-  if (!options.text.empty()) run_text(*gpt, *tokenizer, options, task_options);
+  for (std::size_t i = 0; i < options.tasks.size(); ++i) {
+    LMF_CHECK(std::fflush(stdout) == 0, "cannot write standard output");
+    run_task(*gpt, options.tasks[i], inputs.tasks[i], options.json, task_options);
+  }
+  if (!options.text.empty()) {
+    LMF_CHECK(std::fflush(stdout) == 0, "cannot write standard output");
+    run_text(*gpt, options.text, inputs.text, options.json, task_options);
+  }
   LMF_CHECK(std::fflush(stdout) == 0, "cannot write standard output");
 }
 

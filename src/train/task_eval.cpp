@@ -95,7 +95,7 @@ ChoiceExample parse_choice_example(std::string_view line, const std::string& whe
 
 std::vector<ChoiceExample> read_choice_task(const std::filesystem::path& path) {
   const std::string name = io::clip(path.string());
-  const std::string text = io::read_regular_file(path, kMaxTaskFileBytes, "task file");
+  const std::string text = io::read_regular_file(path, kMaxTaskFileBytes, str("task file ", name));
   std::vector<ChoiceExample> examples;
   std::size_t begin = 0;
   int64_t line_no = 0;
@@ -330,7 +330,7 @@ TaskSuite::TaskSuite(const std::vector<std::string>& task_files, const std::stri
     tasks_.push_back(std::move(task));
   }
   if (!text_file.empty()) {
-    const std::string text = io::read_regular_file(text_file, kMaxTextFileBytes, "eval.text");
+    const std::string text = io::read_regular_file(text_file, kMaxTextFileBytes, str("eval.text ", io::clip(text_file)));
     text_ = encode_bits_per_byte(tokenizer, text, io::clip(text_file));
   }
 }
