@@ -175,6 +175,12 @@ int64_t first_argmax(const std::vector<double>& values) {
   return std::max_element(values.begin(), values.end()) - values.begin();  // the first of equals
 }
 
+void check_fits(const EncodedChoice& example, std::size_t ending, int64_t T) {
+  const std::size_t n = example.requests[ending].continuation.size();
+  LMF_CHECK(static_cast<int64_t>(n) <= T, example.where, ": ending ", ending, " is ", n,
+            " tokens, longer than the window of ", T, " tokens");
+}
+
 }  // namespace
 
 ChoiceScore score_choice(const nn::CausalLM& model, const EncodedChoice& example,
@@ -189,8 +195,7 @@ ChoiceScore score_choice(const nn::CausalLM& model, const EncodedChoice& example
   for (int64_t b = 0; b < B; ++b) {
     const ChoiceRequest& r = example.requests[b];
     const int64_t n = static_cast<int64_t>(r.context.size() + r.continuation.size()) - 1;
-    LMF_CHECK(static_cast<int64_t>(r.continuation.size()) <= T, example.where, ": ending ", b, " is ",
-              r.continuation.size(), " tokens, longer than the window of ", T, " tokens");
+    check_fits(example, static_cast<std::size_t>(b), T);
     starts[b] = std::max<int64_t>(0, n - T);
     lengths[b] = n - starts[b];
     if (starts[b] > 0) score.truncated = true;
@@ -333,6 +338,12 @@ TaskSuite::TaskSuite(const std::vector<std::string>& task_files, const std::stri
     const std::string text = io::read_regular_file(text_file, kMaxTextFileBytes, str("eval.text ", io::clip(text_file)));
     text_ = encode_bits_per_byte(tokenizer, text, io::clip(text_file));
   }
+}
+
+void TaskSuite::check_window(int64_t block_size) const {
+  for (const Task& task : tasks_)
+    for (const EncodedChoice& e : task.examples)
+      for (std::size_t k = 0; k < e.requests.size(); ++k) check_fits(e, k, block_size);
 }
 
 TaskSuite::Outcome TaskSuite::run(const nn::CausalLM& model, const TaskEvalOptions& options) const {

@@ -149,6 +149,9 @@ class TaskSuite {
     std::string text_file;
     BitsPerByteResult text;
   };
+  /// Refuses (an lmf::Error naming the example) an ending that does not fit in `block_size` tokens,
+  /// so a run finds it at set-up rather than at its first evaluation.
+  void check_window(int64_t block_size) const;
   /// Scores every task and the text.
   Outcome run(const nn::CausalLM& model, const TaskEvalOptions& options) const;
 
