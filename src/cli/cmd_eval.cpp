@@ -119,12 +119,14 @@ struct EvalInputs {
   train::BitsPerByteText text;
 };
 
-EvalInputs read_inputs(const data::Tokenizer& tokenizer, const EvalOptions& options) {
+EvalInputs read_inputs(const data::Tokenizer& tokenizer, const EvalOptions& options, int64_t block_size) {
   EvalInputs inputs;
   for (const std::string& file : options.tasks) {
     std::vector<train::EncodedChoice> encoded;
-    for (const train::ChoiceExample& e : train::read_choice_task(file))
+    for (const train::ChoiceExample& e : train::read_choice_task(file)) {
       encoded.push_back(train::encode_choice(tokenizer, e));
+      train::check_choice_window(encoded.back(), block_size);
+    }
     inputs.tasks.push_back(std::move(encoded));
   }
   if (!options.text.empty()) {
@@ -195,7 +197,7 @@ void run_eval(const EvalOptions& options) {
               " tokens but the model only ", gpt->vocab_size(), " (vocab_size in ", options.checkpoint,
               "/config.json): they do not belong together");
   }
-  const EvalInputs inputs = tokenizer ? read_inputs(*tokenizer, options) : EvalInputs{};
+  const EvalInputs inputs = tokenizer ? read_inputs(*tokenizer, options, block_size) : EvalInputs{};
   if (!device.is_cpu()) gpt->to(device);
   gpt->eval();
 

@@ -175,13 +175,15 @@ int64_t first_argmax(const std::vector<double>& values) {
   return std::max_element(values.begin(), values.end()) - values.begin();  // the first of equals
 }
 
-void check_fits(const EncodedChoice& example, std::size_t ending, int64_t T) {
-  const std::size_t n = example.requests[ending].continuation.size();
-  LMF_CHECK(static_cast<int64_t>(n) <= T, example.where, ": ending ", ending, " is ", n,
-            " tokens, longer than the window of ", T, " tokens");
-}
-
 }  // namespace
+
+void check_choice_window(const EncodedChoice& example, int64_t block_size) {
+  for (std::size_t k = 0; k < example.requests.size(); ++k) {
+    const std::size_t n = example.requests[k].continuation.size();
+    LMF_CHECK(static_cast<int64_t>(n) <= block_size, example.where, ": ending ", k, " is ", n,
+              " tokens, longer than the window of ", block_size, " tokens");
+  }
+}
 
 ChoiceScore score_choice(const nn::CausalLM& model, const EncodedChoice& example,
                          const TaskEvalOptions& options) {
@@ -192,10 +194,10 @@ ChoiceScore score_choice(const nn::CausalLM& model, const EncodedChoice& example
   // Each row: the last (up to T) tokens of context + continuation without its final token.
   std::vector<int64_t> starts(B), lengths(B);
   int64_t width = 0;
+  check_choice_window(example, T);
   for (int64_t b = 0; b < B; ++b) {
     const ChoiceRequest& r = example.requests[b];
     const int64_t n = static_cast<int64_t>(r.context.size() + r.continuation.size()) - 1;
-    check_fits(example, static_cast<std::size_t>(b), T);
     starts[b] = std::max<int64_t>(0, n - T);
     lengths[b] = n - starts[b];
     if (starts[b] > 0) score.truncated = true;
@@ -342,8 +344,7 @@ TaskSuite::TaskSuite(const std::vector<std::string>& task_files, const std::stri
 
 void TaskSuite::check_window(int64_t block_size) const {
   for (const Task& task : tasks_)
-    for (const EncodedChoice& e : task.examples)
-      for (std::size_t k = 0; k < e.requests.size(); ++k) check_fits(e, k, block_size);
+    for (const EncodedChoice& e : task.examples) check_choice_window(e, block_size);
 }
 
 TaskSuite::Outcome TaskSuite::run(const nn::CausalLM& model, const TaskEvalOptions& options) const {

@@ -110,3 +110,18 @@ TEST_CASE("a bad eval.tasks file stops the run at set-up with the key, file and 
   c.eval.text = (r.dir / "missing.txt").string();
   CHECK_THROWS_WITH(Trainer(c), Catch::Contains("eval.text") && Catch::Contains("missing.txt"));
 }
+
+TEST_CASE("eval.tasks and eval.text parse from YAML, survive to_yaml and take overrides") {
+  const std::string yaml = "data:\n  train: x.bin\ntraining:\n  max_steps: 1\n"
+                           "eval:\n  tasks: [a.jsonl, dir/b.jsonl]\n  text: held_out.txt\n";
+  const Config c = Config::parse(yaml, "cfg.yaml");
+  CHECK(c.eval.tasks == std::vector<std::string>{"a.jsonl", "dir/b.jsonl"});
+  CHECK(c.eval.text == "held_out.txt");
+  const Config again = Config::parse(c.to_yaml(), "resolved.yaml");
+  CHECK(again.eval.tasks == c.eval.tasks);
+  CHECK(again.eval.text == c.eval.text);
+  CHECK(Config::parse(yaml, "cfg.yaml", {"eval.text=other.txt"}).eval.text == "other.txt");
+  CHECK(Config().eval.tasks.empty());
+  CHECK(Config().eval.text.empty());
+  CHECK_THROWS_WITH(Config::parse(yaml + "  task: [c.jsonl]\n", "cfg.yaml"), Catch::Contains("eval.tasks"));
+}

@@ -65,6 +65,10 @@ struct EncodedChoice {
 /// that encodes to no continuation token) start with example.where.
 EncodedChoice encode_choice(const data::Tokenizer& tokenizer, const ChoiceExample& example);
 
+/// Refuses (an lmf::Error starting with example.where) an ending whose continuation does not fit
+/// in `block_size` tokens; score_choice would refuse it too, but only when it comes to it.
+void check_choice_window(const EncodedChoice& example, int64_t block_size);
+
 /// Options shared by the task scorers.
 struct TaskEvalOptions {
   Device device = Device::cpu();  ///< where the model's parameters are
