@@ -297,6 +297,8 @@ const std::vector<Field>& fields() {
     // eval and early stopping
     f.push_back(field<int64_t>("eval.interval", [](Config& c) -> auto& { return c.eval.interval; }, at_least<int64_t>(0)));
     f.push_back(field<int64_t>("eval.batches", [](Config& c) -> auto& { return c.eval.batches; }, at_least<int64_t>(1)));
+    f.push_back(field<std::vector<std::string>>("eval.tasks", [](Config& c) -> auto& { return c.eval.tasks; }));
+    f.push_back(field<std::string>("eval.text", [](Config& c) -> auto& { return c.eval.text; }));
     f.push_back(field<bool>("early_stopping.enabled", [](Config& c) -> auto& { return c.early_stopping.enabled; }));
     f.push_back(enum_field("early_stopping.metric", [](Config& c) -> auto& { return c.early_stopping.metric; }, kMetrics));
     f.push_back(field<int64_t>("early_stopping.patience", [](Config& c) -> auto& { return c.early_stopping.patience; }, at_least<int64_t>(1)));

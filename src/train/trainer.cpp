@@ -41,6 +41,7 @@
 #include "lmforge/train/run_lock.h"
 #include "train/batch_upload.h"
 #include "train/model_io.h"
+#include "train/task_metrics.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -173,6 +174,7 @@ struct Trainer::Impl {
   fs::path out_dir;
   std::unique_ptr<Checkpointer> checkpointer;
   std::unique_ptr<RunLog> run_log;  // while fit() runs
+  std::unique_ptr<TaskSuite> tasks;  // eval.tasks / eval.text; null when none
 
   // --- set-up ------------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ struct Trainer::Impl {
     block_size = config.model.block_size;
     LMF_CHECK(block_size <= model->context_size(), "model.block_size ", block_size,
               " exceeds the model's ", model->context_size(), " positions (", config.model.init, ")");
+    tasks = make_task_suite(config.eval, tokenizer.get(), block_size);
     apply_lora(caller_built);
     apply_freeze();
     // After LoRA (which rebuilds the slabs where they are) and before the optimizer, whose moments
@@ -548,6 +551,22 @@ struct Trainer::Impl {
     return early.should_stop();
   }
 
+  // eval.tasks / eval.text. Every rank scores them all (no collective to wait on); rank 0 logs.
+  void run_task_evaluation() {
+    if (!tasks) return;
+    NoGradGuard no_grad;
+    model->eval();
+    TaskEvalOptions options;
+    options.device = device;
+    options.block_size = block_size;
+    options.batch_size = config.training.batch_size;
+    const TaskSuite::Outcome outcome = tasks->run(*model, options);
+    model->train();
+    if (!run_log) return;
+    for (const std::string& line : task_metrics_lines(outcome, step, elapsed())) run_log->write_line(line);
+    run_log->message(task_metrics_message(outcome, step));
+  }
+
   // --- the loop ----------------------------------------------------------------------------
 
   TrainResult fit() {
@@ -703,6 +722,7 @@ struct Trainer::Impl {
           result.stop_reason = "early_stop";
         }
       }
+      if (config.eval.interval > 0 && step % config.eval.interval == 0) run_task_evaluation();
       if (config.checkpoint.interval > 0 && step % config.checkpoint.interval == 0) save_periodic();
       // Every rank leaves at the same step: a signal (or a callback) on any one stops them all.
       double wants_stop[2] = {g_stop_requested.load() ? 1.0 : 0.0, stop ? 1.0 : 0.0};
@@ -724,6 +744,7 @@ struct Trainer::Impl {
     if (val_loader && !paused && result.stop_reason != "early_stop" &&
         (config.eval.interval == 0 || step % config.eval.interval != 0))
       run_evaluation();
+    if (!paused && (config.eval.interval == 0 || step % config.eval.interval != 0)) run_task_evaluation();
     // A checkpoint of the last step, so resume: auto finds the run complete (or continues it).
     double need_last = 0;
     if (is_root()) {

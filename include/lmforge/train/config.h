@@ -122,6 +122,10 @@ struct TrainingConfig {
 struct EvalConfig {
   int64_t interval = 250;  ///< steps; 0: only at the end
   int64_t batches = 20;
+  /// Multiple-choice task files (JSONL, lmforge/train/task_eval.h) scored at every evaluation.
+  std::vector<std::string> tasks;
+  /// A text file whose bits-per-byte is measured at every evaluation; empty: none.
+  std::string text;
 };
 
 struct EarlyStoppingConfig {
