@@ -263,7 +263,7 @@ TEST_CASE("GPT-2 with lmforge's byte-level BPE: metadata, tensor map and data in
       std::size_t bad = 0;
       const int32_t eot = bpe->eot_id();
       for (std::size_t id = 0; id < bpe->token_bytes().size(); ++id)
-        if (static_cast<int32_t>(id) != eot && tokens[id] != gpt2_spelling(bpe->token_bytes()[id]) || types[id] != 1) {
+        if (static_cast<int32_t>(id) != eot && (tokens[id] != gpt2_spelling(bpe->token_bytes()[id]) || types[id] != 1)) {
           UNSCOPED_INFO("token " << id << ": " << tokens[id] << " type " << types[id]);
           ++bad;
         }
