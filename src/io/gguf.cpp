@@ -215,7 +215,13 @@ Vocab hf_vocab(const data::HFTokenizer& tok, const fs::path& file) {
     ids[text] = static_cast<int32_t>(i);
     if (!special) {
       // User-defined tokens are matched in raw text by llama.cpp: '▁' there means a space.
-      for (std::size_t p; (p = text.find("\xE2\x96\x81")) != std::string::npos;) text.replace(p, 3, " ");
+      std::string spaced;
+      for (std::size_t p = 0; p < text.size();) {
+        const bool mark = text.compare(p, 3, "\xE2\x96\x81") == 0;
+        spaced += mark ? ' ' : text[p];
+        p += mark ? 3 : 1;
+      }
+      text = std::move(spaced);
     }
     v.tokens.at(i) = text;
     v.types.at(i) = special ? kControl : kUserDefined;
