@@ -4,6 +4,7 @@
 // convert_hf_to_gguf.py writes for the same Hugging Face directory; docs/formats.md lists them.
 #include "lmforge/io/gguf.h"
 
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,7 +27,7 @@ using json = nlohmann::json;
 using gguf::TensorType;
 
 // llama.cpp's token types (llama_token_type).
-enum TokenType : int32_t { kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5 };
+enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
 // llama.cpp's file types (llama_ftype) for the element types written here.
 uint32_t file_type(GgufDType dtype) {
@@ -71,9 +72,10 @@ struct Vocab {
   std::string pre;    // tokenizer.ggml.pre
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
-  std::vector<std::string> merges;
-  int32_t bos = -1, eos = -1, pad = -1;
-  std::optional<bool> add_bos, add_eos;
+  std::vector<std::string> merges;  // byte-level BPE only
+  std::vector<float> scores;        // SentencePiece-style only
+  int32_t bos = -1, eos = -1, pad = -1, unk = -1;
+  std::optional<bool> add_bos, add_eos, add_space_prefix;
   std::string chat_template;
 };
 
@@ -100,6 +102,7 @@ void pad_tokens(Vocab& v, int64_t model_vocab, const std::string& tokenizer) {
     v.tokens.push_back(str("[PAD", i, "]"));
     v.types.push_back(kUnused);
   }
+  if (!v.scores.empty()) v.scores.resize(v.tokens.size(), 0.f);
 }
 
 Vocab byte_bpe_vocab(const data::ByteLevelBPE& bpe) {
@@ -188,24 +191,53 @@ std::string chat_template_of(const json& config, const fs::path& dir, const std:
   return "";
 }
 
+bool is_byte_token(const std::string& t) {
+  auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  return t.size() == 6 && t.compare(0, 3, "<0x") == 0 && hex(t[3]) && hex(t[4]) && t[5] == '>';
+}
+
+// SentencePiece-style vocabularies go to llama.cpp's "llama" tokenizer, which merges the adjacent
+// pair of highest score. A piece's score is minus the rank of the merge that makes it, so that
+// greedy order is the BPE's merge order; pieces no merge makes score 0.
+void add_sentencepiece_scores(Vocab& v, const json& doc) {
+  std::map<std::string, int32_t> ids;
+  for (std::size_t i = 0; i < v.tokens.size(); ++i) ids.emplace(v.tokens[i], static_cast<int32_t>(i));
+  v.scores.assign(v.tokens.size(), 0.f);
+  std::vector<bool> scored(v.tokens.size(), false);
+  const json& merges = doc["model"]["merges"];
+  for (std::size_t rank = 0; rank < merges.size(); ++rank) {
+    const json& m = merges[rank];
+    std::string merged;
+    if (m.is_string()) {
+      const std::string pair = m.get<std::string>();
+      merged = pair.substr(0, pair.find(' ')) + pair.substr(pair.find(' ') + 1);
+    } else {
+      merged = m[0].get<std::string>() + m[1].get<std::string>();
+    }
+    auto it = ids.find(merged);
+    if (it == ids.end() || scored[static_cast<std::size_t>(it->second)]) continue;
+    scored[static_cast<std::size_t>(it->second)] = true;
+    v.scores[static_cast<std::size_t>(it->second)] = -static_cast<float>(rank);
+  }
+}
+
 Vocab hf_vocab(const data::HFTokenizer& tok, const fs::path& file) {
   const std::string where = file.string();
-  LMF_CHECK(tok.byte_level(), where,
-            ": a SentencePiece-style vocabulary (Metaspace, <0xNN> byte tokens); GGUF export supports only byte-level "
-            "BPE tokenizers (GPT-2, Llama 3, Qwen2/3)");
   // The loader has validated the file; read it again for the spellings and merges it keeps private.
   const json doc = parse_untrusted_json(read_regular_file(file), where);
+  const bool byte_level = tok.byte_level();
   Vocab v;
-  v.model = "gpt2";
-  v.pre = pre_tokenizer_name(doc, where);
+  v.model = byte_level ? "gpt2" : "llama";
+  v.pre = byte_level ? pre_tokenizer_name(doc, where) : "default";
   const std::size_t n = static_cast<std::size_t>(tok.vocab_size());
   v.tokens.resize(n);
   v.types.assign(n, 0);
   std::map<std::string, int32_t> ids;
+  const std::string unk = doc["model"].value("unk_token", json()).is_string() ? doc["model"]["unk_token"].get<std::string>() : "";
   for (const auto& [text, id] : doc["model"]["vocab"].items()) {
     const auto i = id.get<std::size_t>();
     v.tokens.at(i) = text;
-    v.types.at(i) = kNormal;
+    v.types.at(i) = byte_level ? kNormal : text == unk ? kUnknown : is_byte_token(text) ? kByte : kNormal;
     ids[text] = static_cast<int32_t>(i);
   }
   for (const json& added : doc.value("added_tokens", json::array())) {
@@ -213,6 +245,7 @@ Vocab hf_vocab(const data::HFTokenizer& tok, const fs::path& file) {
     std::string text = added["content"].get<std::string>();
     const bool special = added.value("special", false) || looks_special(text);
     ids[text] = static_cast<int32_t>(i);
+    if (!byte_level && text == unk) continue;  // stays the unknown token
     if (!special) {
       // User-defined tokens are matched in raw text by llama.cpp: '▁' there means a space.
       std::string spaced;
@@ -226,8 +259,20 @@ Vocab hf_vocab(const data::HFTokenizer& tok, const fs::path& file) {
     v.tokens.at(i) = text;
     v.types.at(i) = special ? kControl : kUserDefined;
   }
-  for (const json& m : doc["model"]["merges"])
-    v.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  if (byte_level) {
+    for (const json& m : doc["model"]["merges"])
+      v.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  } else {
+    // llama.cpp's "llama" tokenizer falls back to <0xNN> pieces and looks up the newline's.
+    LMF_CHECK(ids.count("<0x0A>"), where,
+              ": a SentencePiece-style vocabulary without <0xNN> byte pieces; llama.cpp's \"llama\" tokenizer needs them");
+    add_sentencepiece_scores(v, doc);
+    auto it = ids.find(unk);
+    if (it != ids.end()) v.unk = it->second;
+    // Whether the tokenizer puts '▁' before the first word (Prepend / Metaspace), as llama.cpp asks.
+    const std::vector<int32_t> probe = tok.encode("a");
+    v.add_space_prefix = !probe.empty() && v.tokens.at(static_cast<std::size_t>(probe[0])).rfind("\xE2\x96\x81", 0) == 0;
+  }
   v.bos = tok.bos_id();
   v.eos = tok.eos_id();
   const fs::path config_path = file.parent_path() / "tokenizer_config.json";
@@ -268,10 +313,13 @@ void add_vocab(gguf::Writer& w, const Vocab& v) {
   w.add_string("tokenizer.ggml.pre", v.pre);
   w.add_strings("tokenizer.ggml.tokens", v.tokens);
   w.add_i32s("tokenizer.ggml.token_type", v.types);
-  w.add_strings("tokenizer.ggml.merges", v.merges);
+  if (v.model == "gpt2") w.add_strings("tokenizer.ggml.merges", v.merges);
+  if (!v.scores.empty()) w.add_f32s("tokenizer.ggml.scores", v.scores);
   if (v.bos >= 0) w.add_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos));
   if (v.eos >= 0) w.add_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos));
   if (v.pad >= 0) w.add_u32("tokenizer.ggml.padding_token_id", static_cast<uint32_t>(v.pad));
+  if (v.unk >= 0) w.add_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(v.unk));
+  if (v.add_space_prefix) w.add_bool("tokenizer.ggml.add_space_prefix", *v.add_space_prefix);
   if (v.add_bos) w.add_bool("tokenizer.ggml.add_bos_token", *v.add_bos);
   if (v.add_eos) w.add_bool("tokenizer.ggml.add_eos_token", *v.add_eos);
   if (!v.chat_template.empty()) w.add_string("tokenizer.chat_template", v.chat_template);

@@ -194,6 +194,41 @@ const std::string kQwen2Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+std::string byte_piece(int b) {
+  char name[8];
+  std::snprintf(name, sizeof name, "<0x%02X>", b);
+  return name;
+}
+
+// A SentencePiece-style tokenizer.json as Llama 2's: '▁' for spaces prepended to the text, byte
+// fallback pieces, merges in rank order.
+json spm_tokenizer() {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) vocab[byte_piece(b)] = 3 + b;
+  int next = 259;
+  for (const char* t : {"\xE2\x96\x81", "h", "i", "\xE2\x96\x81h", "\xE2\x96\x81hi", "a", "b", "ab"}) vocab[t] = next++;
+  return {{"version", "1.0"},
+          {"added_tokens", json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                                        {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                                        {{"id", 2}, {"content", "</s>"}, {"special", true}}})},
+          {"normalizer",
+           {{"type", "Sequence"},
+            {"normalizers",
+             {{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}}}}},
+          {"pre_tokenizer", nullptr},
+          {"decoder",
+           {{"type", "Sequence"},
+            {"decoders",
+             {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
+              {{"type", "ByteFallback"}},
+              {{"type", "Fuse"}},
+              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+          {"model",
+           {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true}, {"vocab", vocab},
+            {"merges", json::array({"\xE2\x96\x81 h", "\xE2\x96\x81h i", "a b"})}}}};
+}
+
 #define REQUIRE_PARSER()                          \
   if (lmf::test::gguf_npm_dir().empty()) return;
 
@@ -593,24 +628,14 @@ TEST_CASE("GGUF export refuses what llama.cpp could not read, naming the reason"
   write_hf_tokenizer(dir / "other-regex", "\\p{L}+|\\s+");
   refused(gpt, (dir / "other-regex").string(), "pre_tokenizer");
 
-  // A SentencePiece-style tokenizer.json (Metaspace spaces, byte fallback).
-  fs::create_directories(dir / "spm");
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
-  for (int b = 0; b < 256; ++b) {
-    char name[8];
-    std::snprintf(name, sizeof name, "<0x%02X>", b);
-    vocab[name] = 3 + b;
-  }
-  vocab["\xE2\x96\x81"] = 259;
-  json spm = {{"version", "1.0"},
-              {"added_tokens", json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}}})},
-              {"normalizer", {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}},
-              {"pre_tokenizer", nullptr},
-              {"decoder", {{"type", "ByteFallback"}}},
-              {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"vocab", vocab},
-                         {"merges", json::array()}}}};
-  std::ofstream(dir / "spm" / "tokenizer.json") << spm.dump();
-  refused(gpt, (dir / "spm").string(), "SentencePiece-style");
+  fs::create_directories(dir / "spm-nobytes");
+  json spm = spm_tokenizer();
+  for (int b = 0; b < 256; ++b) spm["model"]["vocab"].erase(byte_piece(b));
+  spm["model"]["byte_fallback"] = false;
+  spm["model"]["vocab"]["h"] = 3;
+  spm["model"]["vocab"]["i"] = 4;
+  std::ofstream(dir / "spm-nobytes" / "tokenizer.json") << spm.dump();
+  refused(gpt, (dir / "spm-nobytes").string(), "<0xNN>");
 
   nn::LlamaConfig c = tiny_llama("qwen3");
   c.vocab_size = 300;
@@ -675,4 +700,49 @@ TEST_CASE("the published Llama 3 and Qwen3 tokenizers map to llama-bpe and qwen2
         if (a["content"] == eos) CHECK(meta(dump, "tokenizer.ggml.eos_token_id", kU32) == a["id"]);
     }
   }
+}
+
+TEST_CASE("a SentencePiece-style tokenizer.json becomes llama.cpp's llama tokenizer with merge-rank scores", "[gguf]") {
+  REQUIRE_PARSER();
+  const fs::path dir = scratch("spm");
+  std::ofstream(dir / "tokenizer.json") << spm_tokenizer().dump();
+  std::ofstream(dir / "tokenizer_config.json")
+      << json({{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"add_bos_token", true}, {"add_eos_token", false}}).dump();
+  nn::LlamaConfig c = tiny_llama("mistral");
+  c.vocab_size = 272;
+  nn::Llama model(c, 3);
+  const fs::path out = dir / "m.gguf";
+  io::write_gguf(model, dir.string(), out, {io::GgufDType::bf16, ""});
+  const json dump = lmf::test::gguf_dump(out);
+  CHECK(meta(dump, "general.architecture", kString) == "llama");
+  CHECK(meta(dump, "tokenizer.ggml.model", kString) == "llama");
+  CHECK(meta(dump, "tokenizer.ggml.pre", kString) == "default");
+  CHECK_FALSE(dump["metadata"].contains("tokenizer.ggml.merges"));
+  const json& tokens = meta(dump, "tokenizer.ggml.tokens", kArray);
+  const json& types = meta(dump, "tokenizer.ggml.token_type", kArray);
+  const json& scores = meta(dump, "tokenizer.ggml.scores", kArray);
+  CHECK(dump["metadata"]["tokenizer.ggml.scores"]["subType"] == kF32);
+  REQUIRE(tokens.size() == 272);
+  REQUIRE(scores.size() == 272);
+  CHECK(tokens[0] == "<unk>");
+  CHECK(types[0] == 2);
+  CHECK(types[1] == 3);
+  CHECK(tokens[3 + 0x41] == "<0x41>");
+  CHECK(types[3 + 0x41] == 6);
+  CHECK(tokens[262] == "\xE2\x96\x81h");
+  CHECK(types[262] == 1);
+  CHECK(types[271] == 5);
+  // Merge ranks 0, 1, 2 make "▁h", "▁hi", "ab": scores 0, -1, -2; pieces no merge makes score 0.
+  CHECK(scores[262] == 0.0);
+  CHECK(scores[263] == -1.0);
+  CHECK(scores[266] == -2.0);
+  CHECK(scores[260] == 0.0);
+  CHECK(meta(dump, "tokenizer.ggml.unknown_token_id", kU32) == 0);
+  CHECK(meta(dump, "tokenizer.ggml.bos_token_id", kU32) == 1);
+  CHECK(meta(dump, "tokenizer.ggml.eos_token_id", kU32) == 2);
+  CHECK(meta(dump, "tokenizer.ggml.add_bos_token", kBool) == true);
+  CHECK(meta(dump, "tokenizer.ggml.add_eos_token", kBool) == false);
+  CHECK(meta(dump, "tokenizer.ggml.add_space_prefix", kBool) == true);
+  CHECK(meta(dump, "general.file_type", kU32) == 32);
+  check_data(dump, lmf::test::file_bytes(out), "blk.0.ffn_up.weight", values(model, "model.layers.0.mlp.up_proj.weight"));
 }

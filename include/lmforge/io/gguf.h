@@ -27,10 +27,12 @@ struct GgufOptions {
 /// lmforge's tokenizer.json, a Hugging Face tokenizer.json or its directory) to `output` through
 /// an AtomicFile (the file appears whole or not at all). Supported: nn::GPT (architecture gpt2),
 /// nn::Llama of model_type llama and mistral (llama), qwen2 and qwen3; byte-level BPE tokenizers
-/// (GPT-2's, lmforge's own, Llama 3's, Qwen2/3's). Refused with an lmf::Error naming the reason:
-/// other models, a model with LoRA adapters (merge them first), character and SentencePiece-style
-/// tokenizers, a pre-tokenizer llama.cpp has no name for, a tokenizer larger than the model's
-/// vocabulary, and rotary scaling llama.cpp cannot express for the architecture.
+/// (GPT-2's, lmforge's own, Llama 3's, Qwen2/3's: tokenizer model "gpt2") and SentencePiece-style
+/// BPE tokenizer.json files with <0xNN> byte pieces (Llama 2, Mistral: model "llama", scores from
+/// the merge ranks). Refused with an lmf::Error naming the reason: other models, a model with LoRA
+/// adapters (merge them first), character tokenizers, a byte-level pre-tokenizer llama.cpp has no
+/// name for, a SentencePiece-style vocabulary without byte pieces, a tokenizer larger than the
+/// model's vocabulary, and rotary scaling llama.cpp cannot express for the architecture.
 void write_gguf(const nn::CausalLM& model, const std::string& tokenizer, const std::filesystem::path& output,
                 const GgufOptions& options = {});
 
