@@ -427,7 +427,12 @@ void add_llama(gguf::Writer& w, const nn::Llama& model, const Params& params, Gg
   const int64_t C = c.hidden_size, NH = c.num_attention_heads, NKV = c.kv_heads(), HS = c.head_size();
   if (arch == "qwen3")
     LMF_CHECK(!c.qkv_bias && !c.o_bias, "qwen3 model with attention biases: llama.cpp's qwen3 has none");
-  if (arch == "qwen2") LMF_CHECK(c.qkv_bias && !c.o_bias, "qwen2 model without q/k/v biases or with an o_proj bias");
+  if (arch == "qwen2") {
+    LMF_CHECK(c.qkv_bias && !c.o_bias, "qwen2 model without q/k/v biases or with an o_proj bias");
+    // llama.cpp's qwen2 sizes q/k/v by the embedding width (it reads no key_length).
+    LMF_CHECK(HS * NH == C, "qwen2 model with head_dim ", HS, " != hidden_size / num_attention_heads (", C / NH,
+              "): llama.cpp's qwen2 cannot load it");
+  }
   const std::string a = arch + ".";
   w.add_u32(a + "context_length", static_cast<uint32_t>(c.max_position_embeddings));
   w.add_u32(a + "embedding_length", static_cast<uint32_t>(C));
