@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 
 #include "io/gguf_reader.h"
 #include "io/gguf_writer.h"
+#include "lmforge/autograd.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/io/checkpoint.h"
@@ -751,4 +753,163 @@ TEST_CASE("a SentencePiece-style tokenizer.json becomes llama.cpp's llama tokeni
   CHECK(meta(dump, "tokenizer.ggml.add_space_prefix", kBool) == true);
   CHECK(meta(dump, "general.file_type", kU32) == 32);
   check_data(dump, lmf::test::file_bytes(out), "blk.0.ffn_up.weight", values(model, "model.layers.0.mlp.up_proj.weight"));
+}
+
+namespace {
+
+// node-llama-cpp's folder when LMF_TEST_LLAMA_CPP=1 and it installs (about 730 MB, so opt-in), else "".
+std::string llama_cpp_dir() {
+  static std::string dir = [] {
+    const char* on = std::getenv("LMF_TEST_LLAMA_CPP");
+    if (!on || std::string(on) != "1") {
+      std::printf("SKIP: loading in llama.cpp is opt-in (LMF_TEST_LLAMA_CPP=1 installs node-llama-cpp, ~730 MB)\n");
+      return std::string();
+    }
+    std::string target = std::string(LMF_BINARY_DIR) + "/test-data/llama-cpp-npm";
+    std::string cmd = std::string("sh '") + LMF_SOURCE_DIR + "/tests/io/fetch_llama_cpp.sh' '" + target + "'";
+    if (std::system(cmd.c_str()) != 0) {
+      std::printf("SKIP: node-llama-cpp unavailable (fetch_llama_cpp.sh failed)\n");
+      return std::string();
+    }
+    return target;
+  }();
+  return dir;
+}
+
+json llama_cpp_eval(const fs::path& model, const std::vector<int32_t>& tokens, const std::vector<std::string>& texts) {
+  const fs::path in = model.string() + ".in.json", out = model.string() + ".llama-cpp.json";
+  std::ofstream(in) << json({{"tokens", tokens}, {"texts", texts}}).dump();
+  const std::string cmd = "node '" + std::string(LMF_SOURCE_DIR) + "/tests/io/llama_cpp_eval.mjs' '" + llama_cpp_dir() +
+                          "' '" + model.string() + "' '" + in.string() + "' '" + out.string() + "'";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  return json::parse(lmf::test::file_bytes(out));
+}
+
+// Largest |p_llama.cpp − p_lmforge| over every position and every id of the vocabulary; `argmax_bad`
+// counts positions where lmforge's top id leads by more than 0.1 and llama.cpp's top id differs.
+double max_prob_gap(const nn::CausalLM& model, const std::vector<int32_t>& tokens, const json& probs,
+                    int& argmax_bad) {
+  argmax_bad = 0;
+  NoGradGuard no_grad;
+  const std::vector<float> logits =
+      model.forward(Tensor::from_vector(tokens, {1, static_cast<int64_t>(tokens.size())})).to_vector();
+  const std::size_t V = static_cast<std::size_t>(model.vocab_size());
+  REQUIRE(probs.size() == tokens.size());
+  double worst = 0;
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    REQUIRE(probs[t].size() == V);
+    double m = -INFINITY, z = 0;
+    for (std::size_t v = 0; v < V; ++v) m = std::max<double>(m, logits[t * V + v]);
+    for (std::size_t v = 0; v < V; ++v) z += std::exp(logits[t * V + v] - m);
+    std::vector<double> ours(V);
+    for (std::size_t v = 0; v < V; ++v) {
+      ours[v] = std::exp(logits[t * V + v] - m) / z;
+      worst = std::max(worst, std::fabs(probs[t][v].get<double>() - ours[v]));
+    }
+    std::vector<double> sorted = ours;
+    std::sort(sorted.rbegin(), sorted.rend());
+    const auto best = std::max_element(ours.begin(), ours.end()) - ours.begin();
+    std::size_t theirs = 0;
+    for (std::size_t v = 1; v < V; ++v)
+      if (probs[t][v].get<double>() > probs[t][theirs].get<double>()) theirs = v;
+    argmax_bad += sorted[0] - sorted[1] > 0.1 && static_cast<std::size_t>(best) != theirs;
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("llama.cpp loads the exported files, tokenizes as lmforge and predicts the model's probabilities", "[gguf]") {
+  if (llama_cpp_dir().empty()) return;
+  const fs::path dir = scratch("llama-cpp");
+  const std::vector<std::string> texts = {"the cat sat on the mat", "hi hi, the hat!", "  two  spaces\nand a line"};
+  const std::vector<int32_t> ids = {116, 257, 32, 99, 97, 116, 44, 10, 65, 200, 256, 104};
+
+  struct Case {
+    std::string name;
+    std::function<std::unique_ptr<nn::CausalLM>()> make;
+    std::string tokenizer;  // under dir
+  };
+  small_bpe()->save((dir / "bpe.json").string());
+  fs::create_directories(dir / "llama3-tok");
+  write_hf_tokenizer(dir / "llama3-tok", kLlama3Regex);
+  fs::create_directories(dir / "qwen-tok");
+  write_hf_tokenizer(dir / "qwen-tok", kQwen2Regex);
+  fs::create_directories(dir / "spm-tok");
+  std::ofstream(dir / "spm-tok" / "tokenizer.json") << spm_tokenizer().dump();
+  auto llama3_scaled = [] {
+    nn::LlamaConfig c = tiny_llama("llama");
+    c.qkv_bias = c.o_bias = true;
+    c.rope_scaling.type = nn::RopeScalingType::llama3;
+    c.rope_scaling.factor = 8;
+    c.rope_scaling.low_freq_factor = 1;
+    c.rope_scaling.high_freq_factor = 4;
+    c.rope_scaling.original_max_position_embeddings = 16;
+    return std::make_unique<nn::Llama>(c, 21);
+  };
+  const Case cases[] = {
+      {"gpt2", [] {
+         nn::GPTConfig g;
+         g.n_layer = 2; g.n_head = 2; g.n_embd = 64; g.block_size = 32; g.vocab_size = 320;
+         return std::make_unique<nn::GPT>(g, 4);
+       }, "bpe.json"},
+      {"llama", llama3_scaled, "llama3-tok"},
+      {"qwen3", [] {
+         nn::LlamaConfig c = tiny_llama("qwen3");
+         c.qk_norm = true;
+         c.tie_word_embeddings = true;
+         return std::make_unique<nn::Llama>(c, 22);
+       }, "qwen-tok"},
+      {"qwen2", [] {
+         nn::LlamaConfig c = tiny_llama("qwen2");
+         c.qkv_bias = true;
+         c.head_dim = 16;
+         return std::make_unique<nn::Llama>(c, 23);
+       }, "qwen-tok"},
+      {"mistral", [] {
+         nn::LlamaConfig c = tiny_llama("mistral");
+         c.vocab_size = 272;
+         return std::make_unique<nn::Llama>(c, 24);
+       }, "spm-tok"},
+  };
+  for (const Case& k : cases) {
+    DYNAMIC_SECTION(k.name) {
+      const std::unique_ptr<nn::CausalLM> model = k.make();
+      // Random small weights give nearly flat predictions; scale them up so the comparison has
+      // something to compare (norm weights and biases included: still the same function class).
+      for (auto& [name, t] : model->named_parameters()) t.copy_(Tensor::from_vector([&] {
+        std::vector<float> v = t.to_vector();
+        for (float& x : v) x *= 5.f;
+        return v;
+      }(), t.shape()));
+      const std::string tok_spec = (dir / k.tokenizer).string();
+      for (const char* dtype : {"f32", "q8_0"}) {
+        const fs::path out = dir / (k.name + "-" + dtype + ".gguf");
+        io::write_gguf(*model, tok_spec, out, {io::parse_gguf_dtype(dtype), ""});
+        const json r = llama_cpp_eval(out, ids, texts);
+        int argmax_bad = 0;
+        const double gap = max_prob_gap(*model, ids, r["probs"], argmax_bad);
+        double top = 0;
+        for (const json& row : r["probs"])
+          for (const json& p : row) top = std::max(top, p.get<double>());
+        std::printf("llama.cpp vs lmforge, %s %s: max |p difference| = %.3g (largest p %.3g)\n", k.name.c_str(),
+                    dtype, gap, top);
+        if (std::string(dtype) == "f32") {
+          // Llama family: equal to f32 rounding (measured ~3e-6). GPT-2 measured 1.2e-3: llama.cpp's
+          // CPU GELU reads its result from an f16 table (GGML_GELU_FP16), the likely cause.
+          CHECK(gap < (k.name == "gpt2" ? 3e-3 : 1e-4));
+        } else {
+          // q8_0: llama.cpp also quantizes the activations to q8_0 for those products, and the
+          // weights here are scaled up for peaked predictions, so the gap is printed, not bounded;
+          // the blocks themselves are checked against their definition above.
+          std::printf("  (q8_0: %d positions where a clear lmforge winner is not llama.cpp's)\n", argmax_bad);
+        }
+        const auto tok = data::load_tokenizer(tok_spec);
+        for (std::size_t i = 0; i < texts.size(); ++i) {
+          INFO("text " << i);
+          CHECK(r["tokenized"][i].get<std::vector<int32_t>>() == tok->encode(texts[i]));
+        }
+      }
+    }
+  }
 }
