@@ -85,10 +85,6 @@ void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
     for (int64_t r = 0; r < m; ++r) gelu_row(gelu + r * ldg, c + r * ldc, n);
 }
 
-// Each thread packs the operand it shares with the other blocks once per block, so the output is
-// cut along its longer side into as few blocks as keep the threads busy: for the tied LM head
-// (B*T, C) x (C, V), cutting V instead of B*T rows stops every thread from repacking the whole
-// (C, V) weight (GPT-2 124M step at B = 4, T = 64 on 2 Zen 4 cores: see docs/benchmarks.md).
 namespace {
 
 // The whole batch as f32 (the widened copy of a bf16 operand where gemm_kernel does not run).
@@ -103,6 +99,11 @@ std::vector<float> widened(const void* x, int64_t stride, int64_t batch, int64_t
   return out;
 }
 
+// gemm_batched with either operand possibly stored as bf16 (a_half, b_half).
+// Each thread packs the operand it shares with the other blocks once per block, so the output is
+// cut along its longer side into as few blocks as keep the threads busy: for the tied LM head
+// (B*T, C) x (C, V), cutting V instead of B*T rows stops every thread from repacking the whole
+// (C, V) weight (GPT-2 124M step at B = 4, T = 64 on 2 Zen 4 cores: see docs/benchmarks.md).
 void gemm_batched_any(int64_t batch, const float* a, bool a_half, int64_t stride_a, const float* b, bool b_half,
                       int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k, bool trans_a,
                       bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
