@@ -1,7 +1,10 @@
 // Differentiable functional ops. Each one checks shapes and dtypes, dispatches on the device and
 // records its backward (src/ops/<op>.cpp); the per-device kernels live in src/backend/<device>/.
 // Dim letters: B batch, T time, C channels, NH heads, HS head size, V vocabulary, N rows.
-// Ops compute in f32; inputs of other float dtypes are rejected with a clear error.
+// Ops compute in f32. bf16 is mixed precision's storage type (ComputeOptions::mixed_bf16): the
+// products, norms, attention, rotary_embedding, gelu, swiglu, dropout, cross_entropy and
+// add/sub/mul/div take bf16 inputs, compute in f32 and write bf16 activations (a sum with an f32
+// operand is f32); gradients are always f32. The other ops reject bf16 with a clear error (cast first).
 #pragma once
 #include <cstdint>
 #include <utility>
@@ -23,6 +26,11 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& a, float factor);
+
+/// x converted to `dtype` (f32 or bf16; round to nearest even into bf16), recorded: the gradient
+/// passes through unchanged (gradients are f32 whatever the dtype of the tensor they belong to).
+/// x itself when it already has that dtype.
+Tensor cast(const Tensor& x, DType dtype);
 
 // --- primitive ops ----------------------------------------------------------------------------
 /// a / b with broadcasting; da = g / b, db = -g a / b² (each summed to its input's shape).

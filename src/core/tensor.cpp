@@ -190,6 +190,26 @@ void store_from_float(char* p, DType dtype, float v) {
   }
 }
 
+// The same rounding as lmf::bf16 (nearest even, NaN kept quiet) on whole words, so the compiler
+// vectorises it.
+void convert_f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, src + i, 4);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    dst[i] = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+  }
+}
+
+void convert_bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
 template <typename Word>
 void copy_elements(Word* dst, int64_t dst_stride, const Word* src, int64_t src_stride, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j * dst_stride] = src[j * src_stride];
@@ -207,6 +227,15 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
   const char* sbase = static_cast<const char*>(src.raw_data());
   if (sd == dd && dst.is_contiguous() && src.is_contiguous()) {
     std::memcpy(dbase, sbase, n * ss);
+    return;
+  }
+  if (dst.is_contiguous() && src.is_contiguous() && (sd == DType::f32 || sd == DType::bf16) &&
+      (dd == DType::f32 || dd == DType::bf16)) {  // mixed precision's conversions: vectorised
+    if (sd == DType::f32) {
+      convert_f32_to_bf16(reinterpret_cast<uint16_t*>(dbase), reinterpret_cast<const float*>(sbase), n);
+    } else {
+      convert_bf16_to_f32(reinterpret_cast<float*>(dbase), reinterpret_cast<const uint16_t*>(sbase), n);
+    }
     return;
   }
   const int64_t inner = nd ? shape[nd - 1] : 1;

@@ -272,6 +272,7 @@ void Module::build_slab(Device device) const {
     // Re-point the shared implementation so that every existing handle follows the parameter.
     repoint(p, dst);
     p.impl()->grad = grad.impl();
+    p.impl()->bf16_copy.reset();  // a copy of the old storage would go stale
   }
   if (slab_) slab_->retired = true;
   slab_ = std::move(slab);
@@ -308,6 +309,24 @@ const std::shared_ptr<ParameterSlab>& Module::slab() const {
   }
   build_slab(device);
   return slab_;
+}
+
+void Module::refresh_bf16_copies() {
+  const std::shared_ptr<ParameterSlab>& s = slab();
+  NoGradGuard no_grad;
+  if (!s->params_bf16.defined()) s->params_bf16 = Tensor::empty({s->numel()}, DType::bf16, s->device());
+  s->params_bf16.copy_(s->params);  // one pass over the whole slab
+  for (const SlabEntry& entry : s->entries) {
+    if (entry.param.dim() != 2) continue;  // vectors (biases, norm weights) are read in f32
+    entry.param.impl()->bf16_copy =
+        Tensor::view_of(s->params_bf16.storage(), entry.param.shape(), DType::bf16, entry.offset).impl();
+  }
+}
+
+void Module::clear_bf16_copies() {
+  if (!slab_) return;
+  for (const SlabEntry& entry : slab_->entries) entry.param.impl()->bf16_copy.reset();
+  slab_->params_bf16 = Tensor();
 }
 
 }  // namespace lmf::nn

@@ -11,7 +11,7 @@ namespace lmf {
 using namespace ops_detail;
 
 Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t ignore_index) {
-  check_f32("cross_entropy", logits_in, "logits");
+  check_float("cross_entropy", logits_in, "logits");
   check_defined("cross_entropy", targets_in, "targets");
   check_same_device("cross_entropy", logits_in, "logits", targets_in, "targets");
   LMF_CHECK(targets_in.dtype() == DType::i32, "cross_entropy: targets must be i32, got ",
@@ -24,7 +24,10 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
             " (targets must have the logits' shape without the last dim)");
   const int64_t v = logits_in.size(-1), n = targets_in.numel();
   LMF_CHECK(v > 0, "cross_entropy: empty vocabulary dim in logits ", shape_str(ls));
-  const Tensor logits = logits_in.contiguous_copy(), targets = targets_in.contiguous_copy();
+  // bf16 logits (mixed precision) are kept as stored and widened for each pass: the softmax, the
+  // log-sum-exp and the loss are f32 math either way.
+  const Tensor logits_saved = logits_in.contiguous_copy(), targets = targets_in.contiguous_copy();
+  const Tensor logits = f32_contiguous(logits_saved);
   const Device dev = logits.device();
   Tensor loss = Tensor::empty({}, DType::f32, dev);
   Tensor count = Tensor::empty({}, DType::f32, dev);  // counted rows; on a GPU it stays there (no sync)
@@ -42,9 +45,10 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
       break;
   }
   return record(loss, "cross_entropy", {logits_in, targets_in},
-                [logits = logits.detach(), targets = targets.detach(), lse, n, v, count,
+                [logits_saved = logits_saved.detach(), targets = targets.detach(), lse, n, v, count,
                  ignore_index](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // () on the logits' device
+                  const Tensor logits = f32_contiguous(logits_saved);
                   Tensor dlogits = Tensor::empty(logits.shape(), DType::f32, g.device());
                   switch (g.device().type) {
                     case DeviceType::cpu:

@@ -10,7 +10,9 @@ namespace lmf {
 using namespace ops_detail;
 namespace {
 
+// out has x_in's dtype (a bf16 x is widened, masked and rounded back: the kept values are scaled).
 Tensor dropout_apply(const Tensor& x_in, float p, uint64_t seed, uint64_t base) {
+  if (x_in.dtype() != DType::f32) return stored_as(dropout_apply(x_in.to(DType::f32), p, seed, base), x_in.dtype());
   const Tensor x = x_in.contiguous_copy();
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
@@ -23,7 +25,7 @@ Tensor dropout_apply(const Tensor& x_in, float p, uint64_t seed, uint64_t base) 
 }  // namespace
 
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
-  check_f32("dropout", x, "x");
+  check_float("dropout", x, "x");
   LMF_CHECK(p >= 0.f && p <= 1.f, "dropout: p must be in [0, 1], got ", p);
   if (!training || p == 0.f) return x;
   const uint64_t seed = gen.seed(), base = gen.advance(static_cast<uint64_t>(x.numel()));

@@ -25,10 +25,19 @@ bool periodic(const Tensor& a, const Tensor& b) {
   return n <= as.size() && std::equal(first, bs.end(), as.end() - n);
 }
 
-void check_operands(const char* op, const Tensor& a, const Tensor& b) {
-  check_f32(op, a, "a");
-  check_f32(op, b, "b");
+// Returns true when an operand is bf16: the op then runs on f32 casts (promoted()).
+bool check_operands(const char* op, const Tensor& a, const Tensor& b) {
+  check_float(op, a, "a");
+  check_float(op, b, "b");
   check_same_device(op, a, "a", b, "b");
+  return a.dtype() != DType::f32 || b.dtype() != DType::f32;
+}
+
+// A bf16 operand (mixed precision) is widened by a recorded cast and the op computed in f32; the
+// result is f32 (a residual add keeps the stream f32) unless both operands are bf16.
+Tensor promoted(Tensor (*op)(const Tensor&, const Tensor&), const Tensor& a, const Tensor& b) {
+  const Tensor out = op(cast(a, DType::f32), cast(b, DType::f32));
+  return a.dtype() == DType::bf16 && b.dtype() == DType::bf16 ? cast(out, DType::bf16) : out;
 }
 
 enum class Kind { add, sub, mul };
@@ -122,24 +131,24 @@ Tensor general_binary(const char* op, kernels::BinaryOp kind, const Tensor& a, c
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  check_operands("add", a, b);
+  if (check_operands("add", a, b)) return promoted(add, a, b);
   if (!periodic(a, b)) return general_binary("add", kernels::BinaryOp::add, a, b);
   return add_or_sub("add", Kind::add, a, b);
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  check_operands("sub", a, b);
+  if (check_operands("sub", a, b)) return promoted(sub, a, b);
   if (!periodic(a, b)) return general_binary("sub", kernels::BinaryOp::sub, a, b);
   return add_or_sub("sub", Kind::sub, a, b);
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  check_operands("div", a, b);
+  if (check_operands("div", a, b)) return promoted(div, a, b);
   return general_binary("div", kernels::BinaryOp::div, a, b);
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  check_operands("mul", a, b);
+  if (check_operands("mul", a, b)) return promoted(mul, a, b);
   if (!periodic(a, b)) return general_binary("mul", kernels::BinaryOp::mul, a, b);
   const int64_t nb = b.numel();
   Tensor out = binary_forward("mul", Kind::mul, a, b, nb);

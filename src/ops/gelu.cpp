@@ -9,15 +9,17 @@ namespace lmf {
 using namespace ops_detail;
 
 Tensor gelu(const Tensor& x_in) {
-  check_f32("gelu", x_in, "x");
-  const Tensor x = x_in.contiguous_copy();
+  check_float("gelu", x_in, "x");
+  const Tensor x_saved = x_in.contiguous_copy();  // bf16 under mixed precision, widened per pass
+  const Tensor x = f32_contiguous(x_saved);
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::gelu_forward(out.data<float>(), x.data<float>(), x.numel()); break;
     case DeviceType::cuda: cuda::gelu_forward(x.device(), out.data<float>(), x.data<float>(), x.numel()); break;
   }
-  return record(out, "gelu", {x_in}, [x = x.detach()](const Tensor& g_in) {
+  return record(stored_as(out, activation_dtype(x_in)), "gelu", {x_in}, [x_saved = x_saved.detach()](const Tensor& g_in) {
     const Tensor g = g_in.contiguous_copy();
+    const Tensor x = f32_contiguous(x_saved);
     Tensor dx = Tensor::empty(x.shape(), DType::f32, g.device());
     switch (g.device().type) {
       case DeviceType::cpu: cpu::gelu_backward(dx.data<float>(), g.data<float>(), x.data<float>(), x.numel()); break;

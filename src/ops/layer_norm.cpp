@@ -12,7 +12,7 @@ namespace {
 
 // Checks x (..., C), weight (C) and bias (C, optional); returns C.
 int64_t check_layer_norm(const char* op, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, float eps) {
-  check_f32(op, x_in, "x");
+  check_float(op, x_in, "x");
   check_f32(op, w_in, "weight");
   check_same_device(op, x_in, "x", w_in, "weight");
   LMF_CHECK(x_in.dim() >= 1, op, ": x must have at least one dim, got ", shape_str(x_in.shape()));
@@ -30,15 +30,17 @@ int64_t check_layer_norm(const char* op, const Tensor& x_in, const Tensor& w_in,
 }
 
 // Records out = layer_norm(x_in) given the forward's results: x the contiguous input (x_in or its
-// copy), w the contiguous weight, mean and rstd per row.
-Tensor record_layer_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& x,
+// copy; bf16 under mixed precision, widened again in the backward), w the contiguous weight, mean
+// and rstd per row.
+Tensor record_layer_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& x_saved,
                          const Tensor& w, const Tensor& mean, const Tensor& rstd) {
-  const int64_t c = x.size(-1), n = c ? x.numel() / c : 0;
+  const int64_t c = x_saved.size(-1), n = c ? x_saved.numel() / c : 0;
   const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
   const bool need_b = b_in.defined() && b_in.requires_grad();
   return record(out, "layer_norm", {x_in, w_in, b_in},
-                [x = x.detach(), w = w.detach(), mean, rstd, n, c, need_x, need_w, need_b](const Tensor& g_in) {
+                [x_saved = x_saved.detach(), w = w.detach(), mean, rstd, n, c, need_x, need_w, need_b](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (N, C)
+                  const Tensor x = f32_contiguous(x_saved);
                   Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
                   Tensor dw = need_w ? Tensor::empty({c}, DType::f32, g.device()) : Tensor();
                   Tensor db = need_b ? Tensor::empty({c}, DType::f32, g.device()) : Tensor();
@@ -64,7 +66,8 @@ Tensor record_layer_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, con
 Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, float eps) {
   const int64_t c = check_layer_norm("layer_norm", x_in, w_in, b_in, eps), n = c ? x_in.numel() / c : 0;
   const bool has_bias = b_in.defined();
-  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  const Tensor x_saved = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  const Tensor x = f32_contiguous(x_saved);  // x_saved itself when f32
   const Tensor b = has_bias ? b_in.contiguous_copy() : Tensor();
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor mean = Tensor::empty({n}, DType::f32, x.device()), rstd = Tensor::empty({n}, DType::f32, x.device());
@@ -78,21 +81,27 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, fl
                                w.data<float>(), has_bias ? b.data<float>() : nullptr, n, c, eps);
       break;
   }
-  return record_layer_norm(out, x_in, w_in, b_in, x, w, mean, rstd);
+  out = stored_as(out, activation_dtype(x_in));
+  return record_layer_norm(out, x_in, w_in, b_in, x_saved, w, mean, rstd);
 }
 
 std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x_in, const Tensor& y_in, const Tensor& w_in,
                                          const Tensor& b_in, float eps) {
-  check_f32("add_layer_norm", y_in, "y");
+  check_float("add_layer_norm", y_in, "y");
   check_same_device("add_layer_norm", x_in, "x", y_in, "y");
   LMF_CHECK(x_in.defined() && x_in.shape() == y_in.shape(), "add_layer_norm: x ", shape_str(x_in.shape()),
             " and y ", shape_str(y_in.shape()), " must have the same shape");
   const int64_t c = check_layer_norm("add_layer_norm", x_in, w_in, b_in, eps), n = c ? x_in.numel() / c : 0;
-  if (x_in.device().is_cuda()) {  // the two ops (no fused kernel on the GPU yet)
+  // The two ops on a GPU (no fused kernel there yet) and for two bf16 inputs (whose sum is bf16).
+  const bool both_bf16 = x_in.dtype() == DType::bf16 && y_in.dtype() == DType::bf16;
+  if (x_in.device().is_cuda() || both_bf16) {
     Tensor sum = add(x_in, y_in);
     return {sum, layer_norm(sum, w_in, b_in, eps)};
   }
-  const Tensor x = x_in.contiguous_copy(), y = y_in.contiguous_copy(), w = w_in.contiguous_copy();
+  // Mixed precision: the residual stream x is f32 and the branch y bf16; the sum stays f32.
+  const DType out_dtype = y_in.dtype() == DType::bf16 || x_in.dtype() == DType::bf16 ? DType::bf16
+                                                                                     : activation_dtype(x_in);
+  const Tensor x = f32_contiguous(x_in), y = f32_contiguous(y_in), w = w_in.contiguous_copy();
   const Tensor b = b_in.defined() ? b_in.contiguous_copy() : Tensor();
   Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
@@ -102,7 +111,7 @@ std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x_in, const Tensor& y_in,
                               b.defined() ? b.data<float>() : nullptr, n, c, eps);
   // Two nodes, as if add and layer_norm had run: the sum passes its gradient to both inputs.
   sum = record(sum, "add", {x_in, y_in}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
-  return {sum, record_layer_norm(out, sum, w_in, b_in, sum, w, mean, rstd)};
+  return {sum, record_layer_norm(stored_as(out, out_dtype), sum, w_in, b_in, sum, w, mean, rstd)};
 }
 
 }  // namespace lmf

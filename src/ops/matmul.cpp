@@ -22,35 +22,59 @@ struct MatmulDims {
   bool trans_a, trans_b;
 };
 
+// Mixed precision: a parameter's bf16 copy stands in for it (refreshed after each optimizer step,
+// so no product rounds the weights again); its gradient still goes to the f32 parameter.
+Tensor product_operand(const Tensor& w) {
+  const auto& copy = w.impl()->bf16_copy;
+  return copy && compute_options().mixed_bf16 ? Tensor(copy) : w;
+}
+
+// Products write bf16 when either operand is bf16 or the thread runs mixed precision.
+DType product_dtype(const Tensor& a, const Tensor& b) {
+  return b.dtype() == DType::bf16 ? DType::bf16 : activation_dtype(a);
+}
+
 // A product on the device that holds the operands: cpu::gemm or cuda::gemm (the same contract),
-// with the calling thread's compute options.
-void gemm_on(const Device& dev, const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
-             bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr) {
+// with the calling thread's compute options. a and b are contiguous, f32 or bf16 (mixed precision):
+// the CPU kernel reads bf16 in place; a GPU gets widened copies (its kernel takes f32 operands).
+void gemm_batched_on(const Device& dev, int64_t batch, const Tensor& a, int64_t stride_a, const Tensor& b,
+                     int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
+                     bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr) {
   const ComputeOptions& options = compute_options();
+  const bool a16 = a.dtype() == DType::bf16, b16 = b.dtype() == DType::bf16;
   switch (dev.type) {
     case DeviceType::cpu:
-      cpu::gemm(a, b, c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+      if (!a16 && !b16) {
+        cpu::gemm_batched(batch, a.data<float>(), stride_a, b.data<float>(), stride_b, c, stride_c, m, n, k, trans_a,
+                          trans_b, accumulate, gelu_out, options);
+      } else {
+        cpu::gemm_batched_mixed(batch, a.raw_data(), a16, stride_a, b.raw_data(), b16, stride_b, c, stride_c, m, n,
+                                k, trans_a, trans_b, accumulate, gelu_out, options);
+      }
       break;
-    case DeviceType::cuda:
-      cuda::gemm(dev, a, b, c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+    case DeviceType::cuda: {
+      const Tensor af = f32_contiguous(a), bf = f32_contiguous(b);
+      cuda::gemm_batched(dev, batch, af.data<float>(), stride_a, bf.data<float>(), stride_b, c, stride_c, m, n, k,
+                         trans_a, trans_b, accumulate, gelu_out, options);
       break;
+    }
   }
 }
 
-void gemm_batched_on(const Device& dev, int64_t batch, const float* a, int64_t stride_a, const float* b,
-                     int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
-                     bool trans_a, bool trans_b, bool accumulate = false) {
-  const ComputeOptions& options = compute_options();
-  switch (dev.type) {
-    case DeviceType::cpu:
-      cpu::gemm_batched(batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate,
-                        nullptr, options);
-      break;
-    case DeviceType::cuda:
-      cuda::gemm_batched(dev, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate,
-                         nullptr, options);
-      break;
+void gemm_on(const Device& dev, const Tensor& a, const Tensor& b, float* c, int64_t m, int64_t n, int64_t k,
+             bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr) {
+  if (a.dtype() == DType::f32 && b.dtype() == DType::f32) {  // the f32 path, as it always was
+    const ComputeOptions& options = compute_options();
+    switch (dev.type) {
+      case DeviceType::cpu:
+        cpu::gemm(a.data<float>(), b.data<float>(), c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+        return;
+      case DeviceType::cuda:
+        cuda::gemm(dev, a.data<float>(), b.data<float>(), c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+        return;
+    }
   }
+  gemm_batched_on(dev, 1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, accumulate, gelu_out);
 }
 
 // Both input gradients of a (possibly batched) product, into the engine's destinations (each
@@ -63,29 +87,28 @@ std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tens
   Tensor da = need_a ? dests[0].output(a.shape(), dev) : Tensor();
   Tensor db = need_b ? dests[1].output(b.shape(), dev) : Tensor();
   const bool acc_a = need_a && dests[0].accumulate, acc_b = need_b && dests[1].accumulate;
-  const float *pa = a.data<float>(), *pb = b.data<float>(), *pg = g.data<float>();
   const int64_t sa = d.m * d.k, sb = d.shared_b ? 0 : d.k * d.n, sg = d.m * d.n;
   if (need_a && !d.trans_a) {  // da (M, K) = g (M, N) · op(b)ᵀ (N, K)
     if (d.shared_b) {
-      gemm_on(dev, pg, pb, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b, acc_a);
+      gemm_on(dev, g, b, da.data<float>(), d.batch * d.m, d.k, d.n, false, !d.trans_b, acc_a);
     } else {
-      gemm_batched_on(dev, d.batch, pg, sg, pb, sb, da.data<float>(), sa, d.m, d.k, d.n, false, !d.trans_b, acc_a);
+      gemm_batched_on(dev, d.batch, g, sg, b, sb, da.data<float>(), sa, d.m, d.k, d.n, false, !d.trans_b, acc_a);
     }
   } else if (need_a) {  // da (K, M) = op(b) (K, N) · gᵀ (N, M)
-    gemm_batched_on(dev, d.batch, pb, sb, pg, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b, true, acc_a);
+    gemm_batched_on(dev, d.batch, b, sb, g, sg, da.data<float>(), sa, d.k, d.m, d.n, d.trans_b, true, acc_a);
   }
   if (need_b && d.shared_b && !d.trans_a) {  // the batch folds into the rows: one GEMM
     if (!d.trans_b) {  // db (K, N) = aᵀ (K, B*M) · g (B*M, N)
-      gemm_on(dev, pa, pg, db.data<float>(), d.k, d.n, d.batch * d.m, true, false, acc_b);
+      gemm_on(dev, a, g, db.data<float>(), d.k, d.n, d.batch * d.m, true, false, acc_b);
     } else {  // db (N, K) = gᵀ (N, B*M) · a (B*M, K)
-      gemm_on(dev, pg, pa, db.data<float>(), d.n, d.k, d.batch * d.m, true, false, acc_b);
+      gemm_on(dev, g, a, db.data<float>(), d.n, d.k, d.batch * d.m, true, false, acc_b);
     }
   } else if (need_b) {
     for (int64_t i = 0; i < (d.shared_b ? d.batch : 1); ++i) {
       // Shared b with transposed a: one product per batch element, accumulated in order.
       const int64_t count = d.shared_b ? 1 : d.batch;
-      const float* ai = pa + i * sa;
-      const float* gi = pg + i * sg;
+      const Tensor ai = d.shared_b ? slice(view(a, {d.batch, d.m * d.k}), 0, i, i + 1) : a;
+      const Tensor gi = d.shared_b ? slice(view(g, {d.batch, d.m * d.n}), 0, i, i + 1) : g;
       const bool acc = acc_b || (d.shared_b && i > 0);
       if (!d.trans_b) {  // db (K, N) = op(a)ᵀ (K, M) · g (M, N)
         gemm_batched_on(dev, count, ai, sa, gi, sg, db.data<float>(), d.k * d.n, d.k, d.n, d.m, !d.trans_a, false,
@@ -102,8 +125,8 @@ std::vector<Tensor> matmul_backward(const Tensor& a, const Tensor& b, const Tens
 }  // namespace
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
-  check_f32("matmul", a_in, "a");
-  check_f32("matmul", b_in, "b");
+  check_float("matmul", a_in, "a");
+  check_float("matmul", b_in, "b");
   check_same_device("matmul", a_in, "a", b_in, "b");
   LMF_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: needs at least 2-D operands, got a ",
             shape_str(a_in.shape()), " and b ", shape_str(b_in.shape()));
@@ -128,14 +151,15 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   out_shape.push_back(d.m);
   out_shape.push_back(d.n);
 
-  const Tensor a = a_in.contiguous_copy(), b = b_in.contiguous_copy();
+  const Tensor a = a_in.contiguous_copy(), b = product_operand(b_in).contiguous_copy();
   Tensor out = Tensor::empty(out_shape, DType::f32, a.device());
   if (d.shared_b && !trans_a) {  // (B*M, K) · op(b): one large GEMM
-    gemm_on(a.device(), a.data<float>(), b.data<float>(), out.data<float>(), d.batch * d.m, d.n, d.k, false, trans_b);
+    gemm_on(a.device(), a, b, out.data<float>(), d.batch * d.m, d.n, d.k, false, trans_b);
   } else {
-    gemm_batched_on(a.device(), d.batch, a.data<float>(), d.m * d.k, b.data<float>(), d.shared_b ? 0 : d.k * d.n,
-                    out.data<float>(), d.m * d.n, d.m, d.n, d.k, trans_a, trans_b);
+    gemm_batched_on(a.device(), d.batch, a, d.m * d.k, b, d.shared_b ? 0 : d.k * d.n, out.data<float>(), d.m * d.n,
+                    d.m, d.n, d.k, trans_a, trans_b);
   }
+  out = stored_as(out, product_dtype(a, b));
   const bool need_a = a_in.requires_grad(), need_b = b_in.requires_grad();
   return record_into(out, "matmul", {a_in, b_in},
                      [a = a.detach(), b = b.detach(), d, need_a, need_b](const Tensor& g,
@@ -168,12 +192,13 @@ struct LinearArgs {
   Tensor x, w, b;  // x (N, IN), w (OUT, IN), b (OUT) or undefined
   int64_t n = 0, in = 0, out = 0;
   Shape out_shape;
+  DType out_dtype = DType::f32;  // bf16 under mixed precision or for bf16 operands
   bool need_x = false, need_w = false, need_b = false;
 };
 
 LinearArgs linear_args(const char* op, const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
-  check_f32(op, x_in, "x");
-  check_f32(op, w_in, "w");
+  check_float(op, x_in, "x");
+  check_float(op, w_in, "w");
   check_same_device(op, x_in, "x", w_in, "w");
   LMF_CHECK(x_in.dim() >= 1 && w_in.dim() == 2 && x_in.size(-1) == w_in.size(1),
             op, ": x ", shape_str(x_in.shape()), " does not match w ", shape_str(w_in.shape()),
@@ -192,17 +217,37 @@ LinearArgs linear_args(const char* op, const Tensor& x_in, const Tensor& w_in, c
   a.out_shape = x_in.shape();
   a.out_shape.back() = a.out;
   a.x = x_in.contiguous_copy();
-  a.w = w_in.contiguous_copy();
+  a.w = product_operand(w_in).contiguous_copy();
+  a.out_dtype = product_dtype(a.x, a.w);
   a.need_x = x_in.requires_grad();
   a.need_w = w_in.requires_grad();
   a.need_b = b_in.defined() && b_in.requires_grad();
   return a;
 }
 
+// dst (N, OUT) = bias (OUT) in every row: where a product over the bias rows starts.
+void copy_rows_on(const Device& dev, float* dst, const float* bias, int64_t n, int64_t out) {
+  switch (dev.type) {
+    case DeviceType::cpu:
+      cpu::copy_rows(dst, out, bias, 0, n, out);
+      break;
+    case DeviceType::cuda:
+      cuda::copy_rows(dev, dst, out, bias, 0, n, out);
+      break;
+  }
+}
+
 // pre (N, OUT) = x wᵀ + b on the device; with gelu_out, also gelu(pre) (the GEMM's epilogue on the CPU).
+// x and w f32 take the f32 entry points; a bf16 x or w (mixed precision) the same product over the
+// bias rows, the CPU reading bf16 in place, a GPU widened copies.
 void linear_forward_on(const LinearArgs& a, float* pre, float* gelu_out) {
   const ComputeOptions& options = compute_options();
   const float* bias = a.b.defined() ? a.b.data<float>() : nullptr;
+  if (a.x.dtype() != DType::f32 || a.w.dtype() != DType::f32) {
+    if (bias) copy_rows_on(a.x.device(), pre, bias, a.n, a.out);
+    gemm_on(a.x.device(), a.x, a.w, pre, a.n, a.out, a.in, false, true, bias != nullptr, gelu_out);
+    return;
+  }
   switch (a.x.device().type) {
     case DeviceType::cpu:
       cpu::linear_forward(pre, a.x.data<float>(), a.w.data<float>(), bias, a.n, a.out, a.in, gelu_out, options);
@@ -226,11 +271,9 @@ std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g, const 
   Tensor dw = need_w ? dests[1].output(a.w.shape(), dev) : Tensor();
   Tensor db = need_b ? dests[2].output({out}, dev) : Tensor();
   // dx (N, IN) = g (N, OUT) · w (OUT, IN)
-  if (need_x)
-    gemm_on(dev, g.data<float>(), a.w.data<float>(), dx.data<float>(), n, in, out, false, false, dests[0].accumulate);
+  if (need_x) gemm_on(dev, g, a.w, dx.data<float>(), n, in, out, false, false, dests[0].accumulate);
   // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
-  if (need_w)
-    gemm_on(dev, g.data<float>(), a.x.data<float>(), dw.data<float>(), out, in, n, true, false, dests[1].accumulate);
+  if (need_w) gemm_on(dev, g, a.x, dw.data<float>(), out, in, n, true, false, dests[1].accumulate);
   if (need_b) {  // db (OUT) = column sums of g
     switch (dev.type) {
       case DeviceType::cpu:
@@ -258,6 +301,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   const LinearArgs a = linear_args("linear", x_in, w_in, b_in);
   Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
   linear_forward_on(a, out.data<float>(), nullptr);
+  out = stored_as(out, a.out_dtype);
   return record_into(out, "linear", {x_in, w_in, b_in},
                      [a = detached(a)](const Tensor& g_in, const std::vector<GradDest>& dests) {
                        return linear_backward(a, g_in.contiguous_copy(), dests);
@@ -269,10 +313,13 @@ Tensor linear_gelu(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   Tensor pre = Tensor::empty(a.out_shape, DType::f32, a.x.device());  // x wᵀ + b, kept for backward
   Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
   linear_forward_on(a, pre.data<float>(), out.data<float>());
+  pre = stored_as(pre, a.out_dtype);  // mixed precision keeps the pre-activation in bf16 too
+  out = stored_as(out, a.out_dtype);
   return record_into(out, "linear_gelu", {x_in, w_in, b_in},
-                     [a = detached(a), pre](const Tensor& g_in, const std::vector<GradDest>& dests) {
+                     [a = detached(a), pre_in = pre](const Tensor& g_in, const std::vector<GradDest>& dests) {
                        const Tensor g = g_in.contiguous_copy();  // (N, OUT)
-                       Tensor dpre = Tensor::empty(pre.shape(), DType::f32, g.device());
+                       Tensor dpre = Tensor::empty(pre_in.shape(), DType::f32, g.device());
+                       const Tensor pre = f32_contiguous(pre_in);
                        switch (g.device().type) {
                          case DeviceType::cpu:
                            cpu::gelu_backward(dpre.data<float>(), g.data<float>(), pre.data<float>(), pre.numel());

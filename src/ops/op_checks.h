@@ -3,6 +3,7 @@
 #pragma once
 #include <string>
 
+#include "lmforge/core/compute.h"
 #include "lmforge/core/tensor.h"
 
 namespace lmf::ops_detail {
@@ -17,6 +18,28 @@ inline void check_f32(const char* op, const Tensor& t, const char* name) {
   LMF_CHECK(t.dtype() == DType::f32, op, ": ", name, " must be f32, got ", dtype_name(t.dtype()),
             " (shape ", shape_str(t.shape()), ")");
 }
+
+/// Ops that also take bf16 (mixed precision's activations) compute in f32 all the same.
+inline void check_float(const char* op, const Tensor& t, const char* name) {
+  check_defined(op, t, name);
+  LMF_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, op, ": ", name, " must be f32 or bf16, got ",
+            dtype_name(t.dtype()), " (shape ", shape_str(t.shape()), ")");
+}
+
+/// t contiguous and f32, for the f32 kernels: t itself when it already is (no copy, so the f32
+/// path is unchanged), otherwise a converted copy (a bf16 widens exactly).
+inline Tensor f32_contiguous(const Tensor& t) {
+  return t.dtype() == DType::f32 ? t.contiguous_copy() : t.to(DType::f32);
+}
+
+/// The dtype an op writes for activation inputs x: bf16 when x is bf16 or the calling thread runs
+/// mixed precision (ComputeOptions::mixed_bf16), f32 otherwise.
+inline DType activation_dtype(const Tensor& x) {
+  return x.dtype() == DType::bf16 || compute_options().mixed_bf16 ? DType::bf16 : DType::f32;
+}
+
+/// t stored as `dtype` (t itself when it already is; a rounding pass to bf16 otherwise).
+inline Tensor stored_as(const Tensor& t, DType dtype) { return t.dtype() == dtype ? t : t.to(dtype); }
 
 inline void check_same_device(const char* op, const Tensor& a, const char* a_name, const Tensor& b,
                               const char* b_name) {

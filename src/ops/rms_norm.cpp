@@ -13,7 +13,7 @@ namespace {
 
 // Checks x (..., C) and weight (C); returns C.
 int64_t check_rms_norm(const char* op, const Tensor& x, const Tensor& w, float eps) {
-  check_f32(op, x, "x");
+  check_float(op, x, "x");
   check_f32(op, w, "weight");
   check_same_device(op, x, "x", w, "weight");
   LMF_CHECK(x.dim() >= 1, op, ": x must have at least one dim, got ", shape_str(x.shape()));
@@ -25,13 +25,15 @@ int64_t check_rms_norm(const char* op, const Tensor& x, const Tensor& w, float e
 }
 
 // Records out = rms_norm(x_in) given the contiguous input x, weight w and the saved rstd.
-Tensor record_rms_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const Tensor& x, const Tensor& w,
+// x_saved may be bf16 (mixed precision): the backward widens it again.
+Tensor record_rms_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const Tensor& x_saved, const Tensor& w,
                        const Tensor& rstd) {
-  const int64_t c = x.size(-1), n = c ? x.numel() / c : 0;
+  const int64_t c = x_saved.size(-1), n = c ? x_saved.numel() / c : 0;
   const bool need_x = x_in.requires_grad(), need_w = w_in.requires_grad();
   return record(out, "rms_norm", {x_in, w_in},
-                [x = x.detach(), w = w.detach(), rstd, n, c, need_x, need_w](const Tensor& g_in) {
+                [x_saved = x_saved.detach(), w = w.detach(), rstd, n, c, need_x, need_w](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (N, C)
+                  const Tensor x = f32_contiguous(x_saved);
                   Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
                   Tensor dw = need_w ? Tensor::empty({c}, DType::f32, g.device()) : Tensor();
                   float* dxp = need_x ? dx.data<float>() : nullptr;
@@ -54,7 +56,8 @@ Tensor record_rms_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const
 
 Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, float eps) {
   const int64_t c = check_rms_norm("rms_norm", x_in, w_in, eps), n = c ? x_in.numel() / c : 0;
-  const Tensor x = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  const Tensor x_saved = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  const Tensor x = f32_contiguous(x_saved);  // x_saved itself when f32
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor rstd = Tensor::empty({n}, DType::f32, x.device());
   switch (x.device().type) {
@@ -66,21 +69,26 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, float eps) {
                              n, c, eps);
       break;
   }
-  return record_rms_norm(out, x_in, w_in, x, w, rstd);
+  return record_rms_norm(stored_as(out, activation_dtype(x_in)), x_in, w_in, x_saved, w, rstd);
 }
 
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x_in, const Tensor& y_in, const Tensor& w_in, float eps) {
-  check_f32("add_rms_norm", y_in, "y");
-  check_f32("add_rms_norm", x_in, "x");
+  check_float("add_rms_norm", y_in, "y");
+  check_float("add_rms_norm", x_in, "x");
   check_same_device("add_rms_norm", x_in, "x", y_in, "y");
   LMF_CHECK(x_in.shape() == y_in.shape(), "add_rms_norm: x ", shape_str(x_in.shape()), " and y ",
             shape_str(y_in.shape()), " must have the same shape");
   const int64_t c = check_rms_norm("add_rms_norm", x_in, w_in, eps), n = c ? x_in.numel() / c : 0;
-  if (x_in.device().is_cuda()) {  // the two ops (no fused kernel on the GPU yet)
+  // The two ops on a GPU (no fused kernel there yet) and for two bf16 inputs (whose sum is bf16).
+  const bool both_bf16 = x_in.dtype() == DType::bf16 && y_in.dtype() == DType::bf16;
+  if (x_in.device().is_cuda() || both_bf16) {
     Tensor sum = add(x_in, y_in);
     return {sum, rms_norm(sum, w_in, eps)};
   }
-  const Tensor x = x_in.contiguous_copy(), y = y_in.contiguous_copy(), w = w_in.contiguous_copy();
+  // Mixed precision: the residual stream x is f32 and the branch y bf16; the sum stays f32.
+  const DType out_dtype = y_in.dtype() == DType::bf16 || x_in.dtype() == DType::bf16 ? DType::bf16
+                                                                                     : activation_dtype(x_in);
+  const Tensor x = f32_contiguous(x_in), y = f32_contiguous(y_in), w = w_in.contiguous_copy();
   Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor rstd = Tensor::empty({n}, DType::f32, x.device());
@@ -88,7 +96,7 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x_in, const Tensor& y_in, c
                             y.data<float>(), w.data<float>(), n, c, eps);
   // Two nodes, as if add and rms_norm had run: the sum passes its gradient to both inputs.
   sum = record(sum, "add", {x_in, y_in}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
-  return {sum, record_rms_norm(out, sum, w_in, sum, w, rstd)};
+  return {sum, record_rms_norm(stored_as(out, out_dtype), sum, w_in, sum, w, rstd)};
 }
 
 }  // namespace lmf

@@ -11,7 +11,7 @@ namespace lmf {
 using namespace ops_detail;
 
 Tensor rotary_embedding(const Tensor& x_in, const Tensor& cos_in, const Tensor& sin_in, int64_t offset) {
-  check_f32("rotary_embedding", x_in, "x");
+  check_float("rotary_embedding", x_in, "x");
   check_f32("rotary_embedding", cos_in, "cos");
   check_f32("rotary_embedding", sin_in, "sin");
   check_same_device("rotary_embedding", x_in, "x", cos_in, "cos");
@@ -25,7 +25,10 @@ Tensor rotary_embedding(const Tensor& x_in, const Tensor& cos_in, const Tensor& 
   LMF_CHECK(offset >= 0 && offset + t <= cos_in.size(0), "rotary_embedding: positions [", offset, ", ", offset + t,
             ") exceed the table's ", cos_in.size(0), " positions");
   // Any strides on B, NH, T; the head dim must be contiguous.
-  const Tensor x = x_in.strides()[3] == 1 ? x_in : x_in.contiguous_copy();
+  // A bf16 x (mixed precision) is widened to a contiguous f32 copy, and the output stored in bf16.
+  const Tensor x = x_in.dtype() != DType::f32 ? x_in.to(DType::f32)
+                   : x_in.strides()[3] == 1   ? x_in
+                                              : x_in.contiguous_copy();
   const Tensor cos = cos_in.contiguous_copy(), sin = sin_in.contiguous_copy();
   const Shape out_shape{b, nh, t, hs};
   Tensor out = Tensor::empty(out_shape, DType::f32, x.device());  // (B, NH, T, HS)
@@ -40,7 +43,7 @@ Tensor rotary_embedding(const Tensor& x_in, const Tensor& cos_in, const Tensor& 
                          x.strides()[0], x.strides()[1], x.strides()[2], offset, 1.f);
       break;
   }
-  return record(out, "rotary_embedding", {x_in},
+  return record(stored_as(out, activation_dtype(x_in)), "rotary_embedding", {x_in},
                 [cos = cos.detach(), sin = sin.detach(), b, nh, t, hs, offset](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (B, NH, T, HS)
                   Tensor dx = Tensor::empty(g.shape(), DType::f32, g.device());

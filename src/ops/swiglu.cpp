@@ -9,13 +9,16 @@ namespace lmf {
 using namespace ops_detail;
 
 Tensor swiglu(const Tensor& gate_in, const Tensor& up_in) {
-  check_f32("swiglu", gate_in, "gate");
-  check_f32("swiglu", up_in, "up");
+  check_float("swiglu", gate_in, "gate");
+  check_float("swiglu", up_in, "up");
   check_same_device("swiglu", gate_in, "gate", up_in, "up");
   LMF_CHECK(gate_in.shape() == up_in.shape(), "swiglu: gate ", shape_str(gate_in.shape()), " and up ",
             shape_str(up_in.shape()), " must have the same shape");
-  const Tensor gate = gate_in.contiguous_copy(), up = up_in.contiguous_copy();
+  // Kept as stored (bf16 under mixed precision) and widened for each pass.
+  const Tensor gate_saved = gate_in.contiguous_copy(), up_saved = up_in.contiguous_copy();
+  const Tensor gate = f32_contiguous(gate_saved), up = f32_contiguous(up_saved);
   const int64_t n = gate.numel();
+  const DType out_dtype = up_in.dtype() == DType::bf16 ? DType::bf16 : activation_dtype(gate_in);
   Tensor out = Tensor::empty(gate.shape(), DType::f32, gate.device());
   switch (gate.device().type) {
     case DeviceType::cpu:
@@ -26,9 +29,11 @@ Tensor swiglu(const Tensor& gate_in, const Tensor& up_in) {
       break;
   }
   const bool need_gate = gate_in.requires_grad(), need_up = up_in.requires_grad();
-  return record(out, "swiglu", {gate_in, up_in},
-                [gate = gate.detach(), up = up.detach(), n, need_gate, need_up](const Tensor& g_in) {
+  return record(stored_as(out, out_dtype), "swiglu", {gate_in, up_in},
+                [gate_saved = gate_saved.detach(), up_saved = up_saved.detach(), n, need_gate,
+                 need_up](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();
+                  const Tensor gate = f32_contiguous(gate_saved), up = f32_contiguous(up_saved);
                   Tensor dgate = need_gate ? Tensor::empty(g.shape(), DType::f32, g.device()) : Tensor();
                   Tensor dup = need_up ? Tensor::empty(g.shape(), DType::f32, g.device()) : Tensor();
                   float* dgp = need_gate ? dgate.data<float>() : nullptr;

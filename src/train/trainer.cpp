@@ -238,12 +238,13 @@ struct Trainer::Impl {
   // run.device -> `device`. `auto` is the CPU (docs/config.md says why); cuda and cuda:N need a
   // visible GPU. With NCCL, make_comm may still replace cuda by the GPU of this rank.
   void check_device() {
-    LMF_CHECK(config.run.precision == Precision::fp32, "run.precision: bf16 is not implemented in this version (the ops "
-              "store activations in f32; docs/kernels.md lists what is missing); use fp32");
     const bool bf16_products = config.run.matmul_precision == Precision::bf16;
     LMF_CHECK(!bf16_products || cpu_matmul_bf16_available(), "run.matmul_precision: bf16 needs a CPU with "
               "AVX-512 BF16 (VDPBF16PS), which this one lacks; use fp32");
-    compute.cpu_matmul_bf16 = bf16_products;
+    // Mixed precision multiplies in bf16 where the CPU can (elsewhere its bf16 operands are widened
+    // and the products are f32: the activations are still stored in bf16).
+    compute.mixed_bf16 = config.run.precision == Precision::bf16;
+    compute.cpu_matmul_bf16 = bf16_products || (compute.mixed_bf16 && cpu_matmul_bf16_available());
     compute.threads = config.run.threads;
     const DeviceSetting& want = config.run.device;
     if (want.kind != DeviceKind::cuda) {
@@ -505,8 +506,14 @@ struct Trainer::Impl {
 
   // --- evaluation --------------------------------------------------------------------------
 
+  // Mixed precision: the bf16 copies of the weights that products read, one pass over the slab.
+  void refresh_weight_copies() {
+    if (compute.mixed_bf16) model->refresh_bf16_copies();
+  }
+
   float evaluate() {
     const ComputeScope scope(compute);
+    refresh_weight_copies();
     LMF_CHECK(val_loader, "evaluate: no validation data (data.val)");
     NoGradGuard no_grad;
     model->eval();
@@ -636,6 +643,7 @@ struct Trainer::Impl {
         break;
       }
       const float lr = static_cast<float>(schedule.lr_at(step));
+      refresh_weight_copies();  // the weights of the last optimizer step (or of a checkpoint)
       model->zero_grad();
       // Each micro-batch's loss is kept where it was computed; the host reads them once, after the
       // step's last backward pass, so a GPU runs the micro-batches without waiting for the host.

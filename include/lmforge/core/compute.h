@@ -21,6 +21,11 @@ struct ComputeOptions {
   /// products stay f32): about 1.5x the speed on AVX-512 BF16 CPUs, at bf16 input precision.
   /// Ignored where cpu_matmul_bf16_available() is false.
   bool cpu_matmul_bf16 = false;
+  /// Mixed precision (`run.precision: bf16`): products and norms write bf16 activations, products
+  /// read a weight's bf16 copy (nn::Module::refresh_bf16_copies) instead of rounding the f32 weight
+  /// per call, and every op that takes a bf16 input computes in f32 and writes bf16. Gradients,
+  /// the residual stream (a sum with an f32 operand is f32), losses and parameters stay f32.
+  bool mixed_bf16 = false;
   /// The GPU's matrix products.
   MatmulBackend matmul_backend = MatmulBackend::custom;
   /// OpenMP threads for the scope (OpenMP's thread count is itself per calling thread); 0 keeps

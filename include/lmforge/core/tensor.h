@@ -36,6 +36,10 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;   ///< accumulated gradient (leaves), same shape as the tensor
   std::shared_ptr<Node> grad_fn;      ///< the op that produced this tensor, if recorded
+  /// Mixed precision: a parameter's bf16 copy (same shape, contiguous), written by
+  /// nn::Module::refresh_bf16_copies. Products read it instead of this tensor when
+  /// ComputeOptions::mixed_bf16 is set; gradients still go to this tensor's (f32) .grad.
+  std::shared_ptr<TensorImpl> bf16_copy;
 };
 
 class Tensor {

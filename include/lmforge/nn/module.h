@@ -32,6 +32,8 @@ struct ParameterSlab {
   static constexpr int64_t kSlabAlign = 16;
   Tensor params;                   ///< (N) f32
   Tensor grads;                    ///< (N) f32
+  /// (N) bf16 copy of `params` for mixed precision; undefined until Module::refresh_bf16_copies.
+  Tensor params_bf16;
   std::vector<SlabEntry> entries;  ///< in registration order
   /// Set when the owning module re-flattened its parameters (after to(device), or lazily after a
   /// parameter or submodule was registered or removed):
@@ -110,6 +112,15 @@ class Module {
   /// Whether a slab has been built (it may be due for a rebuild; slab() takes care of that).
   bool is_flattened() const { return slab_ != nullptr; }
   const Tensor& param_slab() const { return slab()->params; }
+  /// Mixed precision (`run.precision: bf16`): writes the bf16 copy of the parameter slab (one
+  /// conversion pass, round to nearest even) and points each matrix parameter (2-D) at its part
+  /// of it (TensorImpl::bf16_copy), which linear and matmul then read under
+  /// ComputeOptions::mixed_bf16. The f32 parameters stay the master copy (optimizer, checkpoints).
+  /// Call again after every change to the parameters: the trainer does after each optimizer step
+  /// and after loading a checkpoint. Rebuilding the slab (to(), new parameters) drops the copies.
+  void refresh_bf16_copies();
+  /// Forgets the bf16 copies (products then round the f32 weights, as without mixed precision).
+  void clear_bf16_copies();
   const Tensor& grad_slab() const { return slab()->grads; }
 
  protected:

@@ -30,6 +30,13 @@ void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* 
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
                   bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr,
                   const ComputeOptions& options = ComputeOptions{});
+/// gemm_batched where a and/or b may be stored as bf16 (a_bf16, b_bf16: the pointer is to bf16
+/// elements): mixed precision's activations and weight copies, read without a rounding pass (a bf16
+/// widens exactly). The product's precision still follows options.cpu_matmul_bf16; c is f32.
+void gemm_batched_mixed(int64_t batch, const void* a, bool a_bf16, int64_t stride_a, const void* b, bool b_bf16,
+                        int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k, bool trans_a,
+                        bool trans_b, bool accumulate = false, float* gelu_out = nullptr,
+                        const ComputeOptions& options = ComputeOptions{});
 /// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT) (bias may be null): the bias rows are laid
 /// down first and the GEMM accumulates onto them. With gelu_out, also gelu_out (N, OUT) = gelu(out).
 void linear_forward(float* out, const float* x, const float* w, const float* bias, int64_t n,

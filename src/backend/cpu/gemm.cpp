@@ -8,6 +8,7 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -56,13 +57,14 @@ void gemm_eigen(const Operand& a, const Operand& b, float* c, int64_t ldc, int64
 
 // The block rows [r0, r1) x columns [c0, c1) of c = op(a) · op(b), single-threaded.
 // With gelu (M, N), also the GELU of the finished block into it.
-void gemm_block(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
+// a_half, b_half: the operand is stored as bf16 (gemm_kernel reads it; see gemm_batched_any).
+void gemm_block(const float* a, bool a_half, const float* b, bool b_half, float* c, int64_t m, int64_t n, int64_t k,
                 bool trans_a, bool trans_b, bool accumulate, int64_t r0, int64_t r1, int64_t c0,
                 int64_t c1, float* gelu, bool bf16) {
   const int64_t rows = r1 - r0, cols = c1 - c0;
   if (rows <= 0 || cols <= 0) return;
-  const Operand op_a{trans_a ? a + r0 : a + r0 * k, trans_a ? m : k, trans_a};
-  const Operand op_b{trans_b ? b + c0 * k : b + c0, trans_b ? k : n, trans_b};
+  const Operand op_a{operand_at(a, trans_a ? r0 : r0 * k, a_half), trans_a ? m : k, trans_a, a_half};
+  const Operand op_b{operand_at(b, trans_b ? c0 * k : c0, b_half), trans_b ? k : n, trans_b, b_half};
   gemm_serial(op_a, op_b, c + r0 * n + c0, n, rows, cols, k, accumulate, bf16,
               gelu ? gelu + r0 * n + c0 : nullptr, n);
 }
@@ -83,22 +85,45 @@ void gemm_serial(const Operand& a, const Operand& b, float* c, int64_t ldc, int6
     for (int64_t r = 0; r < m; ++r) gelu_row(gelu + r * ldg, c + r * ldc, n);
 }
 
+namespace {
+
+// The whole batch as f32 (the widened copy of a bf16 operand where gemm_kernel does not run).
+std::vector<float> widened(const void* x, int64_t stride, int64_t batch, int64_t rows, int64_t cols) {
+  const int64_t count = (stride == 0 ? 0 : (batch - 1) * stride) + rows * cols;
+  std::vector<float> out(static_cast<std::size_t>(count));
+  const auto* bits = static_cast<const uint16_t*>(x);
+  for (int64_t i = 0; i < count; ++i) {
+    const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+    std::memcpy(&out[static_cast<std::size_t>(i)], &u, 4);
+  }
+  return out;
+}
+
+// gemm_batched with either operand possibly stored as bf16 (a_half, b_half).
 // Each thread packs the operand it shares with the other blocks once per block, so the output is
 // cut along its longer side into as few blocks as keep the threads busy: for the tied LM head
 // (B*T, C) x (C, V), cutting V instead of B*T rows stops every thread from repacking the whole
 // (C, V) weight (GPT-2 124M step at B = 4, T = 64 on 2 Zen 4 cores: see docs/benchmarks.md).
-void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
-                  int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
-                  bool trans_a, bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+void gemm_batched_any(int64_t batch, const float* a, bool a_half, int64_t stride_a, const float* b, bool b_half,
+                      int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k, bool trans_a,
+                      bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
+  if ((a_half || b_half) && !gemm_kernel_enabled()) {  // Eigen reads f32 only
+    std::vector<float> wa, wb;
+    if (a_half) wa = widened(a, stride_a, batch, m, k);
+    if (b_half) wb = widened(b, stride_b, batch, k, n);
+    gemm_batched_any(batch, a_half ? wa.data() : a, false, stride_a, b_half ? wb.data() : b, false, stride_b, c,
+                     stride_c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
+    return;
+  }
   const bool bf16 = options.cpu_matmul_bf16;  // read here: the worker threads see the caller's choice
   const auto gelu_of = [&](int64_t i) { return gelu_out ? gelu_out + i * stride_c : nullptr; };
   const double flops = static_cast<double>(batch) * m * n * std::max<int64_t>(k, 1);
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (threads == 1 || flops < kParallelFlops) {
     for (int64_t i = 0; i < batch; ++i)
-      gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, 0, m, 0, n, gelu_of(i), bf16);
+      gemm_block(operand_at(a, i * stride_a, a_half), a_half, operand_at(b, i * stride_b, b_half), b_half,
+                 c + i * stride_c, m, n, k, trans_a, trans_b, accumulate, 0, m, 0, n, gelu_of(i), bf16);
     return;
   }
   // Blocks per matrix: enough that batch * blocks is a multiple of the threads (even static split).
@@ -114,14 +139,32 @@ void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* 
   for (int64_t item = 0; item < items; ++item) {
     const int64_t i = item / blocks, s0 = (item % blocks) * block_size;
     const int64_t s1 = std::min(side, s0 + block_size);
+    const float* ai = operand_at(a, i * stride_a, a_half);
+    const float* bi = operand_at(b, i * stride_b, b_half);
     if (split_cols) {
-      gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, 0, m, s0, s1, gelu_of(i), bf16);
+      gemm_block(ai, a_half, bi, b_half, c + i * stride_c, m, n, k, trans_a, trans_b, accumulate, 0, m, s0, s1,
+                 gelu_of(i), bf16);
     } else {
-      gemm_block(a + i * stride_a, b + i * stride_b, c + i * stride_c, m, n, k, trans_a, trans_b,
-                 accumulate, s0, s1, 0, n, gelu_of(i), bf16);
+      gemm_block(ai, a_half, bi, b_half, c + i * stride_c, m, n, k, trans_a, trans_b, accumulate, s0, s1, 0, n,
+                 gelu_of(i), bf16);
     }
   }
+}
+
+}  // namespace
+
+void gemm_batched(int64_t batch, const float* a, int64_t stride_a, const float* b,
+                  int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
+                  bool trans_a, bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+  gemm_batched_any(batch, a, false, stride_a, b, false, stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate,
+                   gelu_out, options);
+}
+
+void gemm_batched_mixed(int64_t batch, const void* a, bool a_bf16, int64_t stride_a, const void* b, bool b_bf16,
+                        int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k, bool trans_a,
+                        bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+  gemm_batched_any(batch, static_cast<const float*>(a), a_bf16, stride_a, static_cast<const float*>(b), b_bf16,
+                   stride_b, c, stride_c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
 }
 
 void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, bool trans_a,

@@ -116,8 +116,54 @@ LMF_AVX512 void pack_transposed(float* panel, const float* src, int64_t ld, int6
   }
 }
 
+// The same two ways from bf16 storage (mixed precision's activations and weight copies), widened
+// exactly to f32 (a bf16 is the top half of an f32).
+template <int W>
+LMF_AVX512 void pack_contiguous_half(float* panel, const uint16_t* src, int64_t ld, int64_t count, int64_t kc) {
+  static_assert(W == 8 || W == 32, "panel widths are MR = 8 and NR = 32");
+  if constexpr (W == 8) {
+    const __mmask8 m = count >= 8 ? 0xFF : static_cast<__mmask8>((1u << count) - 1);
+    for (int64_t p = 0; p < kc; ++p) {
+      const __m256i wide = _mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, src + p * ld));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(panel + p * W), _mm256_slli_epi32(wide, 16));
+    }
+  } else {
+    const __mmask16 m0 = count >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1);
+    const __mmask16 m1 = count >= 32 ? 0xFFFF : count > 16 ? static_cast<__mmask16>((1u << (count - 16)) - 1) : 0;
+    for (int64_t p = 0; p < kc; ++p) {
+      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m0, src + p * ld));
+      const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m1, src + p * ld + 16));
+      _mm512_store_si512(panel + p * W, _mm512_slli_epi32(lo, 16));
+      _mm512_store_si512(panel + p * W + 16, _mm512_slli_epi32(hi, 16));
+    }
+  }
+}
+
+template <int W>
+LMF_AVX512 void pack_transposed_half(float* panel, const uint16_t* src, int64_t ld, int64_t count, int64_t kc) {
+  for (int64_t r = 0; r < W; ++r) {
+    float* dst = panel + r;
+    for (int64_t p = 0; p < kc; ++p) {
+      const uint32_t bits = r < count ? static_cast<uint32_t>(src[r * ld + p]) << 16 : 0u;
+      std::memcpy(dst + p * W, &bits, sizeof bits);
+    }
+  }
+}
+
+inline const uint16_t* half_at(const Operand& x, int64_t elements) {
+  return reinterpret_cast<const uint16_t*>(x.data) + elements;
+}
+
 // op(a)[i0 + r, p0 + p] for r < MR (zero past `rows`), p < kc, into panel[p * MR + r].
 LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows, int64_t p0, int64_t kc) {
+  if (a.half) {
+    if (a.trans) {
+      pack_contiguous_half<kMR>(panel, half_at(a, p0 * a.ld + i0), a.ld, rows, kc);
+    } else {
+      pack_transposed_half<kMR>(panel, half_at(a, i0 * a.ld + p0), a.ld, rows, kc);
+    }
+    return;
+  }
   if (a.trans) {  // stored (K, M)
     pack_contiguous<kMR>(panel, a.data + p0 * a.ld + i0, a.ld, rows, kc);
   } else {        // stored (M, K)
@@ -127,6 +173,14 @@ LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows,
 
 // op(b)[p0 + p, j0 + j] for j < NR (zero past `cols`), p < kc, into panel[p * NR + j].
 LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols, int64_t p0, int64_t kc) {
+  if (b.half) {
+    if (b.trans) {
+      pack_transposed_half<kNR>(panel, half_at(b, j0 * b.ld + p0), b.ld, cols, kc);
+    } else {
+      pack_contiguous_half<kNR>(panel, half_at(b, p0 * b.ld + j0), b.ld, cols, kc);
+    }
+    return;
+  }
   if (b.trans) {  // stored (N, K)
     pack_transposed<kNR>(panel, b.data + j0 * b.ld + p0, b.ld, cols, kc);
   } else {        // stored (K, N)
@@ -194,6 +248,15 @@ LMF_AVX512 inline void pairs_8x16(const float* src, int64_t ld, uint32_t* dst, i
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
     r[i] = _mm256_castsi256_ps(_mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(src + i * ld))));
+  transpose_store_8x8(r, reinterpret_cast<float*>(dst), dst_ld);
+}
+
+// pairs_8x16 from bf16 storage: each 32-bit word of a k-contiguous row already is a pair
+// (element 2q in its low half), so the panel is an 8 x 8 transpose of words, no rounding.
+LMF_AVX512 inline void pairs_8x16_half(const uint16_t* src, int64_t ld, uint32_t* dst, int64_t dst_ld) {
+  __m256 r[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i * ld)));
   transpose_store_8x8(r, reinterpret_cast<float*>(dst), dst_ld);
 }
 
@@ -265,7 +328,12 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
       const bool direct = kc % 16 == 0;
       for (int64_t jr = 0; jr < nc; jr += kNR) {
         const int64_t cols = std::min<int64_t>(kNR, nc - jr);
-        if (direct && b.trans && cols == kNR) {
+        if (direct && b.trans && cols == kNR && b.half) {
+          for (int j = 0; j < kNR; j += 8)
+            for (int64_t p = 0; p < kc; p += 16)
+              pairs_8x16_half(half_at(b, (j0 + jr + j) * b.ld + p0 + p), b.ld, bp + jr * kc2 + (p / 2) * kNR + j,
+                              kNR);
+        } else if (direct && b.trans && cols == kNR) {
           for (int j = 0; j < kNR; j += 8)
             for (int64_t p = 0; p < kc; p += 16)
               pairs_8x16(b.data + (j0 + jr + j) * b.ld + p0 + p, b.ld, bp + jr * kc2 + (p / 2) * kNR + j, kNR);
@@ -278,7 +346,10 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
         const int64_t mc = std::min(kMC, m - i0);
         for (int64_t ir = 0; ir < mc; ir += kMR) {
           const int64_t rows = std::min<int64_t>(kMR, mc - ir);
-          if (direct && !a.trans && rows == kMR) {
+          if (direct && !a.trans && rows == kMR && a.half) {
+            for (int64_t p = 0; p < kc; p += 16)
+              pairs_8x16_half(half_at(a, (i0 + ir) * a.ld + p0 + p), a.ld, ap + ir * kc2 + (p / 2) * kMR, kMR);
+          } else if (direct && !a.trans && rows == kMR) {
             for (int64_t p = 0; p < kc; p += 16)
               pairs_8x16(a.data + (i0 + ir) * a.ld + p0 + p, a.ld, ap + ir * kc2 + (p / 2) * kMR, kMR);
           } else {

@@ -7,18 +7,26 @@ namespace lmf::cpu {
 
 /// One operand of c = op(a) · op(b): `data` with leading dimension `ld` (elements between rows as
 /// stored); trans means it is stored transposed, (K, M) for a or (N, K) for b.
+/// `half`: data points at bf16 elements (their bits), which the packing widens exactly.
 struct Operand {
   const float* data;
   int64_t ld;
   bool trans;
+  bool half = false;
 };
+
+/// p advanced by `elements` of an operand stored as f32, or as bf16 when `half`.
+inline const float* operand_at(const float* p, int64_t elements, bool half) {
+  return reinterpret_cast<const float*>(reinterpret_cast<const char*>(p) + elements * (half ? 2 : 4));
+}
 
 /// Whether this CPU runs the AVX-512 kernel (AVX-512 F/VL/BW/DQ and FMA).
 bool have_avx512();
 
 /// Whether this CPU also has AVX-512 BF16 (VDPBF16PS).
 bool have_avx512_bf16();
-/// Whether gemm_kernel runs here: AVX-512, and LMF_GEMM_EIGEN not set in the environment.
+/// Whether gemm_kernel runs here: AVX-512, and LMF_GEMM_EIGEN not set in the environment. Only
+/// gemm_kernel reads bf16 (`half`) operands; callers widen them where it does not run.
 bool gemm_kernel_enabled();
 /// c (M, N; leading dimension ldc) = op(a) (M, K) · op(b) (K, N), or += when accumulate. Returns
 /// false, touching nothing, when the CPU lacks AVX-512 or LMF_GEMM_EIGEN is set in the
