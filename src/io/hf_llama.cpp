@@ -190,11 +190,57 @@ nn::LlamaConfig read_llama_config(const fs::path& path) {
   return c;
 }
 
-std::map<std::string, Tensor> read_model_tensors(const fs::path& dir) {
+namespace {
+
+// The names and shapes a file of `config`'s model may hold, built once `tensor_count` (the file's
+// or the index's) has bounded the layer count: a hostile num_hidden_layers never sizes a table.
+class ExpectedTensors {
+ public:
+  ExpectedTensors(const nn::LlamaConfig& config, std::string where) : config_(config), where_(std::move(where)) {}
+
+  void bound_by(std::size_t tensor_count) {
+    if (!shapes_.empty()) return;
+    LMF_CHECK(config_.num_hidden_layers * 9 <= static_cast<int64_t>(tensor_count), where_, ": holds ", tensor_count,
+              " tensors, fewer than ", kConfigFile, " (num_hidden_layers=", config_.num_hidden_layers, ") implies");
+    for (auto& [name, shape] : parameter_shapes(config_)) shapes_.emplace(std::move(name), std::move(shape));
+    // A tied head may still be stored (checked equal to the embedding later).
+    if (config_.tie_word_embeddings) shapes_.emplace("lm_head.weight", shapes_.at("model.embed_tokens.weight"));
+  }
+
+  // Refuses, from the header alone, a tensor the config does not imply or a shape it does not
+  // give, so a small sparse file declaring a huge extra tensor is never read into memory.
+  void check(const std::string& file, const std::vector<std::pair<std::string, Shape>>& entries) const {
+    for (const auto& [name, shape] : entries) {
+      if (ends_with(name, "rotary_emb.inv_freq")) {  // recomputed from the config; (HS / 2) when stored
+        LMF_CHECK(shape.size() == 1 && shape[0] <= config_.head_size(), file, ": tensor \"", clip(name),
+                  "\" has shape ", clip(shape_str(shape)), ", not a rotary frequency table");
+        continue;
+      }
+      auto it = shapes_.find(name);
+      LMF_CHECK(it != shapes_.end(), file, ": unexpected tensor \"", clip(name), "\" for a ", config_.model_type,
+                " model (", kConfigFile, ")");
+      LMF_CHECK(it->second == shape, file, ": tensor \"", clip(name), "\" has shape ", clip(shape_str(shape)), " but ",
+                kConfigFile, " implies ", shape_str(it->second));
+    }
+  }
+
+ private:
+  const nn::LlamaConfig& config_;
+  std::string where_;
+  std::map<std::string, Shape> shapes_;
+};
+
+}  // namespace
+
+std::map<std::string, Tensor> read_model_tensors(const fs::path& dir, const nn::LlamaConfig& config) {
   std::map<std::string, Tensor> out;
   const fs::path single = dir / kModelFile, index = dir / kModelIndexFile;
   if (fs::exists(single)) {
-    SafetensorsFile st = read_safetensors(single);
+    ExpectedTensors expected(config, single.string());
+    SafetensorsFile st = read_safetensors(single, [&](const auto& entries) {
+      expected.bound_by(entries.size());
+      expected.check(single.string(), entries);
+    });
     for (auto& [name, t] : st.tensors) out.emplace(name, std::move(t));
     return out;
   }
@@ -211,10 +257,12 @@ std::map<std::string, Tensor> read_model_tensors(const fs::path& dir) {
               "\"] names \"", s, "\", not a file in the same directory");
     by_shard[s].push_back(name);
   }
+  ExpectedTensors expected(config, file);
+  expected.bound_by(j["weight_map"].size());
   for (const auto& [shard, names] : by_shard) {
     const fs::path path = dir / shard;
     LMF_CHECK(fs::exists(path), file, ": shard \"", shard, "\" (holding \"", names.front(), "\") is missing");
-    SafetensorsFile st = read_safetensors(path);
+    SafetensorsFile st = read_safetensors(path, [&](const auto& entries) { expected.check(path.string(), entries); });
     for (const std::string& name : names) {
       auto it = st.tensors.find(name);
       LMF_CHECK(it != st.tensors.end(), path.string(), ": missing tensor \"", name, "\" that ", kModelIndexFile,
@@ -227,7 +275,7 @@ std::map<std::string, Tensor> read_model_tensors(const fs::path& dir) {
 
 std::unique_ptr<nn::Llama> load_llama(const fs::path& dir, uint64_t seed) {
   const nn::LlamaConfig config = read_llama_config(dir / kConfigFile);
-  std::map<std::string, Tensor> tensors = read_model_tensors(dir);
+  std::map<std::string, Tensor> tensors = read_model_tensors(dir, config);
   const std::string where = (dir / (fs::exists(dir / kModelFile) ? kModelFile : kModelIndexFile)).string();
   // Bound the layer count by the files before building per-layer tables from it.
   LMF_CHECK(config.num_hidden_layers * 9 <= static_cast<int64_t>(tensors.size()), where, ": holds ", tensors.size(),
