@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-8}"
+if [ "$seconds" = 0 ]; then
+  echo "fuzz: skipped (FUZZ_SECONDS=0)"; exit 0
+fi
 build="${FUZZ_BUILD_DIR:-build-fuzz}"
 if ! command -v clang++ >/dev/null 2>&1; then
   echo "fuzz: skipped (clang++ is not installed)"; exit 0

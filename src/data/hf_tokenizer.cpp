@@ -125,9 +125,71 @@ struct PieceHash {
   }
 };
 
+// Open addressing over two arenas: a lookup reads one slot and then the key bytes, which sit
+// in first-seen (text) order, instead of chasing a bucket, a node and a heap string.
 struct PieceCache {
+  struct Slot {
+    uint64_t hash = 0;  // 0: empty
+    uint32_t key_at = 0, ids_at = 0;
+    uint16_t key_size = 0, ids_size = 0;
+  };
   uint64_t owner = 0;
-  std::unordered_map<std::string, std::vector<int32_t>, PieceHash, std::equal_to<>> entries;
+  std::vector<Slot> slots = std::vector<Slot>(1 << 12);
+  std::size_t used = 0;
+  std::string keys;
+  std::vector<int32_t> ids;
+
+  static uint64_t hash_of(std::string_view s) { return PieceHash{}(s) | 1; }
+
+  // The cached ids of `word`, or false.
+  bool find(std::string_view word, uint64_t h, std::vector<int32_t>& out) const {
+    const std::size_t mask = slots.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots[i];
+      if (s.hash == 0) return false;
+      if (s.hash == h && s.key_size == word.size() &&
+          std::memcmp(keys.data() + s.key_at, word.data(), word.size()) == 0) {
+        out.insert(out.end(), ids.begin() + s.ids_at, ids.begin() + s.ids_at + s.ids_size);
+        return true;
+      }
+    }
+  }
+
+  void insert(std::string_view word, uint64_t h, const int32_t* first, std::size_t count) {
+    if (count > UINT16_MAX) return;
+    if (used >= kMaxEntries || keys.size() + word.size() > UINT32_MAX || ids.size() + count > UINT32_MAX) clear();
+    if (2 * (used + 1) > slots.size()) grow();
+    const std::size_t mask = slots.size() - 1;
+    std::size_t i = h & mask;
+    while (slots[i].hash != 0) i = (i + 1) & mask;
+    slots[i] = {h, static_cast<uint32_t>(keys.size()), static_cast<uint32_t>(ids.size()),
+                static_cast<uint16_t>(word.size()), static_cast<uint16_t>(count)};
+    keys.append(word);
+    ids.insert(ids.end(), first, first + count);
+    ++used;
+  }
+
+  void clear() {
+    std::fill(slots.begin(), slots.end(), Slot{});
+    used = 0;
+    keys.clear();
+    ids.clear();
+  }
+
+ private:
+  static constexpr std::size_t kMaxEntries = 1 << 18;  // bounded memory on huge corpora
+
+  void grow() {
+    std::vector<Slot> old(slots.size() * 2);
+    old.swap(slots);
+    const std::size_t mask = slots.size() - 1;
+    for (const Slot& s : old) {
+      if (s.hash == 0) continue;
+      std::size_t i = s.hash & mask;
+      while (slots[i].hash != 0) i = (i + 1) & mask;
+      slots[i] = s;
+    }
+  }
 };
 // A few caches per thread, one per tokenizer instance, so encoding with two tokenizers in turn
 // (a model's and a reference one, or a benchmark) does not empty the cache at every switch.
@@ -138,12 +200,11 @@ PieceCache& piece_cache_for(uint64_t instance) {
     if (c.owner == instance) return c;
   }
   PieceCache& c = caches[next_slot++ % caches.size()];
-  c.entries.clear();
+  c.clear();
   c.owner = instance;
   return c;
 }
 std::atomic<uint64_t> hf_next_instance{1};
-constexpr std::size_t kMaxCacheEntries = 1 << 18;
 constexpr std::size_t kMaxCachedPiece = 64;
 
 std::string describe(const json& node);
@@ -255,6 +316,7 @@ struct HFTokenizerLoader {
   }
 
   void normalizer(const json& node, const std::string& key) {
+    where_ = key;
     if (node.is_null()) return;
     std::string type = get_string(node, "type", key);
     if (type == "Sequence") {
@@ -285,6 +347,7 @@ struct HFTokenizerLoader {
   }
 
   void pretokenizer(const json& node, const std::string& key) {
+    where_ = key;
     if (node.is_null()) return;
     std::string type = get_string(node, "type", key);
     PreStep step;
@@ -339,6 +402,7 @@ struct HFTokenizerLoader {
   }
 
   void decoder(const json& node, const std::string& key, std::vector<std::pair<DecKind, json>>& out) {
+    where_ = key;
     if (node.is_null()) return;
     std::string type = get_string(node, "type", key);
     if (type == "Sequence") {
@@ -415,6 +479,7 @@ struct HFTokenizerLoader {
   }
 
   void model(const json& node) {
+    where_ = "model";
     const std::string key = "model";
     std::string type = node.value("type", "BPE");
     if (type != "BPE") {
@@ -504,6 +569,7 @@ struct HFTokenizerLoader {
   }
 
   void added_tokens(const json& list) {
+    where_ = "added_tokens";
     for (std::size_t i = 0; i < list.size(); ++i) {
       const std::string key = str("added_tokens[", i, "]");
       const json& node = list[i];
@@ -596,6 +662,9 @@ struct HFTokenizerLoader {
   }
 
   std::vector<std::pair<int32_t, std::string>> decoded_spellings_;
+  std::string where_ = "tokenizer.json";  // the part being read, for errors of JSON type
+
+  static void build_steps(HFTokenizerLoader& load, const json& doc, const std::string& config_path);
 
   static std::unique_ptr<HFTokenizer> build(const json& doc, std::string raw,
                                             const std::string& path,
@@ -619,6 +688,20 @@ std::unique_ptr<HFTokenizer> HFTokenizerLoader::build(const json& doc, std::stri
   t.path = path;
   t.raw_json = std::move(raw);
   HFTokenizerLoader load{path, t, {}};
+  try {
+    build_steps(load, doc, config_path);
+  } catch (const json::exception& e) {
+    // A value of the wrong JSON type somewhere the loader reads without its own check: name the
+    // file and the part being read, never the JSON library's text alone.
+    const std::string what = e.what();
+    const std::size_t at = what.find("type must be");
+    load.fail(load.where_, at != std::string::npos ? what.substr(at, 60) : "a value has the wrong JSON type");
+  }
+  return tok;
+}
+
+void HFTokenizerLoader::build_steps(HFTokenizerLoader& load, const json& doc, const std::string& config_path) {
+  HFTokenizer::Impl& t = load.t;
   if (!doc.is_object() || !doc.contains("model")) load.fail("model", "missing (not a tokenizer.json)");
   // The pre-tokenizer decides whether the vocabulary is byte-level, so it is read first.
   load.pretokenizer(doc.value("pre_tokenizer", json()), "pre_tokenizer");
@@ -645,9 +728,9 @@ std::unique_ptr<HFTokenizer> HFTokenizerLoader::build(const json& doc, std::stri
       throw Error(str("'", config_path, "' is not valid JSON: ", e.what()));
     }
     LMF_CHECK(config.is_object(), "'", config_path, "' is not a JSON object");
+    load.where_ = "tokenizer_config.json";
     load.config(config, config_path);
   }
-  return tok;
 }
 
 std::unique_ptr<HFTokenizer> HFTokenizer::from_file(const std::string& path,
@@ -943,15 +1026,11 @@ void HFTokenizer::Impl::encode_word_cached(std::string_view word, PieceCache& ca
     encode_word(word, out);
     return;
   }
-  auto it = cache.entries.find(word);
-  if (it != cache.entries.end()) {
-    out.insert(out.end(), it->second.begin(), it->second.end());
-    return;
-  }
+  const uint64_t h = PieceCache::hash_of(word);
+  if (cache.find(word, h, out)) return;
   std::size_t start = out.size();
   encode_word(word, out);
-  if (cache.entries.size() >= kMaxCacheEntries) cache.entries.clear();
-  cache.entries.emplace(std::string(word), std::vector<int32_t>(out.begin() + start, out.end()));
+  cache.insert(word, h, out.data() + start, out.size() - start);
 }
 
 void HFTokenizer::Impl::encode_segment(std::string_view seg, bool first, PieceCache& cache,

@@ -39,7 +39,7 @@ struct Keys {
   int64_t positive_int(const char* key) const {
     LMF_CHECK(j.contains(key), file, ": missing key \"", key, "\"");
     const json& v = j[key];
-    LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", v.dump());
+    LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", json_brief(v));
     const int64_t n = v.get<int64_t>();
     LMF_CHECK(n > 0, file, ": key \"", key, "\" must be positive, got ", n);
     // Far beyond any real model, and small enough that products of two dimensions fit in 64 bits.
@@ -49,19 +49,19 @@ struct Keys {
   int64_t positive_int(const char* key, int64_t fallback) const { return has(key) ? positive_int(key) : fallback; }
   double number(const char* key, double fallback) const {
     if (!has(key)) return fallback;
-    LMF_CHECK(j[key].is_number(), file, ": key \"", key, "\" must be a number, got ", j[key].dump());
+    LMF_CHECK(j[key].is_number(), file, ": key \"", key, "\" must be a number, got ", json_brief(j[key]));
     return j[key].get<double>();
   }
   bool boolean(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
-    LMF_CHECK(j[key].is_boolean(), file, ": key \"", key, "\" must be true or false, got ", j[key].dump());
+    LMF_CHECK(j[key].is_boolean(), file, ": key \"", key, "\" must be true or false, got ", json_brief(j[key]));
     return j[key].get<bool>();
   }
 };
 
 double scaling_number(const json& rs, const char* key, const std::string& file) {
   LMF_CHECK(rs.contains(key) && rs[key].is_number(), file, ": key \"rope_scaling.", key,
-            "\" must be a number, got ", rs.contains(key) ? rs[key].dump() : std::string("nothing"));
+            "\" must be a number, got ", rs.contains(key) ? json_brief(rs[key]) : std::string("nothing"));
   return rs[key].get<double>();
 }
 
@@ -69,7 +69,7 @@ nn::RopeScaling read_rope_scaling(const json& j, const std::string& file) {
   nn::RopeScaling out;
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return out;
   const json& rs = j["rope_scaling"];
-  LMF_CHECK(rs.is_object(), file, ": key \"rope_scaling\" must be null or an object, got ", rs.dump());
+  LMF_CHECK(rs.is_object(), file, ": key \"rope_scaling\" must be null or an object, got ", json_brief(rs));
   const char* type_key = rs.contains("rope_type") ? "rope_type" : "type";
   LMF_CHECK(rs.contains(type_key) && rs[type_key].is_string(), file,
             ": key \"rope_scaling.rope_type\" is missing or not a string");
@@ -143,14 +143,14 @@ nn::LlamaConfig read_llama_config(const fs::path& path) {
   for (const char* moe : {"num_experts", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size",
                           "n_routed_experts", "n_shared_experts"}) {
     LMF_CHECK(!k.has(moe) || (j[moe].is_number() && j[moe].get<double>() == 0), file, ": key \"", moe,
-              "\" is ", j.contains(moe) ? j[moe].dump() : "", "; mixture-of-experts models are not supported");
+              "\" is ", j.contains(moe) ? json_brief(j[moe]) : "", "; mixture-of-experts models are not supported");
   }
   if (k.has("hidden_act"))
-    LMF_CHECK(j["hidden_act"] == "silu", file, ": key \"hidden_act\" is ", j["hidden_act"].dump(),
+    LMF_CHECK(j["hidden_act"] == "silu", file, ": key \"hidden_act\" is ", json_brief(j["hidden_act"]),
               "; only \"silu\" (SwiGLU) is supported");
   LMF_CHECK(!k.boolean("mlp_bias", false), file, ": key \"mlp_bias\" is true; MLP biases are not supported");
   LMF_CHECK(k.number("attention_dropout", 0.0) == 0.0, file, ": key \"attention_dropout\" is ",
-            j.contains("attention_dropout") ? j["attention_dropout"].dump() : "", "; only 0 is supported");
+            j.contains("attention_dropout") ? json_brief(j["attention_dropout"]) : "", "; only 0 is supported");
 
   nn::LlamaConfig c;
   c.model_type = type;

@@ -322,3 +322,25 @@ TEST_CASE("SentencePiece-style text is merged in chunks only where no merge can 
     CHECK(tok->decode(tok->encode(text)) == text);
   }
 }
+
+TEST_CASE("values of the wrong JSON type are lmf::Error naming the file and the part", "[hf_tokenizer]") {
+  // Found by fuzz/fuzz_hf_tokenizer_json's inputs: these escaped as the JSON library's own
+  // type_error text, naming neither the file nor the key.
+  auto refused = [&](nlohmann::json d, const std::string& key) {
+    std::string path = write_json("wrong-type.json", d);
+    CHECK_THROWS_AS(load_tokenizer(path), lmf::Error);
+    CHECK_THROWS_WITH(load_tokenizer(path), Catch::Contains(key) && Catch::Contains("wrong-type.json"));
+  };
+  auto d = tiny_sentencepiece(false);
+  d["decoder"]["decoders"][3]["start"] = "x";
+  refused(d, "decoder.decoders[3]");
+  d = tiny_sentencepiece(false);
+  d["normalizer"]["normalizers"][1]["pattern"]["String"] = 5;
+  refused(d, "normalizer.normalizers[1]");
+  d = tiny_sentencepiece(false);
+  d["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", 7}};
+  refused(d, "pre_tokenizer");
+  d = tiny_sentencepiece(false);
+  d["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", 7}}}, {"behavior", "Isolated"}};
+  refused(d, "pre_tokenizer.pattern.Regex");
+}
