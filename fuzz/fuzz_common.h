@@ -6,17 +6,23 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
 namespace lmf::fuzz {
 
-/// A private directory for this process, made once.
+/// A private directory for this process, made once and removed at exit.
 inline const std::string& temp_dir() {
+  // The name also lives in a plain buffer: the exit handler runs after `dir` is destroyed.
+  static char name[] = "/tmp/lmf_fuzz_XXXXXX";
   static std::string dir = [] {
-    char pattern[] = "/tmp/lmf_fuzz_XXXXXX";
-    if (!::mkdtemp(pattern)) std::abort();
-    return std::string(pattern);
+    if (!::mkdtemp(name)) std::abort();
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(name, ignored);
+    });
+    return std::string(name);
   }();
   return dir;
 }
