@@ -202,31 +202,37 @@ class ExpectedTensors {
     if (!shapes_.empty()) return;
     LMF_CHECK(config_.num_hidden_layers * 9 <= static_cast<int64_t>(tensor_count), where_, ": holds ", tensor_count,
               " tensors, fewer than ", kConfigFile, " (num_hidden_layers=", config_.num_hidden_layers, ") implies");
-    for (auto& [name, shape] : parameter_shapes(config_)) shapes_.emplace(std::move(name), std::move(shape));
+    order_ = parameter_shapes(config_);
     // A tied head may still be stored (checked equal to the embedding later).
-    if (config_.tie_word_embeddings) shapes_.emplace("lm_head.weight", shapes_.at("model.embed_tokens.weight"));
+    if (config_.tie_word_embeddings) order_.emplace_back("lm_head.weight", order_.front().second);
+    shapes_.insert(order_.begin(), order_.end());
   }
 
   // Refuses, from the header alone, a tensor the config does not imply or a shape it does not
   // give, so a small sparse file declaring a huge extra tensor is never read into memory.
   void check(const std::string& file, const std::vector<std::pair<std::string, Shape>>& entries) const {
+    std::map<std::string, Shape> in_file(entries.begin(), entries.end());
+    // Shapes in the model's order (the first layer's first wrong tensor is named), then strangers.
+    for (const auto& [name, shape] : order_) {
+      auto it = in_file.find(name);
+      LMF_CHECK(it == in_file.end() || it->second == shape, file, ": tensor \"", name, "\" has shape ",
+                clip(shape_str(it->second)), " but ", kConfigFile, " implies ", shape_str(shape));
+    }
     for (const auto& [name, shape] : entries) {
       if (ends_with(name, "rotary_emb.inv_freq")) {  // recomputed from the config; (HS / 2) when stored
         LMF_CHECK(shape.size() == 1 && shape[0] <= config_.head_size(), file, ": tensor \"", clip(name),
                   "\" has shape ", clip(shape_str(shape)), ", not a rotary frequency table");
         continue;
       }
-      auto it = shapes_.find(name);
-      LMF_CHECK(it != shapes_.end(), file, ": unexpected tensor \"", clip(name), "\" for a ", config_.model_type,
+      LMF_CHECK(shapes_.count(name), file, ": unexpected tensor \"", clip(name), "\" for a ", config_.model_type,
                 " model (", kConfigFile, ")");
-      LMF_CHECK(it->second == shape, file, ": tensor \"", clip(name), "\" has shape ", clip(shape_str(shape)), " but ",
-                kConfigFile, " implies ", shape_str(it->second));
     }
   }
 
  private:
   const nn::LlamaConfig& config_;
   std::string where_;
+  std::vector<std::pair<std::string, Shape>> order_;
   std::map<std::string, Shape> shapes_;
 };
 
