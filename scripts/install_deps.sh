@@ -7,6 +7,7 @@ packages=(build-essential cmake ninja-build pkg-config git
           libeigen3-dev libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev libfmt-dev
           libpcre2-dev libutf8proc-dev  # tokenizer.json: regex pre-tokenizers, NFC
           libopenmpi-dev openmpi-bin
+          clang libclang-rt-14-dev  # scripts/fuzz.sh: the libFuzzer targets
           python3 python3-torch python3-numpy
           python3-jinja2        # the chat-template reference (tests/reference/make_chat_template_fixtures.py)
           libopenblas0-pthread  # bench_gemm's ceiling, and torch's BLAS by default

@@ -11,10 +11,13 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "data/bpe_merge.h"
 #include "data/byte_level.h"
@@ -29,6 +32,25 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
+
+// The Split patterns of Llama 3 and of Qwen2/2.5/3 (which takes digits one at a time). Text in
+// printable ASCII is split by hand for them (ascii_split_match), everything else by PCRE2.
+constexpr std::string_view kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kQwenPattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kSentencePieceSpace = "\xE2\x96\x81";  // ▁
+
+// The last UTF-8 character of `s` (its last byte when that is not valid UTF-8).
+std::string last_character(std::string_view s) {
+  if (s.empty()) return "";
+  std::size_t p = s.size() - 1;
+  while (p > 0 && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80 && s.size() - p < 4) --p;
+  uint32_t cp;
+  std::size_t n;
+  if (decode_utf8(s, p, &cp, &n) && p + n == s.size()) return std::string(s.substr(p));
+  return std::string(s.substr(s.size() - 1));
+}
 
 struct ViewHash {
   using is_transparent = void;
@@ -56,6 +78,7 @@ struct PreStep {
   PreKind kind;
   // kSplit
   std::shared_ptr<Regex> regex;  // null: `literal` is the pattern
+  int fast_digits = 0;           // Llama 3 (3) or Qwen2/3 (1) pattern: ASCII text split by hand
   std::string literal;
   Behavior behavior = Behavior::kIsolated;
   bool invert = false;
@@ -82,13 +105,106 @@ struct TrieNode {
   int32_t token = -1;  // index into added tokens
 };
 
-struct PieceCache {
-  uint64_t owner = 0;
-  std::unordered_map<std::string, std::vector<int32_t>, ViewHash, std::equal_to<>> entries;
+// Pieces are short (a word, a few bytes): a multiply-mix over 8-byte words hashes them in a few
+// cycles, where std::hash<string_view> calls out to a general byte hash.
+struct PieceHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ s.size();
+    std::size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+      h ^= h >> 29;
+    }
+    uint64_t tail = 0;
+    if (i < s.size()) std::memcpy(&tail, s.data() + i, s.size() - i);
+    h = (h ^ tail) * 0x94D049BB133111EBull;
+    return static_cast<std::size_t>(h ^ (h >> 31));
+  }
 };
-thread_local PieceCache hf_piece_cache;
+
+// Open addressing over two arenas: a lookup reads one slot and then the key bytes, which sit
+// in first-seen (text) order, instead of chasing a bucket, a node and a heap string.
+struct PieceCache {
+  struct Slot {
+    uint64_t hash = 0;  // 0: empty
+    uint32_t key_at = 0, ids_at = 0;
+    uint16_t key_size = 0, ids_size = 0;
+  };
+  uint64_t owner = 0;
+  std::vector<Slot> slots = std::vector<Slot>(1 << 12);
+  std::size_t used = 0;
+  std::string keys;
+  std::vector<int32_t> ids;
+
+  static uint64_t hash_of(std::string_view s) { return PieceHash{}(s) | 1; }
+
+  // The cached ids of `word`, or false.
+  bool find(std::string_view word, uint64_t h, std::vector<int32_t>& out) const {
+    const std::size_t mask = slots.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots[i];
+      if (s.hash == 0) return false;
+      if (s.hash == h && s.key_size == word.size() &&
+          std::memcmp(keys.data() + s.key_at, word.data(), word.size()) == 0) {
+        out.insert(out.end(), ids.begin() + s.ids_at, ids.begin() + s.ids_at + s.ids_size);
+        return true;
+      }
+    }
+  }
+
+  void insert(std::string_view word, uint64_t h, const int32_t* first, std::size_t count) {
+    if (count > UINT16_MAX) return;
+    if (used >= kMaxEntries || keys.size() + word.size() > UINT32_MAX || ids.size() + count > UINT32_MAX) clear();
+    if (2 * (used + 1) > slots.size()) grow();
+    const std::size_t mask = slots.size() - 1;
+    std::size_t i = h & mask;
+    while (slots[i].hash != 0) i = (i + 1) & mask;
+    slots[i] = {h, static_cast<uint32_t>(keys.size()), static_cast<uint32_t>(ids.size()),
+                static_cast<uint16_t>(word.size()), static_cast<uint16_t>(count)};
+    keys.append(word);
+    ids.insert(ids.end(), first, first + count);
+    ++used;
+  }
+
+  void clear() {
+    std::fill(slots.begin(), slots.end(), Slot{});
+    used = 0;
+    keys.clear();
+    ids.clear();
+  }
+
+ private:
+  static constexpr std::size_t kMaxEntries = 1 << 18;  // bounded memory on huge corpora
+
+  void grow() {
+    std::vector<Slot> old(slots.size() * 2);
+    old.swap(slots);
+    const std::size_t mask = slots.size() - 1;
+    for (const Slot& s : old) {
+      if (s.hash == 0) continue;
+      std::size_t i = s.hash & mask;
+      while (slots[i].hash != 0) i = (i + 1) & mask;
+      slots[i] = s;
+    }
+  }
+};
+// A few caches per thread, one per tokenizer instance, so encoding with two tokenizers in turn
+// (a model's and a reference one, or a benchmark) does not empty the cache at every switch.
+PieceCache& piece_cache_for(uint64_t instance) {
+  thread_local std::array<PieceCache, 4> caches;
+  thread_local std::size_t next_slot = 0;
+  for (PieceCache& c : caches) {
+    if (c.owner == instance) return c;
+  }
+  PieceCache& c = caches[next_slot++ % caches.size()];
+  c.clear();
+  c.owner = instance;
+  return c;
+}
 std::atomic<uint64_t> hf_next_instance{1};
-constexpr std::size_t kMaxCacheEntries = 1 << 18;
 constexpr std::size_t kMaxCachedPiece = 64;
 
 std::string describe(const json& node);
@@ -126,6 +242,12 @@ struct HFTokenizer::Impl {
   int64_t vocab_size = 0;
   IdMap vocab;  // model-space spelling (bytes for byte-level vocabularies) -> id
   BpeMergeMap merges;
+  // SentencePiece-style vocabularies (no pre-tokenizer: the whole text is one word) are merged in
+  // chunks that start at a "▁" run. A chunk boundary before "▁" is exact when the character before
+  // it is a token of its own and the last character of no merge's left side whose right side
+  // starts with "▁": no merge can then ever join the two chunks.
+  bool split_at_space = false;
+  std::unordered_set<std::string, ViewHash, std::equal_to<>> space_joiners;
   int32_t byte_ids[256];      // byte-level: the id of each byte
   int32_t fallback_ids[256];  // <0xNN>
   std::vector<NormStep> norm;
@@ -143,9 +265,10 @@ struct HFTokenizer::Impl {
   int32_t bos_id = -1, eos_id = -1;
   uint64_t instance = hf_next_instance.fetch_add(1);
 
-  void encode_segment(std::string_view seg, bool first, std::vector<int32_t>& out) const;
+  void encode_segment(std::string_view seg, bool first, PieceCache& cache, std::vector<int32_t>& out) const;
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
-  void encode_word_cached(std::string_view word, std::vector<int32_t>& out) const;
+  void encode_word_cached(std::string_view word, PieceCache& cache, std::vector<int32_t>& out) const;
+  void encode_piece(std::string_view piece, PieceCache& cache, std::vector<int32_t>& out) const;
 };
 
 // ---- loading ------------------------------------------------------------------------------------
@@ -170,6 +293,12 @@ struct HFTokenizerLoader {
     return node.contains(key) && node[key].is_boolean() ? node[key].get<bool>() : fallback;
   }
 
+  std::string string_at(const json& node, const char* key, const std::string& where) const {
+    const json& v = node[key];
+    if (!v.is_string()) fail(where + "." + key, "expected a string");
+    return v.get<std::string>();
+  }
+
   std::shared_ptr<Regex> compile(const std::string& pattern, const std::string& key) const {
     int err = 0;
     PCRE2_SIZE at = 0;
@@ -187,6 +316,7 @@ struct HFTokenizerLoader {
   }
 
   void normalizer(const json& node, const std::string& key) {
+    where_ = key;
     if (node.is_null()) return;
     std::string type = get_string(node, "type", key);
     if (type == "Sequence") {
@@ -217,6 +347,7 @@ struct HFTokenizerLoader {
   }
 
   void pretokenizer(const json& node, const std::string& key) {
+    where_ = key;
     if (node.is_null()) return;
     std::string type = get_string(node, "type", key);
     PreStep step;
@@ -230,7 +361,9 @@ struct HFTokenizerLoader {
       step.kind = PreKind::kSplit;
       const json& pattern = need(node, "pattern", key);
       if (pattern.contains("Regex")) {
-        step.regex = compile(pattern["Regex"].get<std::string>(), key + ".pattern.Regex");
+        const std::string regex = string_at(pattern, "Regex", key + ".pattern");
+        step.regex = compile(regex, key + ".pattern.Regex");
+        step.fast_digits = regex == kLlama3Pattern ? 3 : regex == kQwenPattern ? 1 : 0;
       } else if (pattern.contains("String")) {
         step.literal = pattern["String"].get<std::string>();
         if (step.literal.empty()) fail(key + ".pattern.String", "empty pattern");
@@ -275,6 +408,7 @@ struct HFTokenizerLoader {
   }
 
   void decoder(const json& node, const std::string& key, std::vector<std::pair<DecKind, json>>& out) {
+    where_ = key;
     if (node.is_null()) return;
     std::string type = get_string(node, "type", key);
     if (type == "Sequence") {
@@ -351,6 +485,7 @@ struct HFTokenizerLoader {
   }
 
   void model(const json& node) {
+    where_ = "model";
     const std::string key = "model";
     std::string type = node.value("type", "BPE");
     if (type != "BPE") {
@@ -418,7 +553,9 @@ struct HFTokenizerLoader {
       }
       t.merges.emplace(bpe_pair_key(ia->second, ib->second),
                        BpeMergeInfo{static_cast<int32_t>(rank), ic->second});
+      if (b.rfind(kSentencePieceSpace, 0) == 0) t.space_joiners.insert(last_character(a));
     }
+    t.split_at_space = !t.byte_level && !t.ignore_merges && raw.count(kSentencePieceSpace) > 0;
     for (int b = 0; b < 256; ++b) {
       auto it = t.vocab.find(std::string(1, static_cast<char>(b)));
       t.byte_ids[b] = t.byte_level && it != t.vocab.end() ? it->second : -1;
@@ -438,6 +575,7 @@ struct HFTokenizerLoader {
   }
 
   void added_tokens(const json& list) {
+    where_ = "added_tokens";
     for (std::size_t i = 0; i < list.size(); ++i) {
       const std::string key = str("added_tokens[", i, "]");
       const json& node = list[i];
@@ -530,6 +668,9 @@ struct HFTokenizerLoader {
   }
 
   std::vector<std::pair<int32_t, std::string>> decoded_spellings_;
+  std::string where_ = "tokenizer.json";  // the part being read, for errors of JSON type
+
+  static void build_steps(HFTokenizerLoader& load, const json& doc, const std::string& config_path);
 
   static std::unique_ptr<HFTokenizer> build(const json& doc, std::string raw,
                                             const std::string& path,
@@ -553,6 +694,20 @@ std::unique_ptr<HFTokenizer> HFTokenizerLoader::build(const json& doc, std::stri
   t.path = path;
   t.raw_json = std::move(raw);
   HFTokenizerLoader load{path, t, {}};
+  try {
+    build_steps(load, doc, config_path);
+  } catch (const json::exception& e) {
+    // A value of the wrong JSON type somewhere the loader reads without its own check: name the
+    // file and the part being read, never the JSON library's text alone.
+    const std::string what = e.what();
+    const std::size_t at = what.find("type must be");
+    load.fail(load.where_, at != std::string::npos ? what.substr(at, 60) : "a value has the wrong JSON type");
+  }
+  return tok;
+}
+
+void HFTokenizerLoader::build_steps(HFTokenizerLoader& load, const json& doc, const std::string& config_path) {
+  HFTokenizer::Impl& t = load.t;
   if (!doc.is_object() || !doc.contains("model")) load.fail("model", "missing (not a tokenizer.json)");
   // The pre-tokenizer decides whether the vocabulary is byte-level, so it is read first.
   load.pretokenizer(doc.value("pre_tokenizer", json()), "pre_tokenizer");
@@ -579,9 +734,9 @@ std::unique_ptr<HFTokenizer> HFTokenizerLoader::build(const json& doc, std::stri
       throw Error(str("'", config_path, "' is not valid JSON: ", e.what()));
     }
     LMF_CHECK(config.is_object(), "'", config_path, "' is not a JSON object");
+    load.where_ = "tokenizer_config.json";
     load.config(config, config_path);
   }
-  return tok;
 }
 
 std::unique_ptr<HFTokenizer> HFTokenizer::from_file(const std::string& path,
@@ -614,6 +769,105 @@ namespace {
 
 using Span = std::pair<std::size_t, std::size_t>;  // begin, end in the working buffer
 
+// Classes of ASCII bytes under the Llama 3 / Qwen pattern. kUnsure: bytes >= 0x80 and the
+// control characters, left to PCRE2 (whether they are \s, \p{L} or \p{N} is its business).
+enum AsciiKind : uint8_t { kAsciiLetter, kAsciiDigit, kAsciiSpace, kAsciiNewline, kAsciiOther, kAsciiUnsure };
+
+struct AsciiKinds {
+  AsciiKind kind[256];
+  AsciiKinds() {
+    for (int c = 0; c < 256; ++c) {
+      AsciiKind k = kAsciiUnsure;
+      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) k = kAsciiLetter;
+      else if (c >= '0' && c <= '9') k = kAsciiDigit;
+      else if (c == ' ' || c == '\t' || c == '\f') k = kAsciiSpace;
+      else if (c == '\r' || c == '\n') k = kAsciiNewline;
+      else if (c > ' ' && c < 0x7F) k = kAsciiOther;
+      kind[c] = k;
+    }
+  }
+};
+const AsciiKinds kAsciiKinds;
+
+// The match of the Llama 3 (max_digits 3) or Qwen (1) pattern at `pos` in buf[0, end), decided
+// from ASCII alone: false when a byte it would have to classify is kUnsure (then PCRE2 decides).
+// Follows the alternation in order, as PCRE2 does, including the backtracking of \s*[\r\n]+ and
+// \s+(?!\S); every character is matched by some alternative, so the match starts at `pos`.
+bool ascii_split_match(std::string_view buf, std::size_t pos, std::size_t end, int max_digits,
+                       std::size_t* match_end) {
+  auto kind = [&](std::size_t i) { return kAsciiKinds.kind[static_cast<unsigned char>(buf[i])]; };
+  const AsciiKind k0 = kind(pos);
+  if (k0 == kAsciiUnsure) return false;
+  // A run of letters from `from`; unsure when it stops at a byte that may continue it.
+  auto letters = [&](std::size_t from) -> bool {
+    std::size_t i = from;
+    while (i < end && kind(i) == kAsciiLetter) ++i;
+    if (i < end && kind(i) == kAsciiUnsure) return false;
+    *match_end = i;
+    return true;
+  };
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d): caselessly 's' also matches U+017F, so any non-ASCII is unsure.
+  if (buf[pos] == '\'' && pos + 1 < end) {
+    const auto c1 = static_cast<unsigned char>(buf[pos + 1]);
+    if (c1 >= 0x80) return false;
+    const char l1 = static_cast<char>(c1 | 0x20);
+    if (l1 == 's' || l1 == 't' || l1 == 'm' || l1 == 'd') {
+      *match_end = pos + 2;
+      return true;
+    }
+    if (pos + 2 < end && (l1 == 'r' || l1 == 'v' || l1 == 'l')) {
+      const char l2 = static_cast<char>(buf[pos + 2] | 0x20);
+      if (((l1 == 'r' || l1 == 'v') && l2 == 'e') || (l1 == 'l' && l2 == 'l')) {
+        *match_end = pos + 3;
+        return true;
+      }
+    }
+  }
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  if (k0 == kAsciiLetter) return letters(pos);
+  if (k0 == kAsciiSpace || k0 == kAsciiOther) {
+    if (pos + 1 < end) {
+      const AsciiKind k1 = kind(pos + 1);
+      if (k1 == kAsciiUnsure) return false;
+      if (k1 == kAsciiLetter) return letters(pos + 1);
+    }
+  }
+  // \p{N}{1,3} or \p{N}
+  if (k0 == kAsciiDigit) {
+    std::size_t i = pos + 1;
+    while (i < end && i - pos < static_cast<std::size_t>(max_digits) && kind(i) == kAsciiDigit) ++i;
+    if (i < end && i - pos < static_cast<std::size_t>(max_digits) && kind(i) == kAsciiUnsure) return false;
+    *match_end = i;
+    return true;
+  }
+  //  ?[^\s\p{L}\p{N}]+[\r\n]*
+  const std::size_t others = buf[pos] == ' ' ? pos + 1 : pos;
+  if (others < end && kind(others) == kAsciiUnsure) return false;
+  if (others < end && kind(others) == kAsciiOther) {
+    std::size_t i = others;
+    while (i < end && kind(i) == kAsciiOther) ++i;
+    if (i < end && kind(i) == kAsciiUnsure) return false;
+    while (i < end && kind(i) == kAsciiNewline) ++i;
+    *match_end = i;
+    return true;
+  }
+  // Whitespace: \s*[\r\n]+ (up to the run's last newline), \s+(?!\S), \s+.
+  std::size_t i = pos, last_newline = end;
+  while (i < end && (kind(i) == kAsciiSpace || kind(i) == kAsciiNewline)) {
+    if (kind(i) == kAsciiNewline) last_newline = i;
+    ++i;
+  }
+  if (i < end && kind(i) == kAsciiUnsure) return false;
+  if (last_newline != end) {
+    *match_end = last_newline + 1;
+  } else if (i == end || i - pos == 1) {
+    *match_end = i;
+  } else {
+    *match_end = i - 1;
+  }
+  return true;
+}
+
 // Splits each piece at the matches of `step` following the Hugging Face behaviours.
 void split_pieces(const std::string& buf, const std::vector<Span>& in, const PreStep& step,
                   std::vector<Span>& out, pcre2_match_data* md) {
@@ -624,7 +878,9 @@ void split_pieces(const std::string& buf, const std::vector<Span>& in, const Pre
     std::size_t search = begin;
     while (search < end) {
       std::size_t mb, me;
-      if (step.regex) {
+      if (step.fast_digits > 0 && ascii_split_match(buf, search, end, step.fast_digits, &me)) {
+        mb = search;
+      } else if (step.regex) {
         int rc = pcre2_match(step.regex->code, reinterpret_cast<PCRE2_SPTR>(buf.data()), end,
                              search, 0, md, nullptr);
         if (rc < 0) break;
@@ -770,28 +1026,20 @@ void HFTokenizer::Impl::encode_word(std::string_view word, std::vector<int32_t>&
   out.insert(out.end(), ids.begin(), ids.end());
 }
 
-void HFTokenizer::Impl::encode_word_cached(std::string_view word, std::vector<int32_t>& out) const {
+void HFTokenizer::Impl::encode_word_cached(std::string_view word, PieceCache& cache,
+                                           std::vector<int32_t>& out) const {
   if (word.size() > kMaxCachedPiece) {
     encode_word(word, out);
     return;
   }
-  PieceCache& cache = hf_piece_cache;
-  if (cache.owner != instance) {
-    cache.entries.clear();
-    cache.owner = instance;
-  }
-  auto it = cache.entries.find(word);
-  if (it != cache.entries.end()) {
-    out.insert(out.end(), it->second.begin(), it->second.end());
-    return;
-  }
+  const uint64_t h = PieceCache::hash_of(word);
+  if (cache.find(word, h, out)) return;
   std::size_t start = out.size();
   encode_word(word, out);
-  if (cache.entries.size() >= kMaxCacheEntries) cache.entries.clear();
-  cache.entries.emplace(std::string(word), std::vector<int32_t>(out.begin() + start, out.end()));
+  cache.insert(word, h, out.data() + start, out.size() - start);
 }
 
-void HFTokenizer::Impl::encode_segment(std::string_view seg, bool first,
+void HFTokenizer::Impl::encode_segment(std::string_view seg, bool first, PieceCache& cache,
                                        std::vector<int32_t>& out) const {
   if (seg.empty()) return;
   std::string buf(seg);
@@ -872,15 +1120,54 @@ void HFTokenizer::Impl::encode_segment(std::string_view seg, bool first,
     }
     pieces.swap(next);
   }
-  for (auto [b, e] : pieces) encode_word_cached(std::string_view(buf.data() + b, e - b), out);
+  for (auto [b, e] : pieces) encode_piece(std::string_view(buf.data() + b, e - b), cache, out);
+}
+
+std::vector<std::string> hf_split_regex(const std::string& pattern, std::string_view text, bool fast_path) {
+  PreStep step;
+  step.kind = PreKind::kSplit;
+  step.regex = std::make_shared<Regex>();
+  int err = 0;
+  PCRE2_SIZE at = 0;
+  step.regex->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &at, nullptr);
+  LMF_CHECK(step.regex->code != nullptr, "regex does not compile at offset ", at);
+  pcre2_jit_compile(step.regex->code, PCRE2_JIT_COMPLETE);
+  if (fast_path) step.fast_digits = pattern == kLlama3Pattern ? 3 : pattern == kQwenPattern ? 1 : 0;
+  const std::string buf(text);
+  std::vector<Span> pieces;
+  MatchData match;
+  split_pieces(buf, {{0, buf.size()}}, step, pieces, match.md);
+  std::vector<std::string> out;
+  for (auto [b, e] : pieces) out.emplace_back(buf.substr(b, e - b));
+  return out;
+}
+
+void HFTokenizer::Impl::encode_piece(std::string_view piece, PieceCache& cache,
+                                     std::vector<int32_t>& out) const {
+  if (!split_at_space) {
+    encode_word_cached(piece, cache, out);
+    return;
+  }
+  std::size_t start = 0;
+  for (std::size_t at = piece.find(kSentencePieceSpace, 1); at != std::string_view::npos;
+       at = piece.find(kSentencePieceSpace, at + kSentencePieceSpace.size())) {
+    if (at <= start) continue;
+    const std::string before = last_character(piece.substr(start, at - start));
+    if (before == kSentencePieceSpace || space_joiners.count(before) || !vocab.count(before)) continue;
+    encode_word_cached(piece.substr(start, at - start), cache, out);
+    start = at;
+  }
+  encode_word_cached(piece.substr(start), cache, out);
 }
 
 std::vector<int32_t> HFTokenizer::encode(std::string_view text, bool allow_special) const {
   const Impl& t = *impl_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
+  PieceCache& cache = piece_cache_for(t.instance);  // once: thread_local access is a call here
   if (!allow_special || t.added.empty()) {
-    t.encode_segment(text, true, out);
+    t.encode_segment(text, true, cache, out);
     return out;
   }
   auto is_ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
@@ -914,12 +1201,12 @@ std::vector<int32_t> HFTokenizer::encode(std::string_view text, bool allow_speci
     if (tok.rstrip) {
       while (end < text.size() && is_ws(text[end])) ++end;
     }
-    t.encode_segment(text.substr(seg_start, begin - seg_start), first, out);
+    t.encode_segment(text.substr(seg_start, begin - seg_start), first, cache, out);
     out.push_back(tok.id);
     first = false;
     seg_start = pos = end;
   }
-  t.encode_segment(text.substr(seg_start), first, out);
+  t.encode_segment(text.substr(seg_start), first, cache, out);
   return out;
 }
 

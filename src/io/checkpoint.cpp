@@ -101,7 +101,15 @@ void check_model_header(const nn::GPTConfig& config, const std::string& file,
   for (const FileTensor& ft : hf_tensor_shapes(config)) expected.emplace(ft.name, ft.shape);
   for (const auto& [name, shape] : entries) {
     const std::string key = strip_prefix(name);
-    if (is_ignored_buffer(key)) continue;
+    if (is_ignored_buffer(key)) {
+      // Skipped, but still read: no bigger than the causal mask (1, 1, n_positions, n_positions).
+      const int64_t limit = config.block_size * config.block_size;
+      int64_t numel = 1;  // saturating at limit + 1 (dims are non-negative here)
+      for (int64_t d : shape) numel = d != 0 && numel > limit / d ? limit + 1 : numel * d;
+      LMF_CHECK(numel <= limit, file, ": tensor \"", clip(name), "\" has shape ",
+                clip(shape_str(shape)), ", larger than the causal mask of n_positions=", config.block_size);
+      continue;
+    }
     auto it = expected.find(key == "lm_head.weight" ? std::string("wte.weight") : key);
     LMF_CHECK(it != expected.end(), file, ": unexpected tensor \"", clip(name),
               "\" for a GPT-2 model");

@@ -39,7 +39,7 @@ struct Keys {
   int64_t positive_int(const char* key) const {
     LMF_CHECK(j.contains(key), file, ": missing key \"", key, "\"");
     const json& v = j[key];
-    LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", v.dump());
+    LMF_CHECK(v.is_number_integer(), file, ": key \"", key, "\" must be an integer, got ", json_brief(v));
     const int64_t n = v.get<int64_t>();
     LMF_CHECK(n > 0, file, ": key \"", key, "\" must be positive, got ", n);
     // Far beyond any real model, and small enough that products of two dimensions fit in 64 bits.
@@ -49,19 +49,19 @@ struct Keys {
   int64_t positive_int(const char* key, int64_t fallback) const { return has(key) ? positive_int(key) : fallback; }
   double number(const char* key, double fallback) const {
     if (!has(key)) return fallback;
-    LMF_CHECK(j[key].is_number(), file, ": key \"", key, "\" must be a number, got ", j[key].dump());
+    LMF_CHECK(j[key].is_number(), file, ": key \"", key, "\" must be a number, got ", json_brief(j[key]));
     return j[key].get<double>();
   }
   bool boolean(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
-    LMF_CHECK(j[key].is_boolean(), file, ": key \"", key, "\" must be true or false, got ", j[key].dump());
+    LMF_CHECK(j[key].is_boolean(), file, ": key \"", key, "\" must be true or false, got ", json_brief(j[key]));
     return j[key].get<bool>();
   }
 };
 
 double scaling_number(const json& rs, const char* key, const std::string& file) {
   LMF_CHECK(rs.contains(key) && rs[key].is_number(), file, ": key \"rope_scaling.", key,
-            "\" must be a number, got ", rs.contains(key) ? rs[key].dump() : std::string("nothing"));
+            "\" must be a number, got ", rs.contains(key) ? json_brief(rs[key]) : std::string("nothing"));
   return rs[key].get<double>();
 }
 
@@ -69,7 +69,7 @@ nn::RopeScaling read_rope_scaling(const json& j, const std::string& file) {
   nn::RopeScaling out;
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return out;
   const json& rs = j["rope_scaling"];
-  LMF_CHECK(rs.is_object(), file, ": key \"rope_scaling\" must be null or an object, got ", rs.dump());
+  LMF_CHECK(rs.is_object(), file, ": key \"rope_scaling\" must be null or an object, got ", json_brief(rs));
   const char* type_key = rs.contains("rope_type") ? "rope_type" : "type";
   LMF_CHECK(rs.contains(type_key) && rs[type_key].is_string(), file,
             ": key \"rope_scaling.rope_type\" is missing or not a string");
@@ -143,14 +143,14 @@ nn::LlamaConfig read_llama_config(const fs::path& path) {
   for (const char* moe : {"num_experts", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size",
                           "n_routed_experts", "n_shared_experts"}) {
     LMF_CHECK(!k.has(moe) || (j[moe].is_number() && j[moe].get<double>() == 0), file, ": key \"", moe,
-              "\" is ", j.contains(moe) ? j[moe].dump() : "", "; mixture-of-experts models are not supported");
+              "\" is ", j.contains(moe) ? json_brief(j[moe]) : "", "; mixture-of-experts models are not supported");
   }
   if (k.has("hidden_act"))
-    LMF_CHECK(j["hidden_act"] == "silu", file, ": key \"hidden_act\" is ", j["hidden_act"].dump(),
+    LMF_CHECK(j["hidden_act"] == "silu", file, ": key \"hidden_act\" is ", json_brief(j["hidden_act"]),
               "; only \"silu\" (SwiGLU) is supported");
   LMF_CHECK(!k.boolean("mlp_bias", false), file, ": key \"mlp_bias\" is true; MLP biases are not supported");
   LMF_CHECK(k.number("attention_dropout", 0.0) == 0.0, file, ": key \"attention_dropout\" is ",
-            j.contains("attention_dropout") ? j["attention_dropout"].dump() : "", "; only 0 is supported");
+            j.contains("attention_dropout") ? json_brief(j["attention_dropout"]) : "", "; only 0 is supported");
 
   nn::LlamaConfig c;
   c.model_type = type;
@@ -206,11 +206,63 @@ nn::LlamaConfig read_llama_config(const fs::path& path) {
   return c;
 }
 
-std::map<std::string, Tensor> read_model_tensors(const fs::path& dir) {
+namespace {
+
+// The names and shapes a file of `config`'s model may hold, built once `tensor_count` (the file's
+// or the index's) has bounded the layer count: a hostile num_hidden_layers never sizes a table.
+class ExpectedTensors {
+ public:
+  ExpectedTensors(const nn::LlamaConfig& config, std::string where) : config_(config), where_(std::move(where)) {}
+
+  void bound_by(std::size_t tensor_count) {
+    if (!shapes_.empty()) return;
+    LMF_CHECK(config_.num_hidden_layers * 9 <= static_cast<int64_t>(tensor_count), where_, ": holds ", tensor_count,
+              " tensors, fewer than ", kConfigFile, " (num_hidden_layers=", config_.num_hidden_layers, ") implies");
+    order_ = parameter_shapes(config_);
+    // A tied head may still be stored (checked equal to the embedding later).
+    if (config_.tie_word_embeddings) order_.emplace_back("lm_head.weight", order_.front().second);
+    shapes_.insert(order_.begin(), order_.end());
+  }
+
+  // Refuses, from the header alone, a tensor the config does not imply or a shape it does not
+  // give, so a small sparse file declaring a huge extra tensor is never read into memory.
+  void check(const std::string& file, const std::vector<std::pair<std::string, Shape>>& entries) const {
+    std::map<std::string, Shape> in_file(entries.begin(), entries.end());
+    // Shapes in the model's order (the first layer's first wrong tensor is named), then strangers.
+    for (const auto& [name, shape] : order_) {
+      auto it = in_file.find(name);
+      LMF_CHECK(it == in_file.end() || it->second == shape, file, ": tensor \"", name, "\" has shape ",
+                clip(shape_str(it->second)), " but ", kConfigFile, " implies ", shape_str(shape));
+    }
+    for (const auto& [name, shape] : entries) {
+      if (ends_with(name, "rotary_emb.inv_freq")) {  // recomputed from the config; (HS / 2) when stored
+        LMF_CHECK(shape.size() == 1 && shape[0] <= config_.head_size(), file, ": tensor \"", clip(name),
+                  "\" has shape ", clip(shape_str(shape)), ", not a rotary frequency table");
+        continue;
+      }
+      LMF_CHECK(shapes_.count(name), file, ": unexpected tensor \"", clip(name), "\" for a ", config_.model_type,
+                " model (", kConfigFile, ")");
+    }
+  }
+
+ private:
+  const nn::LlamaConfig& config_;
+  std::string where_;
+  std::vector<std::pair<std::string, Shape>> order_;
+  std::map<std::string, Shape> shapes_;
+};
+
+}  // namespace
+
+std::map<std::string, Tensor> read_model_tensors(const fs::path& dir, const nn::LlamaConfig& config) {
   std::map<std::string, Tensor> out;
   const fs::path single = dir / kModelFile, index = dir / kModelIndexFile;
   if (fs::exists(single)) {
-    SafetensorsFile st = read_safetensors(single);
+    ExpectedTensors expected(config, single.string());
+    SafetensorsFile st = read_safetensors(single, [&](const auto& entries) {
+      expected.bound_by(entries.size());
+      expected.check(single.string(), entries);
+    });
     for (auto& [name, t] : st.tensors) out.emplace(name, std::move(t));
     return out;
   }
@@ -227,10 +279,12 @@ std::map<std::string, Tensor> read_model_tensors(const fs::path& dir) {
               "\"] names \"", s, "\", not a file in the same directory");
     by_shard[s].push_back(name);
   }
+  ExpectedTensors expected(config, file);
+  expected.bound_by(j["weight_map"].size());
   for (const auto& [shard, names] : by_shard) {
     const fs::path path = dir / shard;
     LMF_CHECK(fs::exists(path), file, ": shard \"", shard, "\" (holding \"", names.front(), "\") is missing");
-    SafetensorsFile st = read_safetensors(path);
+    SafetensorsFile st = read_safetensors(path, [&](const auto& entries) { expected.check(path.string(), entries); });
     for (const std::string& name : names) {
       auto it = st.tensors.find(name);
       LMF_CHECK(it != st.tensors.end(), path.string(), ": missing tensor \"", name, "\" that ", kModelIndexFile,
@@ -243,7 +297,7 @@ std::map<std::string, Tensor> read_model_tensors(const fs::path& dir) {
 
 std::unique_ptr<nn::Llama> load_llama(const fs::path& dir, uint64_t seed) {
   const nn::LlamaConfig config = read_llama_config(dir / kConfigFile);
-  std::map<std::string, Tensor> tensors = read_model_tensors(dir);
+  std::map<std::string, Tensor> tensors = read_model_tensors(dir, config);
   const std::string where = (dir / (fs::exists(dir / kModelFile) ? kModelFile : kModelIndexFile)).string();
   // Bound the layer count by the files before building per-layer tables from it.
   LMF_CHECK(config.num_hidden_layers * 9 <= static_cast<int64_t>(tensors.size()), where, ": holds ", tensors.size(),

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/gpt2_files.h"
+#include "data/hf_tokenizer.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/tokenizer.h"
 
@@ -259,4 +260,106 @@ TEST_CASE("Digits pre-tokenizer: numbers one digit at a time, or as runs", "[hf_
   auto runs = load_tokenizer(write_json("digits-runs.json", doc));
   CHECK(runs->encode("a12") == std::vector<int32_t>{259, 264, 268});
   CHECK(runs->encode("1a2") == std::vector<int32_t>{259, 266, 264, 267});
+}
+
+TEST_CASE("the Llama 3 and Qwen split patterns: the ASCII fast path cuts exactly where PCRE2 does",
+          "[hf_tokenizer]") {
+  const std::string llama3 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string qwen =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  // Fragments that meet at every class boundary the pattern distinguishes, with the characters
+  // the fast path must leave to PCRE2: non-ASCII letters, digits and spaces, the long s (which
+  // (?i:'s) matches), control characters, invalid and truncated UTF-8.
+  const std::vector<std::string> fragments = {
+      "a", "Z", "s", "S", "t", "re", "VE", "Ll", "d", "M", "'", "1", "23", "4567", " ", "  ", "\t",
+      "\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x7f", "\x01", ".", "!?", "(", "-", "_", "\xC3\xA9",
+      "\xC5\xBF", "\xC2\xA0", "\xE2\x80\xA8", "\xD9\xA3", "\xE6\x97\xA5", "\xF0\x9F\x98\x80", "\xFF",
+      "\x80", "\xC3"};
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<std::size_t>(state >> 33);
+  };
+  for (const std::string& pattern : {llama3, qwen}) {
+    for (int n = 0; n < 3000; ++n) {
+      std::string text;
+      const std::size_t count = 1 + next() % 24;
+      for (std::size_t i = 0; i < count; ++i) {
+        // Mostly ASCII, as real text is, so the fast path does most of the work.
+        const std::size_t k = next() % 4 == 0 ? next() % fragments.size() : next() % 30;
+        text += fragments[k];
+      }
+      INFO("text: " << nlohmann::json(text).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+      REQUIRE(hf_split_regex(pattern, text, true) == hf_split_regex(pattern, text, false));
+    }
+  }
+}
+
+TEST_CASE("SentencePiece-style text is merged in chunks only where no merge can join them", "[hf_tokenizer]") {
+  // The whole text is one word (the space is replaced before the Split on " " sees it). The merge
+  // ("a", "▁b") joins across a "▁": chunks must not be cut after an "a"; after "c" they may be.
+  const std::string sp = "\xE2\x96\x81";
+  nlohmann::json vocab = {{"<unk>", 0}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    vocab[name] = 1 + b;
+  }
+  int next = 257;
+  for (const std::string& t : std::vector<std::string>{sp, "a", "b", "c", sp + "b", "a" + sp + "b", sp + "c", "c" + sp + "c"}) {
+    vocab[t] = next++;
+  }
+  // Ranks: "▁b" first, then "a" + "▁b"; "▁c" is made but "c" + "▁c" ranks after it.
+  nlohmann::json merges = nlohmann::json::array();
+  for (const auto& [left, right] : std::vector<std::pair<std::string, std::string>>{{sp, "b"}, {"a", sp + "b"}, {sp, "c"}, {"c", sp + "c"}})
+    merges.push_back(nlohmann::json::array({left, right}));
+  nlohmann::json doc = {
+      {"normalizer", {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", sp}}},
+      {"pre_tokenizer",
+       {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "MergedWithPrevious"}, {"invert", false}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", sp}}}, {"content", " "}}, {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}}}}}},
+      {"model",
+       {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true}, {"vocab", vocab},
+        {"merges", merges}}}};
+  auto tok = load_tokenizer(write_json("sp-chunks.json", doc));
+  const int32_t space = 257, c = 260, sp_b = 261, a_sp_b = 262, sp_c = 263, c_sp_c = 264;
+  // "a b": "▁b" then "a▁b" across the "▁": one token, as merging the whole text gives.
+  CHECK(tok->encode("a b") == std::vector<int32_t>{a_sp_b});
+  CHECK(tok->encode("c b a b") == std::vector<int32_t>{c, sp_b, space, a_sp_b});
+  // "c c": "▁c" (rank 2) then "c" + "▁c" (rank 3): "c" is the left side of a merge with a
+  // right side starting with "▁", so no chunk is cut after it either.
+  CHECK(tok->encode("c c") == std::vector<int32_t>{c_sp_c});
+  // "é" has no token (bytes <0xC3> <0xA9>), so no chunk is cut after it either.
+  CHECK(tok->encode("c c a b \xC3\xA9 c") ==
+        std::vector<int32_t>{c_sp_c, space, a_sp_b, space, 1 + 0xC3, 1 + 0xA9, sp_c});
+  for (std::string text : {"a b", "c b a b", "c c", "  a  b  ", "c c a b \xC3\xA9 c"}) {
+    CHECK(tok->decode(tok->encode(text)) == text);
+  }
+}
+
+TEST_CASE("values of the wrong JSON type are lmf::Error naming the file and the part", "[hf_tokenizer]") {
+  // Found by fuzz/fuzz_hf_tokenizer_json's inputs: these escaped as the JSON library's own
+  // type_error text, naming neither the file nor the key.
+  auto refused = [&](nlohmann::json d, const std::string& key) {
+    std::string path = write_json("wrong-type.json", d);
+    CHECK_THROWS_AS(load_tokenizer(path), lmf::Error);
+    CHECK_THROWS_WITH(load_tokenizer(path), Catch::Contains(key) && Catch::Contains("wrong-type.json"));
+  };
+  auto d = tiny_sentencepiece(false);
+  d["decoder"]["decoders"][3]["start"] = "x";
+  refused(d, "decoder.decoders[3]");
+  d = tiny_sentencepiece(false);
+  d["normalizer"]["normalizers"][1]["pattern"]["String"] = 5;
+  refused(d, "normalizer.normalizers[1]");
+  d = tiny_sentencepiece(false);
+  d["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", 7}};
+  refused(d, "pre_tokenizer");
+  d = tiny_sentencepiece(false);
+  d["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", 7}}}, {"behavior", "Isolated"}};
+  refused(d, "pre_tokenizer.pattern.Regex");
 }

@@ -1,19 +1,23 @@
 // Hostile and careless inputs driven through the lmforge binary: every one must be one clean error
 // line (or correct behaviour), never a crash, a hang, a command run on the user's behalf, a file
 // written through a planted symlink, or a user file deleted.
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "e2e/cli_run.h"
 #include "lmforge/io/checkpoint.h"
 #include "lmforge/io/safetensors.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/llama.h"
 
 namespace fs = std::filesystem;
 using lmf::test::lmforge;
@@ -49,6 +53,50 @@ fs::path save_tiny_model(const fs::path& dir, bool poison) {
   if (poison) gpt.named_parameters().front().second.fill_(std::numeric_limits<float>::quiet_NaN());
   lmf::io::save_gpt(gpt, dir);
   return dir;
+}
+
+// `lmforge ARGS` run as a child of its own, so its peak resident memory is known (wait4).
+struct Measured {
+  RunResult result;
+  long max_rss_kb = 0;
+};
+
+Measured lmforge_measured(const fs::path& dir, const std::string& args) {
+  const fs::path err = dir / "stderr.txt";
+  const std::string line = "exec " + quote(LMF_CLI) + " " + args + " </dev/null >/dev/null 2>" + quote(err.string());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  Measured m;
+  int status = 0;
+  struct rusage usage {};
+  REQUIRE(::wait4(pid, &status, 0, &usage) == pid);
+  m.result.exit_code = lmf::test::exit_code(status);
+  m.result.err = slurp(err);
+  m.max_rss_kb = usage.ru_maxrss;
+  return m;
+}
+
+// Rewrites DIR/model.safetensors with one more tensor in its header, `name` of `shape` (F32), whose
+// bytes lie past the end of the data: the file is then extended sparsely to the size the header
+// claims, so every offset is in range and only the claim is huge (nothing is written to disk).
+void add_sparse_tensor(const fs::path& file, const std::string& name, const std::vector<int64_t>& shape) {
+  std::string bytes = slurp(file);
+  uint64_t header_len = 0;
+  for (int i = 0; i < 8; ++i) header_len |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  auto header = nlohmann::json::parse(bytes.substr(8, header_len));
+  const std::string data = bytes.substr(8 + header_len);
+  uint64_t numel = 1;
+  for (int64_t d : shape) numel *= static_cast<uint64_t>(d);
+  header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + 4 * numel}}};
+  std::string text = header.dump();
+  text.resize((text.size() + 7) / 8 * 8, ' ');
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  write_file(file, out + text + data);
+  REQUIRE(::truncate(file.c_str(), static_cast<off_t>(8 + text.size() + data.size() + 4 * numel)) == 0);
 }
 
 }  // namespace
@@ -264,4 +312,40 @@ TEST_CASE("tokenizers and models: duplicate symbols, NUL bytes and NaN weights")
   require_clean_error(lmforge(dir, "generate --checkpoint " + quote(ckpt.string()) + " --tokenizer " +
                                        quote((dir / "tok16.json").string()) + " --prompt ab --max-new-tokens 3"),
                       "NaN");
+}
+
+TEST_CASE("resources: a small sparse safetensors file that declares a 4 GiB tensor is refused before it is read") {
+  const fs::path dir = work_dir("sparse");
+  const std::vector<int64_t> huge = {int64_t{1} << 30};  // 4 GiB of F32
+  // Each case: one error line naming the tensor, and the process never grows near the claim.
+  auto refused = [&](const fs::path& ckpt, const std::string& needle) {
+    const Measured m = lmforge_measured(dir, "eval --checkpoint " + quote(ckpt.string()) + " --data x.bin");
+    require_clean_error(m.result, {needle, "model.safetensors"});
+    INFO("peak RSS " << m.max_rss_kb << " KiB");
+    CHECK(m.max_rss_kb < 512 * 1024);
+  };
+  // GPT-2: an extra tensor, and a "causal mask" buffer the loader skips but would still read.
+  fs::path gpt = save_tiny_model(dir / "gpt", false);
+  add_sparse_tensor(gpt / "model.safetensors", "extra.weight", huge);
+  REQUIRE(fs::file_size(gpt / "model.safetensors") > (uint64_t{4} << 30));
+  refused(gpt, "unexpected tensor \"extra.weight\"");
+  gpt = save_tiny_model(dir / "gpt-mask", false);
+  add_sparse_tensor(gpt / "model.safetensors", "h.0.attn.bias", {1, 1, 32768, 32768});
+  refused(gpt, "h.0.attn.bias");
+  // A Llama-family directory.
+  lmf::nn::LlamaConfig c;
+  c.vocab_size = 16, c.hidden_size = 8, c.intermediate_size = 16, c.num_hidden_layers = 1;
+  c.num_attention_heads = 2, c.num_key_value_heads = 1, c.max_position_embeddings = 8;
+  lmf::nn::Llama llama(c, 1);
+  const fs::path llama_dir = dir / "llama";
+  fs::create_directories(llama_dir);
+  lmf::io::write_model_files(llama, llama_dir);
+  add_sparse_tensor(llama_dir / "model.safetensors", "model.layers.0.mlp.extra.weight", huge);
+  refused(llama_dir, "unexpected tensor \"model.layers.0.mlp.extra.weight\"");
+  // A tensor the model has, with a huge shape instead of its own.
+  fs::remove_all(llama_dir);
+  fs::create_directories(llama_dir);
+  lmf::io::write_model_files(llama, llama_dir);
+  add_sparse_tensor(llama_dir / "model.safetensors", "lm_head.weight", {int64_t{1} << 26, 16});
+  refused(llama_dir, "lm_head.weight");
 }
