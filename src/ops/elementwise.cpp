@@ -19,7 +19,8 @@ namespace {
 // one element) and the output has a's shape: the periodic fast path.
 bool periodic(const Tensor& a, const Tensor& b) {
   const Shape &as = a.shape(), &bs = b.shape();
-  if (b.numel() == 1) return bs.size() <= as.size();
+  if (bs.size() > as.size()) return false;  // more dims than a: the output is not a's shape
+  if (b.numel() == 1) return true;
   auto first = std::find_if(bs.begin(), bs.end(), [](int64_t v) { return v != 1; });
   const auto n = static_cast<std::size_t>(bs.end() - first);
   return n <= as.size() && std::equal(first, bs.end(), as.end() - n);
