@@ -3,7 +3,9 @@
 # missing), turned into one text file per topic with entries separated by blank lines in
 # OUT_DIR-text/, then `lmforge prepare`d into OUT_DIR (train.bin, val.bin, tokenizer.json,
 # meta.json). The text lives beside the dataset, not inside it: prepare replaces its output
-# directory as a whole and refuses one that contains its input.
+# directory as a whole and refuses one that contains its input. The char tokenizer reserves
+# ChatML's <|im_start|> and <|im_end|> as special tokens, so that a model pretrained on it can be
+# instruction-tuned later (`prepare --format chat`); they take the ids after <|endoftext|>.
 #
 #   scripts/get_corpus.sh fortunes [OUT_DIR]      (default OUT_DIR: data/fortunes)
 #   LMFORGE=path/to/lmforge TOKENIZER=char|FILE|GPT2_DIR scripts/get_corpus.sh fortunes
@@ -41,5 +43,7 @@ for f in "$src"/*; do
   sed 's/^%$//' "$f" > "$text/$base.txt"
 done
 
-"$LMFORGE" prepare --input "$text" --out "$out" --tokenizer "$tokenizer" --eot
+set --
+if [ "$tokenizer" = char ]; then set -- --special-token '<|im_start|>' --special-token '<|im_end|>'; fi
+"$LMFORGE" prepare --input "$text" --out "$out" --tokenizer "$tokenizer" --eot "$@"
 echo "corpus ready in $out" >&2

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # lmforge in one command, on a fresh Debian 12 machine: installs what it needs, builds, prepares
 # the fortunes corpus, pretrains a small GPT on every topic but one (about five minutes on two CPU
-# cores), fine-tunes it on the held-out topic with early stopping, plots the losses and samples.
+# cores), fine-tunes it on the held-out topic with early stopping, plots the losses and samples,
+# then instruction-tunes the pretrained model on generated question/answer pairs ("A love
+# fortune." -> a fortune of that topic; about a minute) and prints one `lmforge chat` reply.
 # Re-running resumes finished or interrupted runs instead of starting over.
 #   HOLDOUT=computers  the topic kept for fine-tuning
 #   QUICK=1            a much shorter run (a smoke test)
@@ -55,4 +57,17 @@ step "a sample from the pretrained model"
 "$lmforge" generate --checkpoint runs/fortunes_pretrain/final --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 1
 step "a sample from the '$holdout' model"
 "$lmforge" generate --checkpoint runs/fortunes_finetune/final --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 1
-printf '\n\ndone: runs/ holds the checkpoints, metrics.jsonl and loss.png of both runs.\n'
+echo
+
+step "instruction tuning on generated question/answer pairs (the answers are trained, not the questions)"
+python3 scripts/make_fortunes_qa.py data/fortunes-text data/fortunes-qa.jsonl
+# The pretrained model's own tokenizer: it holds ChatML's markers as special tokens.
+"$lmforge" prepare --format chat --input data/fortunes-qa.jsonl --out data/fortunes/chat \
+  --tokenizer runs/fortunes_pretrain/final/tokenizer.json
+"$lmforge" train configs/fortunes_chat.yaml "${extra[@]}"
+"$lmforge" plot runs/fortunes_chat -o runs/fortunes_chat/loss.png
+
+step "one chat reply: A love fortune."
+echo '{"prompt": "A love fortune."}' |
+  "$lmforge" chat --checkpoint runs/fortunes_chat/final --temperature 0.8 --top-k 40 --seed 1
+printf '\ndone: runs/ holds the checkpoints, metrics.jsonl and loss.png of the three runs.\n'

@@ -33,6 +33,9 @@ void add_prepare_command(CLI::App& app) {
                   "Last fraction of every document that goes to val.bin")
       ->capture_default_str();
   cmd->add_flag("--eot", options->eot, "Put <|endoftext|> before every document part");
+  cmd->add_option("--special-token", options->special_tokens,
+                  "Reserve TEXT as a special token of the learned char tokenizer (repeatable; e.g. "
+                  "<|im_start|> and <|im_end|> for chat fine-tuning later)");
   add_integer<int>(cmd, "--threads", options->threads, 0, io::kMaxThreads, "Tokenizer threads (0 = all cores)")
       ->capture_default_str();
   cmd->callback([options] {

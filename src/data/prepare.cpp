@@ -112,7 +112,7 @@ void read_part(File& file, Sha256& sha, int64_t begin, int64_t end, int64_t chun
 }
 
 std::unique_ptr<Tokenizer> learn_char_tokenizer(const std::vector<Document>& docs, int64_t chunk,
-                                                bool eot) {
+                                                bool eot, const std::vector<std::string>& extra) {
   std::vector<bool> seen(0x110000, false);
   std::string buffer;
   for (const auto& doc : docs) {
@@ -147,6 +147,14 @@ std::unique_ptr<Tokenizer> learn_char_tokenizer(const std::vector<Document>& doc
   }
   std::vector<std::string> specials;
   if (eot) specials.emplace_back(kEndOfText);
+  for (const auto& name : extra) {
+    LMF_CHECK(!name.empty(), "--special-token: empty text");
+    uint32_t cp;
+    std::size_t length;
+    LMF_CHECK(!(decode_utf8(name, 0, &cp, &length) && length == name.size() && seen[cp]), "--special-token '",
+              name, "' is a character of the corpus; a special token must not be one");
+    specials.push_back(name);
+  }
   return std::make_unique<CharTokenizer>(std::move(code_points), specials);
 }
 
@@ -213,6 +221,8 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
                             "--out");
   LMF_CHECK(options.format == "text" || options.format == "chat", "--format: '", options.format,
             "' is neither text nor chat");
+  LMF_CHECK(options.special_tokens.empty() || (options.format == "text" && options.tokenizer == "char"),
+            "--special-token applies to the char tokenizer learned by --format text (--tokenizer char)");
   if (options.format == "chat") return prepare_chat_dataset(options);
   PrepareResult result;
   std::vector<std::string> paths = list_documents(options.inputs, &result.skipped);
@@ -230,8 +240,9 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   LMF_CHECK(total_bytes > 0, "the inputs hold no text (", docs.size(), " empty file(s))");
 
   std::unique_ptr<Tokenizer> tokenizer =
-      options.tokenizer == "char" ? learn_char_tokenizer(docs, options.chunk_bytes, options.eot)
-                                  : load_tokenizer(options.tokenizer);
+      options.tokenizer == "char"
+          ? learn_char_tokenizer(docs, options.chunk_bytes, options.eot, options.special_tokens)
+          : load_tokenizer(options.tokenizer);
   const int32_t eot_id = tokenizer->eot_id();
   LMF_CHECK(!options.eot || eot_id >= 0, "--eot needs a tokenizer with ", kEndOfText, "; '",
             options.tokenizer, "' has none");

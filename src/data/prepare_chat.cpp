@@ -146,6 +146,16 @@ PrepareResult prepare_chat_dataset(const PrepareOptions& options) {
   LMF_CHECK(!paths.empty(), "no input files found in the given inputs");
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(options.tokenizer);
   const ChatTemplate chat_template = ChatTemplate::load(options.tokenizer);
+  // A character vocabulary would spell ChatML's markers letter by letter (a dozen tokens each, in
+  // windows of a few dozen): it must hold them as special tokens, reserved when the pretraining
+  // corpus was prepared, since a checkpoint's vocabulary cannot grow afterwards.
+  if (tokenizer->type() == "char" && chat_template.is_chatml_default()) {
+    for (const char* marker : {"<|im_start|>", "<|im_end|>"}) {
+      LMF_CHECK(tokenizer->special_tokens().count(marker) != 0, options.tokenizer,
+                ": a char tokenizer needs ", marker, " as a special token for the ChatML template; prepare the "
+                "pretraining corpus with --special-token '<|im_start|>' --special-token '<|im_end|>'");
+    }
+  }
   const int64_t vocab_size = tokenizer->vocab_size();
   const TokenWidth width = token_width_for_vocab(vocab_size);
 

@@ -205,3 +205,68 @@ TEST_CASE("a loss mask is validated against its shard", "[prepare_chat]") {
   write_shard((dir / "e.bin").string(), {1, 2, 3}, TokenWidth::u16);
   CHECK_THROWS_WITH(DataLoader(dir.string(), lo), Catch::Contains("1 of 2 shards have a loss mask"));
 }
+
+TEST_CASE("a char corpus tokenizer reserves ChatML's markers for later chat fine-tuning", "[prepare_chat]") {
+  const fs::path dir = temp_dir("prepare_chat/reserve");
+  write(dir / "corpus.txt", "a fortune for the user and the assistant: look <up>|down.\n");
+  PrepareOptions plain;
+  plain.inputs = {(dir / "corpus.txt").string()};
+  plain.out_dir = (dir / "plain").string();
+  plain.eot = true;
+  plain.progress = false;
+  const PrepareResult without = prepare_dataset(plain);
+  PrepareOptions reserved = plain;
+  reserved.out_dir = (dir / "reserved").string();
+  reserved.special_tokens = {"<|im_start|>", "<|im_end|>"};
+  const PrepareResult with = prepare_dataset(reserved);
+
+  // The characters and <|endoftext|> keep their ids (the token shards are identical); the markers
+  // take the next two ids, and the corpus text "<up>|" stays characters.
+  CHECK(with.vocab_size == without.vocab_size + 2);
+  CHECK(Shard((dir / "reserved" / "train.bin").string()).read_all() ==
+        Shard((dir / "plain" / "train.bin").string()).read_all());
+  const auto old_tok = load_tokenizer((dir / "plain" / "tokenizer.json").string());
+  const auto tok = load_tokenizer((dir / "reserved" / "tokenizer.json").string());
+  const int32_t n_chars = static_cast<int32_t>(without.vocab_size) - 1;
+  CHECK(tok->eot_id() == old_tok->eot_id());
+  CHECK(tok->eot_id() == n_chars);
+  CHECK(tok->special_tokens().at("<|im_start|>") == n_chars + 1);
+  CHECK(tok->special_tokens().at("<|im_end|>") == n_chars + 2);
+  CHECK(tok->encode("<|im_start|>up<|im_end|>", true) ==
+        std::vector<int32_t>{n_chars + 1, tok->encode("u")[0], tok->encode("p")[0], n_chars + 2});
+
+  // With the markers, the corpus tokenizer prepares chat data; without them it is refused.
+  write(dir / "chat.jsonl", "{\"prompt\": \"up\", \"completion\": \"down.\"}\n");
+  PrepareOptions chat;
+  chat.format = "chat";
+  chat.inputs = {(dir / "chat.jsonl").string()};
+  chat.val_fraction = 0.0;
+  chat.progress = false;
+  chat.tokenizer = (dir / "reserved" / "tokenizer.json").string();
+  chat.out_dir = (dir / "chat").string();
+  const PrepareResult r = prepare_dataset(chat);
+  // <|im_start|> user \n u p <|im_end|> \n <|im_start|> assistant \n d o w n . <|im_end|> \n
+  CHECK(r.train_tokens == 1 + 5 + 2 + 1 + 1 + 1 + 10 + 5 + 1 + 1);
+  chat.tokenizer = (dir / "plain" / "tokenizer.json").string();
+  chat.out_dir = (dir / "chat2").string();
+  CHECK_THROWS_WITH(prepare_dataset(chat), Catch::Contains("needs <|im_start|> as a special token") &&
+                                                Catch::Contains("--special-token"));
+  CHECK_FALSE(fs::exists(dir / "chat2"));
+}
+
+TEST_CASE("--special-token is refused where it cannot apply", "[prepare_chat]") {
+  const fs::path dir = temp_dir("prepare_chat/reserve_bad");
+  write(dir / "corpus.txt", "a|b\n");
+  PrepareOptions o;
+  o.inputs = {(dir / "corpus.txt").string()};
+  o.out_dir = (dir / "out").string();
+  o.progress = false;
+  o.special_tokens = {"|"};  // a character of the corpus
+  CHECK_THROWS_WITH(prepare_dataset(o), Catch::Contains("'|' is a character of the corpus"));
+  o.special_tokens = {"<|im_end|>"};
+  const CharTokenizer tok = chat_tokenizer();
+  tok.save((dir / "tok.json").string());
+  o.tokenizer = (dir / "tok.json").string();
+  CHECK_THROWS_WITH(prepare_dataset(o), Catch::Contains("--special-token applies to the char tokenizer"));
+  CHECK_FALSE(fs::exists(dir / "out"));
+}

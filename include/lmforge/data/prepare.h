@@ -26,6 +26,10 @@ struct PrepareOptions {
   double val_fraction = 0.1;
   /// Put <|endoftext|> before each document's train part and val part (as llm.c does).
   bool eot = false;
+  /// Extra special tokens of the learned char tokenizer (ids after the characters and after
+  /// <|endoftext|>), e.g. ChatML's <|im_start|> and <|im_end|> so that the model can later be
+  /// instruction-tuned with `--format chat`. Only with tokenizer "char".
+  std::vector<std::string> special_tokens;
   /// Worker threads for tokenization; 0 = all cores (OpenMP's default).
   int threads = 0;
   /// Draw a progress bar (only when stderr is a terminal).
