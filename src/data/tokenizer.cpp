@@ -503,7 +503,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
             "tokenizer JSON file, a directory with a Hugging Face tokenizer.json, or a directory ",
             "with GPT-2's vocab.json + merges.txt)");
   if (fs::is_directory(spec, ec)) {
-    if (fs::exists(fs::path(spec) / "tokenizer.json")) return HFTokenizer::from_directory(spec);
+    // A Hugging Face tokenizer.json (with its sibling tokenizer_config.json) or lmforge's own,
+    // as a checkpoint or a prepared dataset holds it: the file decides which.
+    const fs::path file = fs::path(spec) / "tokenizer.json";
+    if (fs::exists(file)) return load_tokenizer(file.string());
     return ByteLevelBPE::from_gpt2_directory(spec);
   }
   std::string text = read_file(spec);

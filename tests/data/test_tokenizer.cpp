@@ -148,6 +148,11 @@ TEST_CASE("char tokenizer survives a save/load round trip", "[tokenizer]") {
   CHECK(loaded->eot_id() == tok.eot_id());
   std::string text = "quick 😀 fox\n";
   CHECK(loaded->encode(text) == tok.encode(text));
+  // A directory holding it as tokenizer.json (a checkpoint, a prepared dataset) loads it too.
+  tok.save(dir + "/tokenizer.json");
+  auto from_dir = load_tokenizer(dir);
+  CHECK(from_dir->type() == "char");
+  CHECK(from_dir->encode(text) == tok.encode(text));
 }
 
 TEST_CASE("pre-tokenizer splits as GPT-2's pattern does", "[tokenizer]") {
