@@ -512,7 +512,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   std::string text = read_file(spec);
   json doc;
   try {
-    doc = json::parse(text);
+    doc = io::parse_untrusted_json(text, spec);  // nesting bounded before anything is built
   } catch (const json::exception& e) {
     throw Error(str("'", spec, "' is not valid JSON: ", e.what()));
   }
