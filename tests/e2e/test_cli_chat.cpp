@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "e2e/cli_run.h"
+#include "e2e/tiny_checkpoint.h"
 #include "lmforge/data/chat_template.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/generate/generate.h"
@@ -32,17 +33,7 @@ data::CharTokenizer chat_tokenizer() {
 }
 
 fs::path save_checkpoint(const fs::path& dir, const data::Tokenizer& tokenizer) {
-  lmf::nn::GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 96;
-  c.vocab_size = tokenizer.vocab_size() + 3;
-  lmf::nn::GPT gpt(c, 5);
-  const fs::path ckpt = dir / "ckpt";
-  lmf::io::save_gpt(gpt, ckpt);
-  tokenizer.save((ckpt / "tokenizer.json").string());
-  return ckpt;
+  return lmf::test::save_tiny_gpt_checkpoint(dir, tokenizer, 96, 5);
 }
 
 // The library's reply (temperature 1, drawing from `g`) to `messages` rendered with ChatML, computed

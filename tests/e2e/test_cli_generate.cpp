@@ -11,6 +11,7 @@
 #include <string>
 
 #include "e2e/cli_run.h"
+#include "e2e/tiny_checkpoint.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/generate/generate.h"
 #include "lmforge/io/checkpoint.h"
@@ -34,17 +35,7 @@ const char* kCorpus = "hello world, the quick brown fox. héllo ünïcode ✓\n"
 // A random GPT whose vocabulary is padded past the tokenizer's (as GPT-2's 50304 is), with a
 // small context so that long generations slide the window.
 fs::path save_checkpoint(const fs::path& dir, const data::Tokenizer& tokenizer) {
-  lmf::nn::GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 16;
-  c.vocab_size = tokenizer.vocab_size() + 3;
-  lmf::nn::GPT gpt(c, 11);
-  const fs::path ckpt = dir / "ckpt";
-  lmf::io::save_gpt(gpt, ckpt);
-  tokenizer.save((ckpt / "tokenizer.json").string());
-  return ckpt;
+  return lmf::test::save_tiny_gpt_checkpoint(dir, tokenizer, 16, 11);
 }
 
 // What the library generates for the same checkpoint, prompt ids and options.
