@@ -33,6 +33,7 @@ struct ConvertOptions {
 };
 
 constexpr const char* kTokenizerFile = "tokenizer.json";
+constexpr const char* kTokenizerFiles[] = {kTokenizerFile, "tokenizer_config.json", "chat_template.jinja"};
 
 void run_merge_lora(const ConvertOptions& options) {
   const fs::path source(options.merge_lora), output(options.output);
@@ -45,7 +46,8 @@ void run_merge_lora(const ConvertOptions& options) {
   LMF_CHECK(options.force || !fs::exists(fs::symlink_status(output, ec)), "--output: '",
             io::clip(options.output), "' already exists; pass --force to replace it");
   // --force replaces only a model directory (what this command writes), never anything else.
-  io::check_replaceable_dir(output, {io::kModelFile, io::kConfigFile, kTokenizerFile}, "--output");
+  io::check_replaceable_dir(output, {io::kModelFile, io::kConfigFile, kTokenizerFile, "tokenizer_config.json", "chat_template.jinja"},
+                            "--output");
 
   LMF_CHECK(io::has_adapter_files(source), "--merge-lora: '", options.merge_lora,
             "' has no LoRA "
@@ -56,9 +58,11 @@ void run_merge_lora(const ConvertOptions& options) {
   nn::merge_lora(*gpt);
   io::AtomicDir dir(output);
   io::write_model_files(*gpt, dir.path());
-  if (fs::exists(source / kTokenizerFile)) {
-    fs::copy_file(source / kTokenizerFile, dir.path() / kTokenizerFile, ec);
-    LMF_CHECK(!ec, (source / kTokenizerFile).string(), ": cannot copy: ", ec.message());
+  // The tokenizer travels whole: its eos, bos and chat template live in the two files beside it.
+  for (const char* name : kTokenizerFiles) {
+    if (!fs::exists(source / name)) continue;
+    fs::copy_file(source / name, dir.path() / name, ec);
+    LMF_CHECK(!ec, (source / name).string(), ": cannot copy: ", ec.message());
   }
   dir.commit();
   std::string targets;

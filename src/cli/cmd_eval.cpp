@@ -3,6 +3,7 @@
 // predicted exactly once and the number matches what any other implementation computes.
 // --task (multiple choice, acc/acc_norm) and --text (bits-per-byte) call the library's scorers in
 // lmforge/train/task_eval.h, so the trainer's eval.tasks reports the same numbers.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "data/progress.h"
 #include "io/safe_file.h"
 #include "lmforge/core/error.h"
+#include "lmforge/data/loader.h"
 #include "lmforge/data/shard.h"
 #include "lmforge/data/tokenizer.h"
 #include "lmforge/io/checkpoint.h"
@@ -35,6 +37,7 @@ struct EvalOptions {
   int64_t block_size = 0;  // 0: the model's context
   int64_t batch_size = 8;
   int64_t max_batches = 0;  // 0: all
+  std::string loss = "all";  // --data on a chat shard: all | assistant
   std::string device = "cpu";
   bool json = false;
 };
@@ -80,6 +83,43 @@ EvalResult evaluate(const nn::CausalLM& gpt, const data::Shard& shard, const Eva
     result.tokens += B * T;
     ++result.batches;
   }
+  result.loss = loss_sum / static_cast<double>(result.tokens);
+  return result;
+}
+
+// A chat shard (X.bin with its X.bin.mask): the windows the trainer's validation uses, each starting
+// at a conversation and never crossing into the next, in order; with `assistant` only the assistant
+// replies' targets count. The loss is the mean over every counted target, as the trainer's is.
+EvalResult evaluate_masked(const nn::CausalLM& gpt, const EvalOptions& options, int64_t block_size,
+                           Device device) {
+  const int64_t T = block_size;
+  data::LoaderOptions lo;
+  lo.batch_size = 1;
+  lo.block_size = T;
+  lo.order = data::LoaderOrder::sequential;
+  lo.vocab_size = gpt.vocab_size();
+  lo.mask_targets = options.loss == "assistant";
+  data::DataLoader loader(std::vector<std::string>{options.data}, lo);
+  const int64_t windows = loader.steps_per_epoch();
+  LMF_CHECK(windows > 0, options.data, ": no conversation window fits ", T, " tokens");
+
+  EvalResult result;
+  double loss_sum = 0;  // sum over counted targets
+  NoGradGuard no_grad;
+  for (int64_t first = 0; first < windows; first += options.batch_size) {
+    if (options.max_batches > 0 && result.batches >= options.max_batches) break;
+    const int64_t B = std::min(options.batch_size, windows - first);
+    std::vector<int32_t> inputs(static_cast<std::size_t>(B * T)), targets(static_cast<std::size_t>(B * T));
+    for (int64_t b = 0; b < B; ++b) loader.next(inputs.data() + b * T, targets.data() + b * T);
+    const int64_t counted = std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; });
+    ++result.batches;
+    if (counted == 0) continue;  // a batch of prompts only: nothing to score
+    Tensor ids = Tensor::from_vector(inputs, {B, T}).to(device);    // (B, T)
+    Tensor next = Tensor::from_vector(targets, {B, T}).to(device);  // (B, T)
+    loss_sum += gpt.forward_with_loss(ids, next, -1).loss.item() * static_cast<double>(counted);
+    result.tokens += counted;
+  }
+  LMF_CHECK(result.tokens > 0, options.data, ": no target is trained (every assistant reply masked out?)");
   result.loss = loss_sum / static_cast<double>(result.tokens);
   return result;
 }
@@ -188,8 +228,16 @@ void run_eval(const EvalOptions& options) {
   LMF_CHECK(block_size > 0, "--block-size must be positive, got ", block_size);
   LMF_CHECK(block_size <= context, "--block-size ", block_size, " exceeds the model's context of ",
             context, " tokens (n_positions in ", options.checkpoint, "/config.json)");
+  LMF_CHECK(options.loss == "all" || options.loss == "assistant", "--loss: '", io::clip(options.loss),
+            "' is neither all nor assistant");
   std::unique_ptr<data::Shard> shard;
-  if (!options.data.empty()) shard = std::make_unique<data::Shard>(options.data);
+  bool masked = false;
+  if (!options.data.empty()) {
+    shard = std::make_unique<data::Shard>(options.data);
+    masked = fs::exists(data::mask_path_for(options.data));
+    LMF_CHECK(masked || options.loss == "all", "--loss assistant needs a loss mask beside the shard (",
+              data::mask_path_for(options.data), "); prepare the data with `lmforge prepare --format chat`");
+  }
   std::unique_ptr<data::Tokenizer> tokenizer;
   if (!options.tasks.empty() || !options.text.empty()) {
     tokenizer = open_tokenizer(options);
@@ -201,7 +249,10 @@ void run_eval(const EvalOptions& options) {
   if (!device.is_cpu()) gpt->to(device);
   gpt->eval();
 
-  if (shard) print_data(evaluate(*gpt, *shard, options, block_size, device), options.json);
+  if (shard)
+    print_data(masked ? evaluate_masked(*gpt, options, block_size, device)
+                      : evaluate(*gpt, *shard, options, block_size, device),
+               options.json);
   train::TaskEvalOptions task_options;
   task_options.device = device;
   task_options.block_size = block_size;
@@ -227,6 +278,9 @@ void add_eval_command(CLI::App& app) {
                   "Checkpoint directory (ours or a Hugging Face GPT-2 directory)")
       ->required();
   cmd->add_option("--data", options->data, "Token shard (.bin): loss and perplexity");
+  cmd->add_option("--loss", options->loss,
+                  "Chat shards (with X.bin.mask): all targets of each conversation, or only the assistant replies")
+      ->capture_default_str();
   cmd->add_option("--task", options->tasks,
                   "Multiple-choice task, JSONL {\"ctx\", \"endings\", \"label\"} per line: acc and acc_norm (repeatable)");
   cmd->add_option("--text", options->text, "Text file (UTF-8): bits-per-byte and loss per token");

@@ -235,7 +235,9 @@ std::string describe(const json& node) {
 
 struct HFTokenizer::Impl {
   std::string path;
-  std::string raw_json, raw_config;  // written back by save()
+  // Written back by save(). raw_chat_template is a chat_template.jinja beside tokenizer_config.json
+  // (newer Hugging Face directories keep the template there instead of in the config).
+  std::string raw_json, raw_config, raw_chat_template;
   bool byte_level = false;
   bool ignore_merges = false, byte_fallback = false, fuse_unk = false;
   int32_t unk_id = -1;
@@ -736,6 +738,8 @@ void HFTokenizerLoader::build_steps(HFTokenizerLoader& load, const json& doc, co
     LMF_CHECK(config.is_object(), "'", config_path, "' is not a JSON object");
     load.where_ = "tokenizer_config.json";
     load.config(config, config_path);
+    const fs::path jinja = fs::path(config_path).parent_path() / "chat_template.jinja";
+    if (fs::exists(jinja)) t.raw_chat_template = read_file(jinja.string());
   }
 }
 
@@ -1257,6 +1261,10 @@ void HFTokenizer::save(const std::string& path) const {
   if (!impl_->raw_config.empty()) {
     fs::path config = fs::path(path).parent_path() / "tokenizer_config.json";
     write_file_atomic(config.string(), impl_->raw_config);
+  }
+  if (!impl_->raw_chat_template.empty()) {
+    fs::path jinja = fs::path(path).parent_path() / "chat_template.jinja";
+    write_file_atomic(jinja.string(), impl_->raw_chat_template);
   }
 }
 

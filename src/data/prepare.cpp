@@ -217,7 +217,7 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
               io::clip(input), "'");
   io::check_replaceable_dir(options.out_dir,
                             {"train.bin", "val.bin", "train.bin.mask", "val.bin.mask", "tokenizer.json",
-                             "tokenizer_config.json", "meta.json"},
+                             "tokenizer_config.json", "chat_template.jinja", "meta.json"},
                             "--out");
   LMF_CHECK(options.format == "text" || options.format == "chat", "--format: '", options.format,
             "' is neither text nor chat");

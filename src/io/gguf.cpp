@@ -150,6 +150,11 @@ std::string pre_tokenizer_name(const json& doc, const std::string& file) {
       pre["pretokenizers"].is_array() && pre["pretokenizers"].size() == 2) {
     const json& split = pre["pretokenizers"][0];
     const json& level = pre["pretokenizers"][1];
+    // SmolLM's (and StarCoder's): every digit alone, then GPT-2's regex. llama.cpp's "smollm" runs
+    // exactly these two splits.
+    if (split.is_object() && split.value("type", "") == "Digits" && split.value("individual_digits", false) &&
+        level.is_object() && level.value("type", "") == "ByteLevel" && level.value("use_regex", true))
+      return "smollm";
     const bool byte_level = level.is_object() && level.value("type", "") == "ByteLevel" && !level.value("use_regex", true);
     if (byte_level && split.is_object() && split.value("type", "") == "Split" && split.contains("pattern") &&
         split["pattern"].is_object() && split["pattern"].contains("Regex") && split["pattern"]["Regex"].is_string()) {
@@ -159,7 +164,7 @@ std::string pre_tokenizer_name(const json& doc, const std::string& file) {
     }
   }
   throw Error(str(file, ": key \"pre_tokenizer\" (", clip(described),
-                  ") is none of the pre-tokenizers lmforge can name for llama.cpp (GPT-2's, Llama 3's, Qwen2's)"));
+                  ") is none of the pre-tokenizers lmforge can name for llama.cpp (GPT-2's, Llama 3's, Qwen2's, SmolLM's)"));
 }
 
 // A special token of tokenizer_config.json (a string or {"content": ...}) -> its id, or -1.

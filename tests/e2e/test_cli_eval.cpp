@@ -4,6 +4,7 @@
 // error line naming the file and a non-zero exit.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "e2e/cli_run.h"
 #include "lmforge/autograd.h"
@@ -159,6 +161,69 @@ TEST_CASE("lmforge eval matches an independent PyTorch GPT-2 on the same tokens"
   CHECK(std::abs(short_loss - short_reference) <= 1e-5 * std::abs(short_reference));
 }
 
+// A chat shard's loss mask, written byte by byte from docs/formats.md (not by lmforge's writer):
+// 256 int32 of header (magic, version, count low, count high), then one flag byte per token.
+static void write_mask(const fs::path& path, const std::vector<uint8_t>& flags) {
+  std::vector<int32_t> header(256, 0);
+  header[0] = 20261213;
+  header[1] = 1;
+  header[2] = static_cast<int32_t>(flags.size());
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(header.data()), 1024);
+  out.write(reinterpret_cast<const char*>(flags.data()), static_cast<std::streamsize>(flags.size()));
+}
+
+TEST_CASE("lmforge eval on a chat shard follows conversations and scores assistant replies with --loss assistant") {
+  TempDir tmp("lmf_cli_eval_");
+  const fs::path ckpt = tmp.path / "ckpt";
+  lmf::io::save_gpt(*random_gpt(), ckpt);
+  const fs::path shard = tmp.path / "chat.bin";
+  const std::size_t n = 400;
+  lmf::data::write_shard(shard.string(), random_tokens(n, 300, 8), lmf::data::TokenWidth::u16);
+  // Conversations of 37, 1 (too short for a target), 112 (several windows of 24), 50 and the rest;
+  // about half of the tokens are assistant targets.
+  std::vector<uint8_t> flags(n, 0);
+  std::mt19937 rng(4);
+  for (auto& f : flags) f = (rng() & 1) ? 1 : 0;
+  for (std::size_t start : {0, 37, 38, 150, 200}) flags[start] = 2;  // a start is never a target
+  write_mask(shard.string() + ".mask", flags);
+
+  auto ours = [&](const std::string& loss) {
+    RunResult r = run_eval("--checkpoint " + quote(ckpt.string()) + " --data " + quote(shard.string()) +
+                               " --block-size 24 --batch-size 3 --json --loss " + loss,
+                           tmp.path);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  const auto all = ours("all"), assistant = ours("assistant");
+  // Every token but the first of each of the five conversations is a target.
+  CHECK(all.at("tokens") == n - 5);
+  std::size_t trained = 0;
+  for (std::size_t i = 1; i < n; ++i) trained += (flags[i] & 1) && !(flags[i] & 2);
+  CHECK(assistant.at("tokens") == trained);
+  CHECK(assistant.at("loss").get<double>() != all.at("loss").get<double>());
+
+  std::string reason;
+  if (!reference_python_available(reason)) {
+    WARN("skipping the PyTorch comparison: " << reason);
+    return;
+  }
+  for (const auto* loss : {"all", "assistant"}) {
+    const std::string script = std::string(LMF_SOURCE_DIR) + "/tests/reference/eval_reference.py";
+    RunResult r = run("/usr/bin/python3 " + quote(script) + " --checkpoint " + quote(ckpt.string()) + " --data " +
+                          quote(shard.string()) + " --block-size 24 --mask " + quote(shard.string() + ".mask") +
+                          " --loss " + loss,
+                      tmp.path);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const double reference = read_value(r.out, "loss");
+    const double value = (std::string(loss) == "all" ? all : assistant).at("loss").get<double>();
+    INFO(std::setprecision(10) << loss << ": lmforge " << value << " vs PyTorch " << reference);
+    CHECK(std::abs(value - reference) <= 1e-5 * std::abs(reference));
+  }
+}
+
 TEST_CASE("lmforge eval reads transformer.-prefixed checkpoints with a tied lm_head") {
   TempDir tmp("lmf_cli_eval_");
   const fs::path ckpt = tmp.path / "ckpt";
@@ -252,6 +317,14 @@ TEST_CASE("lmforge eval fails cleanly on bad checkpoints, shards and options") {
     check_clean_failure(r, shard.string());
     CHECK(r.err.find("300") != std::string::npos);
     CHECK(r.err.find("vocab") != std::string::npos);
+  }
+  SECTION("--loss assistant on a shard without a loss mask") {
+    RunResult r = run_eval(good_ckpt + good_data + " --loss assistant", tmp.path);
+    check_clean_failure(r, shard.string() + ".mask");
+  }
+  SECTION("--loss of an unknown kind") {
+    RunResult r = run_eval(good_ckpt + good_data + " --loss everything", tmp.path);
+    check_clean_failure(r, "--loss");
   }
   SECTION("shard shorter than one window") {
     lmf::data::write_shard(shard.string(), random_tokens(64, 300, 1), lmf::data::TokenWidth::u16);

@@ -84,6 +84,11 @@ json tiny_tokenizer() {
 
 // A random SmolLM-shaped model in miniature (GQA 4/2 heads, untied head), saved as a Hugging Face
 // directory with its tokenizer, as one downloaded from the Hub looks.
+// A chat template kept in its own file, as newer Hugging Face directories do: prepare, the
+// checkpoints and convert --merge-lora must carry it along with the tokenizer.
+constexpr const char* kChatTemplate =
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}";
+
 const fs::path& base_model() {
   static const fs::path dir = [] {
     const fs::path d = work_dir("base");
@@ -102,6 +107,7 @@ const fs::path& base_model() {
     lmf::io::save(model, d);
     write_file(d / "tokenizer.json", tiny_tokenizer().dump());
     write_file(d / "tokenizer_config.json", json({{"bos_token", "<s>"}, {"eos_token", "</s>"}}).dump());
+    write_file(d / "chat_template.jinja", kChatTemplate);
     return d;
   }();
   return dir;
@@ -191,6 +197,10 @@ TEST_CASE("a Hugging Face Llama directory fine-tunes with LoRA, resumes exactly,
   CHECK(merged_config.at("architectures") == json({"LlamaForCausalLM"}));
   CHECK(merged_config.at("eos_token_id") == kEos);
   CHECK(merged_config.at("num_key_value_heads") == 2);
+  // The tokenizer's two companion files came along: eos/bos and the chat template.
+  CHECK(slurp(merged / "chat_template.jinja") == kChatTemplate);
+  CHECK(json::parse(slurp(merged / "tokenizer_config.json")).at("eos_token") == "</s>");
+  CHECK(slurp(tuned / "chat_template.jinja") == kChatTemplate);
   const double merged_loss = eval_loss(dir, merged);
   CHECK(std::abs(merged_loss - adapted) <= 1e-5 * std::abs(adapted));
   const std::unique_ptr<lmf::nn::CausalLM> reloaded = lmf::io::load_model(merged);

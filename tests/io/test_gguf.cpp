@@ -663,6 +663,27 @@ TEST_CASE("GGUF export refuses what llama.cpp could not read, naming the reason"
   refused(adapted, (dir / "bpe.json").string(), "LoRA");
 }
 
+TEST_CASE("SmolLM's pre-tokenizer (each digit alone, then GPT-2's regex) is llama.cpp's smollm", "[gguf]") {
+  REQUIRE_PARSER();
+  const fs::path dir = scratch("smollm");
+  write_hf_tokenizer(dir, kLlama3Regex);
+  json doc = json::parse(std::ifstream(dir / "tokenizer.json"));
+  const json digits = {{"type", "Digits"}, {"individual_digits", true}};
+  const json level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  doc["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {digits, level}}};
+  std::ofstream(dir / "tokenizer.json") << doc.dump();
+  nn::LlamaConfig c = tiny_llama("llama");
+  nn::Llama model(c, 3);
+  const fs::path out = dir / "smollm.gguf";
+  io::write_gguf(model, dir.string(), out, {io::GgufDType::f32, "tiny smollm"});
+  CHECK(meta(lmf::test::gguf_dump(out), "tokenizer.ggml.pre", kString) == "smollm");
+
+  // Runs of digits kept together are another split: no name of llama.cpp's fits it.
+  doc["pre_tokenizer"]["pretokenizers"][0]["individual_digits"] = false;
+  std::ofstream(dir / "tokenizer.json") << doc.dump();
+  CHECK_THROWS_WITH(io::write_gguf(model, dir.string(), dir / "runs.gguf"), Catch::Contains("pre_tokenizer"));
+}
+
 TEST_CASE("the published Llama 3 and Qwen3 tokenizers map to llama-bpe and qwen2 with their templates", "[gguf]") {
   REQUIRE_PARSER();
   const std::string npm = std::string(LMF_BINARY_DIR) + "/test-data/hf-npm";

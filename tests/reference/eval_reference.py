@@ -6,6 +6,12 @@ header without the safetensors or transformers packages) and an llm.c token shar
 consecutive non-overlapping windows of --block-size tokens (targets shifted by one, last partial
 window dropped) and prints the mean cross-entropy over every predicted token as
 `loss: <value>`. Shares no code with lmforge, so agreement checks the C++ model, not a copy of it.
+
+With --mask (a chat shard's X.bin.mask, docs/formats.md), windows follow conversations instead, as
+docs/data.md describes for masked datasets: each conversation (from one start flag to the next) is
+cut into windows of up to T + 1 tokens starting at its first token and every T tokens after; with
+--loss assistant only the targets flagged as trained count. Each window is evaluated at its own
+length (no padding), which also checks that lmforge's padding after a short window changes nothing.
 """
 import argparse
 import json
@@ -62,6 +68,29 @@ def read_shard(path):
     return torch.from_numpy(tokens.astype(np.int64))
 
 
+def read_mask(path, count):
+    with open(path, "rb") as f:
+        raw = f.read()
+    header = np.frombuffer(raw[:1024], dtype="<i4")
+    if int(header[0]) != 20261213 or int(header[1]) != 1:
+        raise SystemExit(f"{path}: not a loss mask")
+    n = int(header[2]) + (int(header[3]) << 32)
+    flags = np.frombuffer(raw[1024:], dtype=np.uint8)
+    if n != count or len(flags) != count:
+        raise SystemExit(f"{path}: {len(flags)} flags for {count} tokens")
+    return flags
+
+
+def masked_windows(flags, T):
+    starts = [i for i in range(len(flags)) if i == 0 or flags[i] & 2]
+    ends = starts[1:] + [len(flags)]
+    for begin, end in zip(starts, ends):
+        p = begin
+        while p + 1 < end:
+            yield p, min(T + 1, end - p)
+            p += T
+
+
 def gelu_tanh(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
@@ -101,6 +130,8 @@ def main():
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--block-size", type=int, default=0)
+    parser.add_argument("--mask", default="")
+    parser.add_argument("--loss", choices=["all", "assistant"], default="all")
     args = parser.parse_args()
 
     with open(f"{args.checkpoint}/config.json") as f:
@@ -112,6 +143,22 @@ def main():
     tokens = read_shard(args.data)
 
     T = args.block_size or cfg["n_positions"]
+    if args.mask:
+        flags = read_mask(args.mask, len(tokens))
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start, length in masked_windows(flags, T):
+                chunk = tokens[start : start + length]
+                logits = gpt2_logits(params, cfg, chunk[:-1][None])[0]
+                losses = F.cross_entropy(logits, chunk[1:], reduction="none")
+                keep = torch.ones(length - 1, dtype=torch.bool)
+                if args.loss == "assistant":
+                    keep = torch.from_numpy((flags[start + 1 : start + length] & 1) != 0)
+                total += losses[keep].sum().item()
+                count += int(keep.sum())
+        print(f"loss: {total / count:.12f}")
+        print(f"tokens: {count}")
+        return 0
     windows = (len(tokens) - 1) // T
     if windows < 1:
         raise SystemExit(f"{args.data}: too few tokens")
