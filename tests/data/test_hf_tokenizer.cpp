@@ -9,6 +9,7 @@
 #include "data/hf_tokenizer.h"
 #include "lmforge/core/error.h"
 #include "lmforge/data/tokenizer.h"
+#include "support/sentencepiece_json.h"
 
 using namespace lmf::data;
 namespace fs = std::filesystem;
@@ -151,50 +152,18 @@ namespace {
 
 // A tiny SentencePiece-style BPE (Llama 2's pipeline): Prepend + Replace, byte fallback, Strip.
 nlohmann::json tiny_sentencepiece(bool pair_merges) {
-  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
-  for (int b = 0; b < 256; ++b) {
-    char name[8];
-    std::snprintf(name, sizeof(name), "<0x%02X>", b);
-    vocab[name] = 3 + b;
-  }
-  int next = 259;
-  for (const char* t : {"\xE2\x96\x81", "h", "i", "\xE2\x96\x81h", "\xE2\x96\x81hi", "a", "b"}) {
-    vocab[t] = next++;
-  }
+  const std::string sp = lmf::test::kSentencePieceSpace;
   nlohmann::json merges = nlohmann::json::array();
   if (pair_merges) {
-    merges.push_back({"\xE2\x96\x81", "h"});
-    merges.push_back({"\xE2\x96\x81h", "i"});
+    merges.push_back({sp, "h"});
+    merges.push_back({sp + "h", "i"});
   } else {
-    merges.push_back("\xE2\x96\x81 h");
-    merges.push_back("\xE2\x96\x81h i");
+    merges.push_back(sp + " h");
+    merges.push_back(sp + "h i");
   }
-  return {
-      {"version", "1.0"},
-      {"added_tokens",
-       {{{"id", 1}, {"content", "<s>"}, {"special", true}},
-        {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         {{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
-          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}}}}},
-      {"pre_tokenizer", nullptr},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
-          {{"type", "ByteFallback"}},
-          {{"type", "Fuse"}},
-          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
-      {"model",
-       {{"type", "BPE"},
-        {"unk_token", "<unk>"},
-        {"byte_fallback", true},
-        {"fuse_unk", true},
-        {"vocab", vocab},
-        {"merges", merges}}},
-  };
+  return lmf::test::sentencepiece_tokenizer(
+      lmf::test::sentencepiece_vocab({sp, "h", "i", sp + "h", sp + "hi", "a", "b"}), merges,
+      nlohmann::json::array({lmf::test::special_token(1, "<s>"), lmf::test::special_token(2, "</s>")}));
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "lmforge/io/safetensors.h"
 #include "lmforge/nn/llama.h"
 #include "lmforge/nn/lora.h"
+#include "support/sentencepiece_json.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -43,43 +44,14 @@ constexpr int32_t kEos = 2;
 // Llama 2's tokenizer pipeline in miniature: <unk> <s> </s>, 256 byte-fallback tokens, then "▁"
 // and the 26 lowercase letters, with merges for "▁t" and "▁th".
 json tiny_tokenizer() {
-  const std::string space = "\xE2\x96\x81";
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", kEos}};
-  for (int b = 0; b < 256; ++b) {
-    char name[8];
-    std::snprintf(name, sizeof name, "<0x%02X>", b);
-    vocab[name] = 3 + b;
-  }
-  int next = 259;
-  vocab[space] = next++;
-  for (char c = 'a'; c <= 'z'; ++c) vocab[std::string(1, c)] = next++;
-  vocab[space + "t"] = next++;
-  vocab[space + "th"] = next++;
-  return {
-      {"version", "1.0"},
-      {"added_tokens",
-       {{{"id", 1}, {"content", "<s>"}, {"special", true}}, {{"id", kEos}, {"content", "</s>"}, {"special", true}}}},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         {{{"type", "Prepend"}, {"prepend", space}},
-          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", space}}}}}},
-      {"pre_tokenizer", nullptr},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         {{{"type", "Replace"}, {"pattern", {{"String", space}}}, {"content", " "}},
-          {{"type", "ByteFallback"}},
-          {{"type", "Fuse"}},
-          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
-      {"model",
-       {{"type", "BPE"},
-        {"unk_token", "<unk>"},
-        {"byte_fallback", true},
-        {"fuse_unk", true},
-        {"vocab", vocab},
-        {"merges", {space + " t", space + "t h"}}}},
-  };
+  const std::string space = lmf::test::kSentencePieceSpace;
+  std::vector<std::string> pieces = {space};
+  for (char c = 'a'; c <= 'z'; ++c) pieces.emplace_back(1, c);
+  pieces.push_back(space + "t");
+  pieces.push_back(space + "th");
+  return lmf::test::sentencepiece_tokenizer(
+      lmf::test::sentencepiece_vocab(pieces), {space + " t", space + "t h"},
+      json::array({lmf::test::special_token(1, "<s>"), lmf::test::special_token(kEos, "</s>")}));
 }
 
 // A random SmolLM-shaped model in miniature (GQA 4/2 heads, untied head), saved as a Hugging Face

@@ -23,6 +23,7 @@
 #include "lmforge/nn/gpt.h"
 #include "lmforge/nn/llama.h"
 #include "lmforge/nn/lora.h"
+#include "support/sentencepiece_json.h"
 
 using namespace lmf;
 using nlohmann::json;
@@ -196,39 +197,16 @@ const std::string kQwen2Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-std::string byte_piece(int b) {
-  char name[8];
-  std::snprintf(name, sizeof name, "<0x%02X>", b);
-  return name;
-}
+using lmf::test::byte_piece;
 
 // A SentencePiece-style tokenizer.json as Llama 2's: '▁' for spaces prepended to the text, byte
 // fallback pieces, merges in rank order.
 json spm_tokenizer() {
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
-  for (int b = 0; b < 256; ++b) vocab[byte_piece(b)] = 3 + b;
-  int next = 259;
-  for (const char* t : {"\xE2\x96\x81", "h", "i", "\xE2\x96\x81h", "\xE2\x96\x81hi", "a", "b", "ab"}) vocab[t] = next++;
-  return {{"version", "1.0"},
-          {"added_tokens", json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
-                                        {{"id", 1}, {"content", "<s>"}, {"special", true}},
-                                        {{"id", 2}, {"content", "</s>"}, {"special", true}}})},
-          {"normalizer",
-           {{"type", "Sequence"},
-            {"normalizers",
-             {{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
-              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}}}}},
-          {"pre_tokenizer", nullptr},
-          {"decoder",
-           {{"type", "Sequence"},
-            {"decoders",
-             {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
-              {{"type", "ByteFallback"}},
-              {{"type", "Fuse"}},
-              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
-          {"model",
-           {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true}, {"vocab", vocab},
-            {"merges", json::array({"\xE2\x96\x81 h", "\xE2\x96\x81h i", "a b"})}}}};
+  using lmf::test::special_token;
+  return lmf::test::sentencepiece_tokenizer(
+      lmf::test::sentencepiece_vocab({"\xE2\x96\x81", "h", "i", "\xE2\x96\x81h", "\xE2\x96\x81hi", "a", "b", "ab"}),
+      json::array({"\xE2\x96\x81 h", "\xE2\x96\x81h i", "a b"}),
+      json::array({special_token(0, "<unk>"), special_token(1, "<s>"), special_token(2, "</s>")}));
 }
 
 #define REQUIRE_PARSER()                          \
