@@ -7,19 +7,15 @@
 // --bf16 1 runs every matrix product in bf16 (AVX-512 BF16) with f32 accumulation.
 #include <omp.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
-#include <random>
-#include <vector>
 
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
 #include "lmforge/nn/gpt.h"
 #include "lmforge/optim/adamw.h"
+#include "step_timing.h"
 
 int main(int argc, char** argv) {
   lmf::nn::GPTConfig config;  // GPT-2 124M defaults
@@ -43,42 +39,23 @@ int main(int argc, char** argv) {
   const lmf::ComputeScope scope(compute);
   lmf::nn::GPT model(config, 1337);
   lmf::optim::AdamW opt(model, {6e-4f, 0.9f, 0.95f, 1e-8f, 0.1f});
-  std::mt19937 gen(42);
-  std::uniform_int_distribution<int32_t> token(0, int32_t(config.vocab_size - 1));
-  std::vector<int32_t> data(B * T + 1);
-  for (int32_t& t : data) t = token(gen);
-  const lmf::Tensor ids = lmf::Tensor::from_vector(std::vector<int32_t>(data.begin(), data.end() - 1), {B, T});
-  const lmf::Tensor targets = lmf::Tensor::from_vector(std::vector<int32_t>(data.begin() + 1, data.end()), {B, T});
-
-  // Process CPU time too: with one thread it is the work itself, unaffected by other processes.
-  std::vector<double> times, cpu_times;
+  const lmf::bench::StepBatch batch = lmf::bench::random_step_batch(config.vocab_size, B, T);
   float loss = 0.f;
-  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms the allocator caches and is not timed
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::clock_t c0 = std::clock();
+  const lmf::bench::StepTimes times = lmf::bench::time_steps(steps, [&] {
     model.zero_grad();
-    const auto out = model.forward(ids, targets);
+    const auto out = model.forward(batch.ids, batch.targets);
     lmf::backward(out.loss);
     opt.step();
     loss = out.loss.item();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0) times.push_back(dt), cpu_times.push_back(double(std::clock() - c0) / CLOCKS_PER_SEC);
-  }
-  std::sort(times.begin(), times.end());
-  std::sort(cpu_times.begin(), cpu_times.end());
-  const double median = times[times.size() / 2];
+  });
   const double n_params = double(model.num_parameters(false));
   const double flops_per_token =
       6.0 * n_params + 12.0 * config.n_layer * config.n_embd * double(T);
-  const double gflops = flops_per_token * B * T / median * 1e-9;
   std::printf("model: L=%lld C=%lld NH=%lld V=%lld, %.1fM parameters; B=%lld T=%lld; threads %d; "
               "products in %s\n",
               (long long)config.n_layer, (long long)config.n_embd, (long long)config.n_head,
               (long long)config.vocab_size, model.num_parameters() / 1e6, (long long)B,
               (long long)T, omp_get_max_threads(), compute.cpu_matmul_bf16 && lmf::cpu_matmul_bf16_available() ? "bf16" : "f32");
-  std::printf("step: median %.1f ms, best %.1f ms over %lld steps; %.0f tokens/s; %.1f GFLOP/s",
-              median * 1e3, times.front() * 1e3, (long long)steps, B * T / median, gflops);
-  if (ceiling > 0) std::printf("; MFU %.1f%% of %.0f GFLOP/s", 100.0 * gflops / ceiling, ceiling);
-  std::printf("; cpu %.1f ms/step; loss %.4f\n", cpu_times[cpu_times.size() / 2] * 1e3, loss);
+  lmf::bench::print_step_line(times, steps, B * T, flops_per_token, ceiling, loss);
   return 0;
 }

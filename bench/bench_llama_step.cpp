@@ -8,20 +8,17 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <memory>
-#include <random>
-#include <vector>
 
 #include "lmforge/autograd.h"
 #include "lmforge/nn/llama.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/muon.h"
+#include "step_timing.h"
 
 int main(int argc, char** argv) {
   lmf::nn::LlamaConfig config;
@@ -62,42 +59,24 @@ int main(int argc, char** argv) {
     muon = std::make_unique<lmf::optim::Muon>(model, lmf::optim::MuonConfig{}, muon_names);
   }
   lmf::optim::AdamW opt(model, {6e-4f, 0.9f, 0.95f, 1e-8f, 0.1f}, muon_names);
-  std::mt19937 gen(42);
-  std::uniform_int_distribution<int32_t> token(0, int32_t(config.vocab_size - 1));
-  std::vector<int32_t> data(B * T + 1);
-  for (int32_t& t : data) t = token(gen);
-  const lmf::Tensor ids = lmf::Tensor::from_vector(std::vector<int32_t>(data.begin(), data.end() - 1), {B, T});
-  const lmf::Tensor targets = lmf::Tensor::from_vector(std::vector<int32_t>(data.begin() + 1, data.end()), {B, T});
-
-  std::vector<double> times, cpu_times;
+  const lmf::bench::StepBatch batch = lmf::bench::random_step_batch(config.vocab_size, B, T);
   float loss = 0.f;
-  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms the allocator caches and is not timed
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::clock_t c0 = std::clock();
+  const lmf::bench::StepTimes times = lmf::bench::time_steps(steps, [&] {
     model.zero_grad();
-    const lmf::Tensor l = model.forward_with_loss(ids, targets).loss;
+    const lmf::Tensor l = model.forward_with_loss(batch.ids, batch.targets).loss;
     lmf::backward(l);
     opt.step();
     if (muon) muon->step();
     loss = l.item();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0) times.push_back(dt), cpu_times.push_back(double(std::clock() - c0) / CLOCKS_PER_SEC);
-  }
-  std::sort(times.begin(), times.end());
-  std::sort(cpu_times.begin(), cpu_times.end());
-  const double median = times[times.size() / 2];
+  });
   const double n_params = double(model.num_parameters());
   const double flops_per_token = 6.0 * n_params + 12.0 * config.num_hidden_layers * config.hidden_size * double(T);
-  const double gflops = flops_per_token * B * T / median * 1e-9;
   std::printf("model: L=%lld C=%lld NH=%lld NKV=%lld I=%lld V=%lld, %.1fM parameters; B=%lld T=%lld; threads %d; "
               "optimizer %s\n",
               (long long)config.num_hidden_layers, (long long)config.hidden_size,
               (long long)config.num_attention_heads, (long long)config.kv_heads(), (long long)config.intermediate_size,
               (long long)config.vocab_size, n_params / 1e6, (long long)B, (long long)T, omp_get_max_threads(),
               use_muon ? "muon+adamw" : "adamw");
-  std::printf("step: median %.1f ms, best %.1f ms over %lld steps; %.0f tokens/s; %.1f GFLOP/s",
-              median * 1e3, times.front() * 1e3, (long long)steps, B * T / median, gflops);
-  if (ceiling > 0) std::printf("; MFU %.1f%% of %.0f GFLOP/s", 100.0 * gflops / ceiling, ceiling);
-  std::printf("; cpu %.1f ms/step; loss %.4f\n", cpu_times[cpu_times.size() / 2] * 1e3, loss);
+  lmf::bench::print_step_line(times, steps, B * T, flops_per_token, ceiling, loss);
   return 0;
 }
