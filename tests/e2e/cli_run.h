@@ -109,4 +109,10 @@ inline void require_clean_error(const RunResult& r, const std::string& needle) {
   require_clean_error(r, {needle});
 }
 
+/// A command that must succeed; its stderr is shown when it did not.
+inline void require_ok(const RunResult& r) {
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+}
+
 }  // namespace lmf::test

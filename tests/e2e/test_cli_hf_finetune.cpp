@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using lmf::test::lmforge;
 using lmf::test::quote;
+using lmf::test::require_ok;
 using lmf::test::RunResult;
 using lmf::test::slurp;
 using lmf::test::write_file;
@@ -33,11 +34,6 @@ using lmf::test::write_file;
 namespace {
 
 fs::path work_dir(const std::string& name) { return lmf::test::work_dir("cli-hf-finetune", name); }
-
-void require_ok(const RunResult& r) {
-  INFO("stderr: " << r.err);
-  REQUIRE(r.exit_code == 0);
-}
 
 constexpr int32_t kEos = 2;
 

@@ -24,6 +24,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using lmf::test::lmforge;
 using lmf::test::quote;
+using lmf::test::require_ok;
 using lmf::test::require_clean_error;
 using lmf::test::RunResult;
 using lmf::test::slurp;
@@ -32,11 +33,6 @@ using lmf::test::write_file;
 namespace {
 
 fs::path work_dir(const std::string& name) { return lmf::test::work_dir("cli-lora", name); }
-
-void require_ok(const RunResult& r) {
-  INFO("stderr: " << r.err);
-  REQUIRE(r.exit_code == 0);
-}
 
 // A pretraining corpus of shuffled words, and a domain corpus: the same letters in one fixed
 // phrase, so a fine-tuned model can predict it far better than the pretrained one.
