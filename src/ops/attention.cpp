@@ -76,8 +76,9 @@ Tensor attention_cuda_flash(const Tensor& q_in, const Tensor& k_in, const Tensor
   ops.q_s = bhtd_strides(q), ops.k_s = bhtd_strides(k), ops.v_s = bhtd_strides(v), ops.o_s = bhtd_strides(o);
   cuda::flash_attention_forward(device, ops);
   // The bf16 o is what the backward's D = rowsum(dO * O) reads; an f32 run's output is widened from it.
+  // The closure keeps o detached: under mixed precision o is the recorded output itself.
   const Tensor out = stored_as(o, out_dtype);
-  return record(out, "attention", {q_in, k_in, v_in}, [q, k, v, o, lse, ops, d](const Tensor& g_in) {
+  return record(out, "attention", {q_in, k_in, v_in}, [q, k, v, o = o.detach(), lse, ops, d](const Tensor& g_in) {
     const Tensor g = flash_operand(g_in);  // (B, NH, T, HS)
     Tensor dq = Tensor::empty({d.b, d.nh, d.tq, d.hs}, DType::f32, g.device());
     Tensor dk = Tensor::empty({d.b, d.nkv, d.tk, d.hs}, DType::f32, g.device());
@@ -156,7 +157,8 @@ Tensor causal_self_attention_flash(const Tensor& qkv_in, int64_t b, int64_t t, i
   ops.o_s = out_s;
   cuda::flash_attention_forward(device, ops);
   const Tensor out = stored_as(o, activation_dtype(qkv_in));
-  return record(out, "causal_self_attention", {qkv_in}, [qkv, o, lse, ops, in_s, out_s, c](const Tensor& g_in) {
+  return record(out, "causal_self_attention", {qkv_in},
+                [qkv, o = o.detach(), lse, ops, in_s, out_s, c](const Tensor& g_in) {
     const Tensor g = flash_operand(g_in, true);  // (B, T, C) bf16
     Tensor dqkv = Tensor::empty(qkv.shape(), DType::f32, g.device());  // (B, T, 3C), every element written
     float* dp = dqkv.data<float>();
