@@ -5,7 +5,8 @@
 //
 // Tolerances, normwise (rel = ‖gpu - ref‖ / ‖ref‖ per tensor), with u = 2^-9 the unit roundoff of bf16:
 //   pert = rel(CPU op on bf16-rounded inputs and output gradient, CPU op): what rounding the operands
-//          to bf16 does to the result (zero for the forward of bf16 inputs, which round to themselves).
+//          to bf16 does to the result (for bf16 inputs, which round to themselves, only the rounding of
+//          the output gradient and, in the forward, of the reference's own bf16 output).
 //   flash: rel <= 4 pert + 3u. The kernel rounds the operands (pert; 4x headroom as
 //          tests/cuda/test_flash_attention.cpp, since it also rounds P and dS, errors of the same order)
 //          and, beyond what pert models, each result passes through at most three more bf16 roundings of
