@@ -30,6 +30,15 @@ TEST_CASE("a compute scope restores the previous options, nested scopes in order
   CHECK_FALSE(lmf::compute_options().cpu_matmul_bf16);
 }
 
+TEST_CASE("attention's GPU kernel defaults to flash and is chosen per scope", "[compute]") {
+  CHECK(lmf::compute_options().attention_backend == lmf::AttentionBackend::flash);
+  {
+    const ComputeScope scope({.attention_backend = lmf::AttentionBackend::f32});
+    CHECK(lmf::compute_options().attention_backend == lmf::AttentionBackend::f32);
+  }
+  CHECK(lmf::compute_options().attention_backend == lmf::AttentionBackend::flash);
+}
+
 TEST_CASE("a compute scope sets OpenMP's thread count for its lifetime only", "[compute]") {
   const int before = omp_get_max_threads();
   const int wanted = before == 3 ? 2 : 3;

@@ -14,6 +14,13 @@ namespace lmf {
 /// variable LMF_MATMUL (custom|mma|cublas|wgmma) overrides the choice for the whole process.
 enum class MatmulBackend : uint8_t { custom, cublas, wgmma };
 
+/// Which kernel computes attention on a GPU: `flash`, the tensor-core kernel (bf16 q, k, v and
+/// output, f32 accumulation; sm_80+, head sizes 64 and 128, as many queries as keys), which falls
+/// back to the f32 kernel wherever it cannot run; `f32`, the f32 CUDA-core kernel everywhere (any
+/// head size up to 128, queries behind a KV cache). The environment variable LMF_ATTENTION
+/// (flash|f32) overrides the choice for the whole process. The CPU ignores it.
+enum class AttentionBackend : uint8_t { flash, f32 };
+
 /// The settings ops read on the calling thread (compute_options()). Ops pass them down to the
 /// backends explicitly, so OpenMP worker threads and GPU streams see the caller's settings.
 struct ComputeOptions {
@@ -28,6 +35,8 @@ struct ComputeOptions {
   bool mixed_bf16 = false;
   /// The GPU's matrix products.
   MatmulBackend matmul_backend = MatmulBackend::custom;
+  /// The GPU's attention kernel.
+  AttentionBackend attention_backend = AttentionBackend::flash;
   /// OpenMP threads for the scope (OpenMP's thread count is itself per calling thread); 0 keeps
   /// the count in force when the scope opens.
   int threads = 0;

@@ -104,14 +104,47 @@ LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, c
 LMF_CUDA_ENTRY(void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c))
 LMF_CUDA_ENTRY(void softmax_backward(Device device, float* dx, const float* dy, const float* y, int64_t n,
                                      int64_t c))
-/// out, lse as cpu::attention_forward, all operands contiguous; the backward (NH == NKV, Tq == Tk
-/// only) also needs the forward's output `out`.
+/// out, lse as cpu::attention_forward, all operands contiguous (f32 kernel, CUDA cores); the
+/// backward (NH == NKV, Tq == Tk only: the op expands grouped K/V heads first) also needs the
+/// forward's output `out`.
 LMF_CUDA_ENTRY(void attention_forward(Device device, float* out, float* lse, const float* q, const float* k,
                                       const float* v, int64_t b, int64_t nh, int64_t nkv, int64_t tq, int64_t tk,
                                       int64_t hs))
 LMF_CUDA_ENTRY(void attention_backward(Device device, float* dq, float* dk, float* dv, const float* dout,
                                        const float* out, const float* q, const float* k, const float* v,
                                        const float* lse, int64_t bh, int64_t t, int64_t hs))
+
+/// Element strides of a (B, T, heads, HS) flash-attention operand; the head dim is contiguous.
+/// Strides of size-1 dims may be 0. All must be multiples of 8 elements (16 bytes of bf16).
+struct HeadStrides {
+  int64_t batch = 0, row = 0, head = 0;
+};
+/// The operands the tensor-core flash kernel shares between forward and backward: bf16 q
+/// (B, T, NH, HS), k, v (B, T, NKV, HS) and o (B, T, NH, HS), each by its strides and passed as raw
+/// bf16 storage (16-byte aligned); lse (B, NH, T) f32 contiguous. Query head h reads K/V head
+/// h / (NH / NKV) in place.
+struct FlashOperands {
+  int64_t b = 0, nh = 0, nkv = 0, t = 0, hs = 0;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* o = nullptr;
+  float* lse = nullptr;
+  HeadStrides q_s, k_s, v_s, o_s;
+};
+/// Whether causal attention with these sizes runs on the flash kernel on `device`: the chosen
+/// backend (the LMF_ATTENTION environment variable, flash|f32, read once, overrides `backend`) is
+/// flash, HS is 64 or 128, Tq == Tk, and the device is compute capability 8.0 or later.
+LMF_CUDA_ENTRY(bool flash_attention_usable(Device device, AttentionBackend backend, int64_t hs, int64_t tq,
+                                           int64_t tk))
+/// Writes ops.o (bf16) and ops.lse. Throws lmf::Error naming the limit a size, stride or alignment breaks.
+LMF_CUDA_ENTRY(void flash_attention_forward(Device device, const FlashOperands& ops))
+/// dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) f32 by strides, written; dk and dv are summed over the
+/// query heads of each group by the kernel. dout (bf16) is laid out like o. dq's last bits can vary
+/// run to run (f32 atomics across key tiles, docs/kernels.md).
+LMF_CUDA_ENTRY(void flash_attention_backward(Device device, const FlashOperands& ops, float* dq, HeadStrides dq_s,
+                                             float* dk, HeadStrides dk_s, float* dv, HeadStrides dv_s,
+                                             const void* dout, HeadStrides do_s))
 /// As cpu::cross_entropy_forward: loss[0] = mean row loss over rows not ignored, count[0] = their
 /// number (f32), lse (N); all on the device. Targets must have been checked.
 LMF_CUDA_ENTRY(void cross_entropy_forward(Device device, float* loss, float* count, float* lse,

@@ -1,7 +1,16 @@
 // Host glue for the model ops (kernels/embedding.cu, layernorm.cu, rmsnorm.cu, rotary.cu, swiglu.cu,
-// gelu.cu, softmax.cu, attention.cu, cross_entropy.cu, dropout.cu, adamw.cu): select the GPU, take workspace from its
-// caching allocator, launch. Id checks are the one place that reads a value back to the host.
+// gelu.cu, softmax.cu, attention.cu, flash_attention.cu, cross_entropy.cu, dropout.cu, adamw.cu): select the GPU,
+// take workspace from its caching allocator, launch. Id checks are the one place that reads a value back to the host.
 #include <cuda_runtime.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.h"
@@ -23,7 +32,104 @@ void report_first_bad(const char* op, const Tensor& first_bad, const Id* ids, in
                   " is outside the vocabulary of size ", v));
 }
 
+// LMF_ATTENTION, read once: the GPU check can compare the flash and f32 kernels on one build
+// without a config change. An unknown value is an error, not a silent default.
+std::optional<AttentionBackend> env_attention() {
+  static const std::optional<AttentionBackend> choice = []() -> std::optional<AttentionBackend> {
+    const char* v = std::getenv("LMF_ATTENTION");
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    const std::string s(v);
+    if (s == "flash") return AttentionBackend::flash;
+    if (s == "f32") return AttentionBackend::f32;
+    throw Error("LMF_ATTENTION: '" + s + "' is not one of flash, f32");
+  }();
+  return choice;
+}
+
+// Compute capability major of a device, asked once per device (attention asks on every call).
+int capability_major(Device device) {
+  static std::mutex mutex;
+  static std::map<int, int> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find(device.index);
+  if (it != known.end()) return it->second;
+  int major = 0;
+  LMF_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index));
+  known[device.index] = major;
+  return major;
+}
+
+k::FlashAttentionParams flash_params(const char* op, const FlashOperands& ops) {
+  LMF_CHECK(ops.hs == 64 || ops.hs == 128, op, ": head size ", ops.hs, " is not 64 or 128");
+  LMF_CHECK(ops.b >= 1 && ops.t >= 1 && ops.nkv >= 1 && ops.nh % ops.nkv == 0, op, ": B ", ops.b, ", T ", ops.t,
+            ", NH ", ops.nh, ", NKV ", ops.nkv, " (need B, T >= 1 and NKV dividing NH)");
+  // Grid (ceil(T / 64), NH or NKV, B): y and z are limited to 65535; T and the dq pass's row count
+  // are held in int by the kernel.
+  LMF_CHECK(ops.b <= 65535, op, ": B ", ops.b, " exceeds the grid limit 65535");
+  LMF_CHECK(ops.nh <= 65535, op, ": NH ", ops.nh, " exceeds the grid limit 65535");
+  LMF_CHECK(ops.t <= INT_MAX / 2, op, ": T ", ops.t, " exceeds the kernel's int range");
+  const auto strides_ok = [](const void* p, const HeadStrides& s) {
+    return reinterpret_cast<std::uintptr_t>(p) % 16 == 0 && s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0;
+  };
+  LMF_CHECK(strides_ok(ops.q, ops.q_s) && strides_ok(ops.k, ops.k_s) && strides_ok(ops.v, ops.v_s) &&
+                strides_ok(ops.o, ops.o_s),
+            op, ": q, k, v and o need 16-byte aligned storage and strides that are multiples of 8 elements");
+  LMF_CHECK(ops.lse != nullptr, op, ": lse is missing");
+  k::FlashAttentionParams p;
+  p.q = static_cast<const k::bf16_t*>(ops.q);
+  p.k = static_cast<const k::bf16_t*>(ops.k);
+  p.v = static_cast<const k::bf16_t*>(ops.v);
+  p.o = static_cast<k::bf16_t*>(ops.o);
+  p.lse = ops.lse;
+  p.q_batch_stride = ops.q_s.batch, p.q_row_stride = ops.q_s.row, p.q_head_stride = ops.q_s.head;
+  p.k_batch_stride = ops.k_s.batch, p.k_row_stride = ops.k_s.row, p.k_head_stride = ops.k_s.head;
+  p.v_batch_stride = ops.v_s.batch, p.v_row_stride = ops.v_s.row, p.v_head_stride = ops.v_s.head;
+  p.o_batch_stride = ops.o_s.batch, p.o_row_stride = ops.o_s.row, p.o_head_stride = ops.o_s.head;
+  p.batch = static_cast<int>(ops.b);
+  p.heads = static_cast<int>(ops.nh);
+  p.kv_heads = static_cast<int>(ops.nkv);
+  p.seq = static_cast<int>(ops.t);
+  p.head_dim = static_cast<int>(ops.hs);
+  p.scale = 1.0f / std::sqrt(static_cast<float>(ops.hs));
+  return p;
+}
+
 }  // namespace
+
+bool flash_attention_usable(Device device, AttentionBackend backend, int64_t hs, int64_t tq, int64_t tk) {
+  const auto forced = env_attention();
+  if ((forced ? *forced : backend) != AttentionBackend::flash) return false;
+  if ((hs != 64 && hs != 128) || tq != tk) return false;
+  return capability_major(device) >= 8;
+}
+
+void flash_attention_forward(Device device, const FlashOperands& ops) {
+  const k::FlashAttentionParams p = flash_params("flash_attention_forward", ops);
+  DeviceGuard guard(device);
+  k::flash_attention_forward(p, kStream);
+}
+
+void flash_attention_backward(Device device, const FlashOperands& ops, float* dq, HeadStrides dq_s, float* dk,
+                              HeadStrides dk_s, float* dv, HeadStrides dv_s, const void* dout, HeadStrides do_s) {
+  k::FlashAttentionBackwardParams p;
+  p.fwd = flash_params("flash_attention_backward", ops);
+  LMF_CHECK(dq != nullptr && dk != nullptr && dv != nullptr && dout != nullptr,
+            "flash_attention_backward: dq, dk, dv and dout are required");
+  LMF_CHECK(reinterpret_cast<std::uintptr_t>(dout) % 16 == 0 && do_s.batch % 8 == 0 && do_s.row % 8 == 0 &&
+                do_s.head % 8 == 0,
+            "flash_attention_backward: dout needs 16-byte aligned storage and strides that are multiples of 8");
+  p.dout = static_cast<const k::bf16_t*>(dout);
+  p.do_batch_stride = do_s.batch, p.do_row_stride = do_s.row, p.do_head_stride = do_s.head;
+  p.dq = dq, p.dk = dk, p.dv = dv;
+  p.dq_batch_stride = dq_s.batch, p.dq_row_stride = dq_s.row, p.dq_head_stride = dq_s.head;
+  p.dk_batch_stride = dk_s.batch, p.dk_row_stride = dk_s.row, p.dk_head_stride = dk_s.head;
+  p.dv_batch_stride = dv_s.batch, p.dv_row_stride = dv_s.row, p.dv_head_stride = dv_s.head;
+  DeviceGuard guard(device);
+  const int64_t floats = k::flash_attention_backward_workspace(p.fwd.batch, p.fwd.heads, p.fwd.seq, p.fwd.head_dim);
+  Tensor scratch = workspace(device, sizeof(float) * floats);
+  p.workspace = scratch.data<float>();
+  k::flash_attention_backward(p, kStream);
+}
 
 void check_ids_i32(Device device, const char* op, const int32_t* ids, int64_t n, int64_t v, int32_t allowed) {
   DeviceGuard guard(device);
