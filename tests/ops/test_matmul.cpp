@@ -133,15 +133,15 @@ TEST_CASE("linear rejects mismatched weight and bias shapes", "[linear][errors]"
 }
 
 TEST_CASE("matmul crosses the GEMM kernel's row, column and K blocks with ragged edges", "[matmul]") {
-  // 8 x 32 micro-tiles, 96-row a blocks, 256-deep K slices, 3072-wide b blocks: every size here
-  // leaves a partial tile, block and slice.
-  const int64_t m = 203, n = 3109, k = 301;
+  // f32: 8 x 48 micro-tiles, 96-row a blocks, 512-deep K slices, 1536-wide b blocks; bf16 (below):
+  // 8 x 32, 48, 256, 3072. Every size here leaves a partial tile, block and slice of the f32 kernel.
+  const int64_t m = 203, n = 3109, k = 1100;
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       INFO("trans_a " << ta << " trans_b " << tb);
       const Tensor a = random_tensor(op_shape({}, m, k, ta), 7, false);
       const Tensor b = random_tensor(op_shape({}, k, n, tb), 8, false);
-      // K = 301 float products of N(0, 1) values: rounding alone reaches ~1e-5 on entries near zero,
+      // K = 1100 float products of N(0, 1) values: rounding alone reaches ~1e-5 on entries near zero,
       // while a lost product term, tile or slice is off by ~0.1 or more.
       CHECK(close_ratio(matmul(a, b, ta, tb).to_vector(), reference_matmul(a, b, 1, m, n, k, ta, tb, true), 1e-5,
                         1e-4) <= 1);
@@ -160,9 +160,17 @@ TEST_CASE("matmul and linear give the same bits on one thread and on several", "
   const auto c1 = matmul(a, b).to_vector(), l1 = linear(a, w, bias).to_vector();
   omp_set_num_threads(std::max(2, threads));
   const auto c2 = matmul(a, b).to_vector(), l2 = linear(a, w, bias).to_vector();
+  // Two K slices, and on two threads column blocks of 272 and 248 that the kernel runs with
+  // different micro-tiles (8 x 48 and 8 x 32) while one thread runs all 520 columns with 8 x 48.
+  const Tensor p = random_tensor({100, 1100}, 13, false), q = random_tensor({1100, 520}, 14, false);
+  omp_set_num_threads(1);
+  const auto d1 = matmul(p, q).to_vector();
+  omp_set_num_threads(std::max(2, threads));
+  const auto d2 = matmul(p, q).to_vector();
   omp_set_num_threads(threads);
   CHECK(c1 == c2);
   CHECK(l1 == l2);
+  CHECK(d1 == d2);
 }
 
 namespace {

@@ -3,10 +3,12 @@
 //   for each KC slice of K:  pack op(b)[slice, block] into NR-wide column panels (L2/L3)
 //     for each MC block of rows: pack op(a)[rows, slice] into MR-high row panels (L2)
 //       for each column panel, for each row panel: MR x NR micro-kernel, accumulators in registers
-// The micro-kernel is 8 x 32: 16 zmm accumulators, two zmm loads of b and eight broadcasts of a per
-// k, so a k-step is 16 FMAs against 10 loads, and each accumulator's FMA chain has 16-way slack
-// over the FMA latency. Packing absorbs every transpose and zero-pads ragged edges, so the kernel
-// only ever sees whole panels; partial tiles are stored with lane masks.
+// The f32 micro-kernel is 8 x 48: 24 zmm accumulators, three zmm loads of b and eight broadcasts
+// of a per k, so a k-step is 24 FMAs against 11 loads, and each accumulator's FMA chain has
+// 24-way slack over the FMA latency (Zen 5 retires two 512-bit FMAs a cycle at latency 4, so at
+// least 8 chains are needed). Narrow products (attention's n = 64) use 8 x 32 instead, as do the
+// bf16 products. Packing absorbs every transpose and zero-pads ragged edges, so the kernel only
+// ever sees whole panels; partial tiles are stored with lane masks.
 // Each element of c is summed in the same order (KC slices in order, k within a slice in order)
 // however the caller cuts c into blocks, so results do not depend on the thread count.
 #include <immintrin.h>
@@ -26,11 +28,22 @@
 namespace lmf::cpu {
 namespace {
 
+// f32 products: an 8 x 48 micro-tile (24 zmm accumulators) on blocks sized for Zen 5's 1 MiB L2.
+// The packed a block (MC x KC = 192 KiB) stays in L2 while the b block (KC x NC = 3 MiB) streams
+// from L3 one 96 KiB micro-panel at a time; KC 512 halves the passes over c against 256. Measured
+// against the former 8 x 32 / 48 / 256 / 3072 (tuned on Zen 4, which splits 512-bit FMAs) in
+// docs/benchmarks.md. NC is a multiple of both tile widths.
+constexpr int64_t kMC = 96;
+constexpr int64_t kKC = 512;
+constexpr int64_t kNC = 1536;
+
+// bf16 products keep the 8 x 32 tile and the blocking they were tuned with (a VDPBF16PS does two
+// k per lane, so their panels hold half the k of an f32 panel of the same bytes).
 constexpr int kMR = 8;     // rows of a micro-tile
 constexpr int kNR = 32;    // columns of a micro-tile: two zmm
-constexpr int64_t kKC = 256;  // K slice: a b micro-panel (KC x NR) is 32 KiB
-constexpr int64_t kMC = 48;   // rows per packed a block (MC x KC = 48 KiB, in L2)
-constexpr int64_t kNC = 3072; // columns per packed b block (KC x NC = 3 MiB)
+constexpr int64_t kBfKC = 256;  // K slice
+constexpr int64_t kBfMC = 48;   // rows per packed a block
+constexpr int64_t kBfNC = 3072; // columns per packed b block
 
 // Thread-local, 64-byte aligned scratch that only grows.
 struct Scratch {
@@ -82,37 +95,51 @@ LMF_AVX512 inline void transpose_8x8(const float* src, int64_t ld, float* dst, i
 // A panel of width W (MR for a, NR for b) holds, for each k, W values side by side:
 // panel[p * W + r] for p < kc, r < W, zero past `count`. An operand reaches it one of two ways.
 
+// Lanes [h, h + 16) of a panel row that hold values, of `count`.
+inline __mmask16 lanes_of(int64_t count, int h) {
+  const int64_t n = count - h;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1);
+}
+
 // The W values of each k are contiguous in memory (src[p * ld + r]): masked row copies.
 template <int W>
 LMF_AVX512 void pack_contiguous(float* panel, const float* src, int64_t ld, int64_t count, int64_t kc) {
-  static_assert(W == 8 || W == 32, "panel widths are MR = 8 and NR = 32");
+  static_assert(W % 2 == 0 && W <= 64, "panel widths are even, up to 64");
   if constexpr (W == 8) {
     const __mmask8 m = count >= 8 ? 0xFF : static_cast<__mmask8>((1u << count) - 1);
     for (int64_t p = 0; p < kc; ++p) _mm256_storeu_ps(panel + p * W, _mm256_maskz_loadu_ps(m, src + p * ld));
   } else {
-    const __mmask16 m0 = count >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1);
-    const __mmask16 m1 = count >= 32 ? 0xFFFF : count > 16 ? static_cast<__mmask16>((1u << (count - 16)) - 1) : 0;
     for (int64_t p = 0; p < kc; ++p) {
-      _mm512_store_ps(panel + p * W, _mm512_maskz_loadu_ps(m0, src + p * ld));
-      _mm512_store_ps(panel + p * W + 16, _mm512_maskz_loadu_ps(m1, src + p * ld + 16));
+#pragma GCC unroll 4
+      for (int h = 0; h < W; h += 16) {
+        const __mmask16 store = W - h >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (W - h)) - 1);
+        _mm512_mask_storeu_ps(panel + p * W + h, store, _mm512_maskz_loadu_ps(lanes_of(count, h), src + p * ld + h));
+      }
     }
   }
 }
 
-// Each of the W vectors is k-contiguous (src[r * ld + p]): 8 x 8 blocks transposed in registers,
-// the ragged rest one element at a time.
+// Each of the W vectors is k-contiguous (src[r * ld + p]): 8 x 8 blocks transposed in registers
+// (a last block overlapping the one before when the count is not a multiple of 8), the ragged rest
+// one element at a time.
 template <int W>
 LMF_AVX512 void pack_transposed(float* panel, const float* src, int64_t ld, int64_t count, int64_t kc) {
-  const int64_t full = count / 8 * 8, kc8 = kc / 8 * 8;
-  for (int64_t r = 0; r < full; r += 8)
-    for (int64_t p = 0; p < kc8; p += 8) transpose_8x8(src + r * ld + p, ld, panel + p * W + r, W);
+  const int64_t kc8 = kc / 8 * 8;
+  const bool blocks = count >= 8;
+  if (blocks) {
+    for (int64_t r = 0;; r += 8) {
+      if (r + 8 > count) r = count - 8;
+      for (int64_t p = 0; p < kc8; p += 8) transpose_8x8(src + r * ld + p, ld, panel + p * W + r, W);
+      if (r + 8 >= count) break;
+    }
+  }
   for (int64_t r = 0; r < W; ++r) {
     float* dst = panel + r;
     if (r >= count) {
       for (int64_t p = 0; p < kc; ++p) dst[p * W] = 0.f;
       continue;
     }
-    for (int64_t p = r < full ? kc8 : 0; p < kc; ++p) dst[p * W] = src[r * ld + p];
+    for (int64_t p = blocks ? kc8 : 0; p < kc; ++p) dst[p * W] = src[r * ld + p];
   }
 }
 
@@ -120,21 +147,13 @@ LMF_AVX512 void pack_transposed(float* panel, const float* src, int64_t ld, int6
 // exactly to f32 (a bf16 is the top half of an f32).
 template <int W>
 LMF_AVX512 void pack_contiguous_half(float* panel, const uint16_t* src, int64_t ld, int64_t count, int64_t kc) {
-  static_assert(W == 8 || W == 32, "panel widths are MR = 8 and NR = 32");
-  if constexpr (W == 8) {
-    const __mmask8 m = count >= 8 ? 0xFF : static_cast<__mmask8>((1u << count) - 1);
-    for (int64_t p = 0; p < kc; ++p) {
-      const __m256i wide = _mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, src + p * ld));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(panel + p * W), _mm256_slli_epi32(wide, 16));
-    }
-  } else {
-    const __mmask16 m0 = count >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1);
-    const __mmask16 m1 = count >= 32 ? 0xFFFF : count > 16 ? static_cast<__mmask16>((1u << (count - 16)) - 1) : 0;
-    for (int64_t p = 0; p < kc; ++p) {
-      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m0, src + p * ld));
-      const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m1, src + p * ld + 16));
-      _mm512_store_si512(panel + p * W, _mm512_slli_epi32(lo, 16));
-      _mm512_store_si512(panel + p * W + 16, _mm512_slli_epi32(hi, 16));
+  static_assert(W % 2 == 0 && W <= 64, "panel widths are even, up to 64");
+  for (int64_t p = 0; p < kc; ++p) {
+#pragma GCC unroll 4
+    for (int h = 0; h < W; h += 16) {
+      const __mmask16 store = W - h >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (W - h)) - 1);
+      const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes_of(count, h), src + p * ld + h));
+      _mm512_mask_storeu_ps(panel + p * W + h, store, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
     }
   }
 }
@@ -155,77 +174,90 @@ inline const uint16_t* half_at(const Operand& x, int64_t elements) {
 }
 
 // op(a)[i0 + r, p0 + p] for r < MR (zero past `rows`), p < kc, into panel[p * MR + r].
+template <int MR>
 LMF_AVX512 void pack_a(float* panel, const Operand& a, int64_t i0, int64_t rows, int64_t p0, int64_t kc) {
   if (a.half) {
     if (a.trans) {
-      pack_contiguous_half<kMR>(panel, half_at(a, p0 * a.ld + i0), a.ld, rows, kc);
+      pack_contiguous_half<MR>(panel, half_at(a, p0 * a.ld + i0), a.ld, rows, kc);
     } else {
-      pack_transposed_half<kMR>(panel, half_at(a, i0 * a.ld + p0), a.ld, rows, kc);
+      pack_transposed_half<MR>(panel, half_at(a, i0 * a.ld + p0), a.ld, rows, kc);
     }
     return;
   }
   if (a.trans) {  // stored (K, M)
-    pack_contiguous<kMR>(panel, a.data + p0 * a.ld + i0, a.ld, rows, kc);
+    pack_contiguous<MR>(panel, a.data + p0 * a.ld + i0, a.ld, rows, kc);
   } else {        // stored (M, K)
-    pack_transposed<kMR>(panel, a.data + i0 * a.ld + p0, a.ld, rows, kc);
+    pack_transposed<MR>(panel, a.data + i0 * a.ld + p0, a.ld, rows, kc);
   }
 }
 
 // op(b)[p0 + p, j0 + j] for j < NR (zero past `cols`), p < kc, into panel[p * NR + j].
+template <int NR>
 LMF_AVX512 void pack_b(float* panel, const Operand& b, int64_t j0, int64_t cols, int64_t p0, int64_t kc) {
   if (b.half) {
     if (b.trans) {
-      pack_transposed_half<kNR>(panel, half_at(b, j0 * b.ld + p0), b.ld, cols, kc);
+      pack_transposed_half<NR>(panel, half_at(b, j0 * b.ld + p0), b.ld, cols, kc);
     } else {
-      pack_contiguous_half<kNR>(panel, half_at(b, p0 * b.ld + j0), b.ld, cols, kc);
+      pack_contiguous_half<NR>(panel, half_at(b, p0 * b.ld + j0), b.ld, cols, kc);
     }
     return;
   }
   if (b.trans) {  // stored (N, K)
-    pack_transposed<kNR>(panel, b.data + j0 * b.ld + p0, b.ld, cols, kc);
+    pack_transposed<NR>(panel, b.data + j0 * b.ld + p0, b.ld, cols, kc);
   } else {        // stored (K, N)
-    pack_contiguous<kNR>(panel, b.data + p0 * b.ld + j0, b.ld, cols, kc);
+    pack_contiguous<NR>(panel, b.data + p0 * b.ld + j0, b.ld, cols, kc);
   }
 }
 
 // c[0:rows, 0:cols] (+)= the accumulators of a micro-tile, lanes past `cols` masked off.
-LMF_AVX512 inline void store_tile(const __m512 (&acc0)[kMR], const __m512 (&acc1)[kMR], float* c, int64_t ldc,
-                                  int rows, int cols, bool add) {
-  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
-#pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) {
+template <int MR, int NV>
+LMF_AVX512 inline void store_tile(const __m512 (&acc)[MR][NV], float* c, int64_t ldc, int rows, int cols, bool add) {
+  __mmask16 m[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) m[v] = lanes_of(cols, 16 * v);
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
     if (r < rows) {
       float* cr = c + r * ldc;
-      __m512 v0 = acc0[r], v1 = acc1[r];
-      if (add) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        __m512 x = acc[r][v];
+        if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], cr + 16 * v));
+        _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
       }
-      _mm512_mask_storeu_ps(cr, m0, v0);
-      _mm512_mask_storeu_ps(cr + 16, m1, v1);
     }
   }
 }
 
-// c[0:rows, 0:cols] (+)= a panel (kc x MR) . b panel (kc x NR).
+// c[0:rows, 0:cols] (+)= a panel (kc x MR) . b panel (kc x 16 NV): MR x NV accumulators.
+template <int MR, int NV>
 LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc,
                              int rows, int cols, bool add) {
-  __m512 acc0[kMR], acc1[kMR];
-#pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  __m512 acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  if (add)  // c's rows start on their way to L1 while the k loop runs
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+      if (r < rows)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
   for (int64_t p = 0; p < kc; ++p) {
-    const __m512 b0 = _mm512_load_ps(pb), b1 = _mm512_load_ps(pb + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < kMR; ++r) {
+    __m512 b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(pb + 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(pa[r]);
-      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, b[v], acc[r][v]);
     }
-    pa += kMR;
-    pb += kNR;
+    pa += MR;
+    pb += 16 * NV;
   }
-  store_tile(acc0, acc1, c, ldc, rows, cols, add);
+  store_tile<MR, NV>(acc, c, ldc, rows, cols, add);
 }
 
 // --- bf16 products (AVX-512 BF16) -------------------------------------------------------------
@@ -291,38 +323,38 @@ LMF_AVX512 void pair_panel(uint32_t* dst, const float* src, int64_t kc, int widt
 // c[0:rows, 0:cols] (+)= a pair panel (kc2 x MR) . b pair panel (kc2 x NR).
 LMF_AVX512_BF16 void micro_kernel_bf16(int64_t kc2, const uint32_t* pa, const uint32_t* pb, float* c,
                                        int64_t ldc, int rows, int cols, bool add) {
-  __m512 acc0[kMR], acc1[kMR];
+  __m512 acc[kMR][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (int64_t q = 0; q < kc2; ++q) {
     const __m512bh b0 = (__m512bh)_mm512_load_si512(pb), b1 = (__m512bh)_mm512_load_si512(pb + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < kMR; ++r) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(pa[r]));
-      acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
-      acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
     }
     pa += kMR;
     pb += kNR;
   }
-  store_tile(acc0, acc1, c, ldc, rows, cols, add);
+  store_tile<kMR, 2>(acc, c, ldc, rows, cols, add);
 }
 
 LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float* c, int64_t ldc,
                                       int64_t m, int64_t n, int64_t k, bool accumulate, float* g,
                                       int64_t ldg) {
   thread_local Scratch a_scratch, b_scratch, f32_scratch;
-  const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
-  const int64_t kc2_max = (kKC + 1) / 2;
+  const int64_t nc_max = std::min(kBfNC, (n + kNR - 1) / kNR * kNR);
+  const int64_t kc2_max = (kBfKC + 1) / 2;
   auto* bp = reinterpret_cast<uint32_t*>(b_scratch.get(static_cast<std::size_t>(kc2_max * nc_max)));
-  auto* ap = reinterpret_cast<uint32_t*>(a_scratch.get(static_cast<std::size_t>(kc2_max * kMC)));
-  float* f32 = f32_scratch.get(static_cast<std::size_t>(kKC * kNR));  // one f32 panel at a time
-  for (int64_t j0 = 0; j0 < n; j0 += kNC) {
-    const int64_t nc = std::min(kNC, n - j0);
-    for (int64_t p0 = 0; p0 < k; p0 += kKC) {
-      const int64_t kc = std::min(kKC, k - p0), kc2 = (kc + 1) / 2;
+  auto* ap = reinterpret_cast<uint32_t*>(a_scratch.get(static_cast<std::size_t>(kc2_max * kBfMC)));
+  float* f32 = f32_scratch.get(static_cast<std::size_t>(kBfKC * kNR));  // one f32 panel at a time
+  for (int64_t j0 = 0; j0 < n; j0 += kBfNC) {
+    const int64_t nc = std::min(kBfNC, n - j0);
+    for (int64_t p0 = 0; p0 < k; p0 += kBfKC) {
+      const int64_t kc = std::min(kBfKC, k - p0), kc2 = (kc + 1) / 2;
       const bool add = accumulate || p0 > 0;
-      const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its blocks get the epilogue
+      const bool last = g && p0 + kBfKC >= k;  // the slice that finishes c: its blocks get the epilogue
       // k-contiguous operands (the weights of a forward pass, the activations) in whole panels go
       // straight into pairs; everything else through an f32 panel. Both round the same way.
       const bool direct = kc % 16 == 0;
@@ -338,12 +370,12 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
             for (int64_t p = 0; p < kc; p += 16)
               pairs_8x16(b.data + (j0 + jr + j) * b.ld + p0 + p, b.ld, bp + jr * kc2 + (p / 2) * kNR + j, kNR);
         } else {
-          pack_b(f32, b, j0 + jr, cols, p0, kc);
+          pack_b<kNR>(f32, b, j0 + jr, cols, p0, kc);
           pair_panel(bp + jr * kc2, f32, kc, kNR);
         }
       }
-      for (int64_t i0 = 0; i0 < m; i0 += kMC) {
-        const int64_t mc = std::min(kMC, m - i0);
+      for (int64_t i0 = 0; i0 < m; i0 += kBfMC) {
+        const int64_t mc = std::min(kBfMC, m - i0);
         for (int64_t ir = 0; ir < mc; ir += kMR) {
           const int64_t rows = std::min<int64_t>(kMR, mc - ir);
           if (direct && !a.trans && rows == kMR && a.half) {
@@ -353,7 +385,7 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
             for (int64_t p = 0; p < kc; p += 16)
               pairs_8x16(a.data + (i0 + ir) * a.ld + p0 + p, a.ld, ap + ir * kc2 + (p / 2) * kMR, kMR);
           } else {
-            pack_a(f32, a, i0 + ir, rows, p0, kc);
+            pack_a<kMR>(f32, a, i0 + ir, rows, p0, kc);
             pair_panel(ap + ir * kc2, f32, kc, kMR);
           }
         }
@@ -372,35 +404,49 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
   }
 }
 
-LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m,
-                            int64_t n, int64_t k, bool accumulate, float* g, int64_t ldg) {
+template <int MR, int NV>
+LMF_AVX512 void gemm_f32(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
+                         int64_t k, bool accumulate, float* g, int64_t ldg) {
+  constexpr int NR = 16 * NV;
   thread_local Scratch a_scratch, b_scratch;
-  const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
+  const int64_t nc_max = (std::min(kNC, n) + NR - 1) / NR * NR;
   float* bp = b_scratch.get(static_cast<std::size_t>(kKC * nc_max));
-  float* ap = a_scratch.get(static_cast<std::size_t>(kKC * kMC));
+  float* ap = a_scratch.get(static_cast<std::size_t>(kKC * (kMC + MR)));
   for (int64_t j0 = 0; j0 < n; j0 += kNC) {
     const int64_t nc = std::min(kNC, n - j0);
     for (int64_t p0 = 0; p0 < k; p0 += kKC) {
       const int64_t kc = std::min(kKC, k - p0);
       const bool add = accumulate || p0 > 0;
       const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its blocks get the epilogue
-      for (int64_t jr = 0; jr < nc; jr += kNR)
-        pack_b(bp + jr * kc, b, j0 + jr, std::min<int64_t>(kNR, nc - jr), p0, kc);
+      for (int64_t jr = 0; jr < nc; jr += NR)
+        pack_b<NR>(bp + jr * kc, b, j0 + jr, std::min<int64_t>(NR, nc - jr), p0, kc);
       for (int64_t i0 = 0; i0 < m; i0 += kMC) {
         const int64_t mc = std::min(kMC, m - i0);
-        for (int64_t ir = 0; ir < mc; ir += kMR)
-          pack_a(ap + ir * kc, a, i0 + ir, std::min<int64_t>(kMR, mc - ir), p0, kc);
-        for (int64_t jr = 0; jr < nc; jr += kNR) {
-          const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - jr));
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
-            const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
-            micro_kernel(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add);
+        for (int64_t ir = 0; ir < mc; ir += MR)
+          pack_a<MR>(ap + ir * kc, a, i0 + ir, std::min<int64_t>(MR, mc - ir), p0, kc);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+            micro_kernel<MR, NV>(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add);
           }
         }
         if (last)  // the finished (MC, NC) block is still in L2: its GELU now, whole rows at a time
           for (int64_t r = 0; r < mc; ++r) gelu_row(g + (i0 + r) * ldg + j0, c + (i0 + r) * ldc + j0, nc);
       }
     }
+  }
+}
+
+// 8 x 48 where n fills 48-wide panels at least as well as 32-wide ones or is large; 8 x 32 for the
+// narrow products of attention (n = T or HS = 64 would pad 8 x 48 panels by half).
+LMF_AVX512 void gemm_avx512(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m,
+                            int64_t n, int64_t k, bool accumulate, float* g, int64_t ldg) {
+  const bool wide = n >= 512 || (n + 47) / 48 * 48 <= (n + 31) / 32 * 32;
+  if (wide) {
+    gemm_f32<8, 3>(a, b, c, ldc, m, n, k, accumulate, g, ldg);
+  } else {
+    gemm_f32<8, 2>(a, b, c, ldc, m, n, k, accumulate, g, ldg);
   }
 }
 
