@@ -98,6 +98,19 @@ int64_t layernorm_backward_workspace(int64_t n, int64_t c);
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t n, int64_t c,
                         float* workspace, cudaStream_t stream);
+/// Residual add fused with the layer norm after it, one pass per row: sum (N, C) = x + y and
+/// out (N, C) = layer_norm(sum), mean and rstd (N) f32. x, y, sum and out are each f32 or bf16
+/// (their ElemType); a bf16 sum is rounded before the statistics are taken, as a separate add and
+/// layer_norm would. With y null (and sum null) it is layer_norm of x with typed input and output.
+void add_layernorm_forward(void* sum, ElemType sum_type, void* out, ElemType out_type, float* mean, float* rstd,
+                           const void* x, ElemType x_type, const void* y, ElemType y_type, const float* weight,
+                           const float* bias, int64_t n, int64_t c, float eps, cudaStream_t stream);
+/// layernorm_backward reading the saved input x as f32 or bf16 (no widened copy), and, when
+/// dresidual (N, C) is not null, writing dx = norm's dx + dresidual (the gradient of a residual sum
+/// that also feeds the rest of the model) in the same pass.
+void layernorm_backward_typed(float* dx, float* dweight, float* dbias, const float* dout, const void* x,
+                              ElemType x_type, const float* weight, const float* mean, const float* rstd,
+                              const float* dresidual, int64_t n, int64_t c, float* workspace, cudaStream_t stream);
 
 /// RMS normalisation (rmsnorm.cu): x (N, C), weight (C) -> out (N, C) = x * rstd * weight, rstd (N)
 /// = rsqrt(mean(x²) + eps) saved. Backward writes dx (N, C) and dweight (C) (null to skip).
@@ -107,6 +120,15 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weigh
 int64_t rmsnorm_backward_workspace(int64_t n, int64_t c);
 void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x, const float* weight,
                       const float* rstd, int64_t n, int64_t c, float* workspace, cudaStream_t stream);
+/// As add_layernorm_forward for the RMS norm: sum = x + y, out = rms_norm(sum), rstd (N); y and
+/// sum null for a plain rms_norm with typed input and output.
+void add_rmsnorm_forward(void* sum, ElemType sum_type, void* out, ElemType out_type, float* rstd, const void* x,
+                         ElemType x_type, const void* y, ElemType y_type, const float* weight, int64_t n, int64_t c,
+                         float eps, cudaStream_t stream);
+/// As layernorm_backward_typed: x f32 or bf16, optional dresidual added into dx.
+void rmsnorm_backward_typed(float* dx, float* dweight, const float* dout, const void* x, ElemType x_type,
+                            const float* weight, const float* rstd, const float* dresidual, int64_t n, int64_t c,
+                            float* workspace, cudaStream_t stream);
 /// Rotary embedding (rotary.cu), rotate_half pairs (d, d + HS/2): x (B, NH, T, HS) at element strides
 /// (stride_b, stride_h, stride_t, 1) -> out (B, NH, T, HS) contiguous; cos, sin (L, HS/2), row
 /// offset + t. sin_sign -1 gives the inverse rotation (the backward).

@@ -92,15 +92,16 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor())
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 /// Normalises the last dim: (x - mean) / sqrt(var + eps) * w + b; w and b (C), b may be undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
-/// {x + y, layer_norm(x + y, w, b)} in one pass over each row on the CPU (a residual add and the
-/// layer norm after it); the same bits and gradients as add followed by layer_norm.
+/// {x + y, layer_norm(x + y, w, b)} in one pass over each row, on the CPU and on a GPU (a
+/// residual add and the layer norm after it); the same bits and gradients as add followed by
+/// layer_norm on the same device. f32 or bf16 inputs: the sum is bf16 only when both are.
 std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& b,
                                          float eps = 1e-5f);
 /// RMS normalisation over the last dim (Hugging Face's LlamaRMSNorm, in f32):
 /// x * rsqrt(mean(x²) + eps) * w; w (C). Saves rstd per row for the backward.
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps = 1e-6f);
-/// {x + y, rms_norm(x + y, w)} in one pass over each row on the CPU (a residual add and the
-/// norm after it); the same bits and gradients as add followed by rms_norm.
+/// {x + y, rms_norm(x + y, w)} in one pass over each row, on the CPU and on a GPU (a residual
+/// add and the norm after it); the same bits and gradients as add followed by rms_norm.
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& y, const Tensor& w, float eps = 1e-6f);
 /// Rotary position embedding with Hugging Face's rotate_half convention: dims d and d + HS/2 of a
 /// head form a pair (not interleaved neighbours). x (B, NH, T, HS) in any layout whose last dim is

@@ -11,6 +11,7 @@
 
 #include "lmforge/core/compute.h"
 #include "lmforge/core/device.h"
+#include "lmforge/core/dtype.h"
 #include "lmforge/core/error.h"
 // Relative, so every target that sees src/ finds the op table shared with the CPU kernels.
 #include "../../../kernels/common/op_table.h"
@@ -88,6 +89,24 @@ LMF_CUDA_ENTRY(void layer_norm_forward(Device device, float* out, float* mean, f
 LMF_CUDA_ENTRY(void layer_norm_backward(Device device, float* dx, float* dweight, float* dbias, const float* dout,
                                         const float* x, const float* weight, const float* mean,
                                         const float* rstd, int64_t n, int64_t c))
+/// Residual add fused with the layer norm after it: sum (N, C) = x + y, out (N, C) =
+/// layer_norm(sum), mean and rstd (N) f32, in one pass per row; x, y, sum, out f32 or bf16 (their
+/// dtypes). y and sum null: layer_norm of x, reading and writing the given dtypes (no widening copy).
+LMF_CUDA_ENTRY(void add_layer_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype,
+                                           float* mean, float* rstd, const void* x, DType x_dtype, const void* y,
+                                           DType y_dtype, const float* weight, const float* bias, int64_t n,
+                                           int64_t c, float eps))
+/// layer_norm_backward with the saved input x read as f32 or bf16 in place.
+LMF_CUDA_ENTRY(void layer_norm_backward_typed(Device device, float* dx, float* dweight, float* dbias,
+                                              const float* dout, const void* x, DType x_dtype, const float* weight,
+                                              const float* mean, const float* rstd, int64_t n, int64_t c))
+/// The RMS-norm namesakes of the two above.
+LMF_CUDA_ENTRY(void add_rms_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype,
+                                         float* rstd, const void* x, DType x_dtype, const void* y, DType y_dtype,
+                                         const float* weight, int64_t n, int64_t c, float eps))
+LMF_CUDA_ENTRY(void rms_norm_backward_typed(Device device, float* dx, float* dweight, const float* dout,
+                                            const void* x, DType x_dtype, const float* weight, const float* rstd,
+                                            int64_t n, int64_t c))
 /// As cpu::rms_norm_forward / rms_norm_backward / rotary_apply / swiglu_forward / swiglu_backward.
 LMF_CUDA_ENTRY(void rms_norm_forward(Device device, float* out, float* rstd, const float* x, const float* weight,
                                      int64_t n, int64_t c, float eps))
