@@ -142,6 +142,13 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 /// out (N) = gelu(x) (tanh approximation); dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream);
+/// The backward of linear + GELU after the product: dpre (rows, cols) = dout * gelu'(pre), pre f32
+/// or bf16 (the forward's saved pre-activation, read in place), and, when dbias is not null,
+/// dbias (cols) = column sums of dpre, written or added (accumulate), deterministic through
+/// `workspace` (gelu_bias_backward_workspace floats).
+int64_t gelu_bias_backward_workspace(int64_t rows, int64_t cols);
+void gelu_bias_backward(float* dpre, float* dbias, const float* dout, const void* pre, ElemType pre_type,
+                        int64_t rows, int64_t cols, bool accumulate, float* workspace, cudaStream_t stream);
 
 /// y (N, C) = softmax of each row of x; dx = y * (dy - sum(dy * y)).
 void softmax_forward(float* y, const float* x, int64_t n, int64_t c, cudaStream_t stream);
@@ -175,11 +182,14 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
 enum class MatmulBackend : int { custom = 0, cublas = 1, wgmma = 2 };
 /// Operands of the tensor-core GEMM: c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ (+ bias (N))
 /// (then GELU) (then + residual) (then += into c when accumulate). a and b are bf16, K-contiguous
-/// ("NT"). For the custom and cublas backends they are padded: row counts multiples of
-/// kGemmRowPad, K a multiple of kGemmKPad, rows beyond M / N and columns beyond the true K zero.
-/// The wgmma backend needs no padding (TMA zero-fills outside the operands): lda, ldb and the batch
-/// strides multiples of 8, a and b 16-byte aligned. c is f32 (c_f32) or bf16 (c_bf16), exactly
-/// one non-null, leading dimension ldc; only the M x N block is written.
+/// ("NT"). The custom (mma.sync) kernel predicates every edge (rows beyond M or N and columns beyond
+/// K are read as zeros), so operands need no padding: lda, ldb and the batch strides multiples of 8
+/// and a, b 16-byte aligned (the 16-byte cp.async rows). cuBLASLt takes any lda, ldb >= K. The
+/// wgmma backend has the custom kernel's rules (TMA zero-fills outside the operands). A layout padded
+/// to kGemmRowPad rows and a K multiple of kGemmKPad (what pack_bf16 wrote before) still works.
+/// c is f32 (c_f32) or bf16 (c_bf16), exactly one non-null, leading dimension ldc; only the M x N
+/// block is written. With gelu, aux_f32 or aux_bf16 (c's layout) may also receive the
+/// pre-activation (the product plus bias), which the GELU's backward needs: one pass writes both.
 constexpr int kGemmRowPad = 128;
 constexpr int kGemmKPad = 32;
 struct GemmParams {
@@ -189,14 +199,20 @@ struct GemmParams {
   bf16_t* c_bf16 = nullptr;
   const float* bias = nullptr;  ///< (N) or null
   const float* residual = nullptr;  ///< f32, c's layout (ldc, stride_c), added last; or null
+  float* aux_f32 = nullptr;  ///< with gelu: the pre-activation, c's layout; or null
+  bf16_t* aux_bf16 = nullptr;  ///< the same in bf16 (at most one of aux_f32, aux_bf16)
   int64_t m = 0, n = 0, k = 0;  ///< true sizes; k already padded is fine (zeros add nothing)
-  int64_t lda = 0, ldb = 0, ldc = 0;  ///< elements; lda, ldb = padded K
+  int64_t lda = 0, ldb = 0, ldc = 0;  ///< elements; lda, ldb >= K
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  ///< between batch elements (0 shares)
   int64_t batch = 1;
   bool gelu = false;
-  bool accumulate = false;  ///< not combined with bias or gelu
+  bool accumulate = false;  ///< not combined with bias, gelu or aux
 };
 void gemm(const GemmParams& params, MatmulBackend backend, cudaStream_t stream);
+/// Whether the custom (mma.sync) kernel, and so every backend, can read a and b in place: 16-byte
+/// aligned, lda, ldb and the batch strides multiples of 8, lda, ldb >= K. (cuBLASLt alone needs
+/// only lda, ldb >= K.)
+bool gemm_custom_supports(const GemmParams& params);
 /// True when this build holds the sm_90a kernel (LMF_CUDA_ARCHITECTURES has 90a) and the current
 /// device is compute capability 9.0.
 bool gemm_wgmma_available();

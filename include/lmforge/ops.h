@@ -80,8 +80,10 @@ Tensor gather(const Tensor& x, const Tensor& index, int dim = -1);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 /// x (..., IN) · w (OUT, IN)ᵀ + b (OUT); b may be undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
-/// gelu(linear(x, w, b)) in one pass on the CPU: the GELU is the GEMM's epilogue, applied to
-/// each output tile while it is in cache; the same bits as the two ops. (On a GPU: the two ops.)
+/// gelu(linear(x, w, b)) in one pass: the GELU is the GEMM's epilogue, applied to each output
+/// tile while it is in cache; on the CPU the same bits as the two ops. On a GPU the epilogue also
+/// stores the pre-activation the backward needs, and the backward computes dGELU and the bias
+/// gradient in one pass.
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // matmul, linear and linear_gelu read compute_options() (lmforge/core/compute.h) on the calling
 // thread: bf16 products on the CPU, cuBLASLt or the custom kernel on a GPU. Set them with a

@@ -166,6 +166,14 @@ void gelu_backward(Device device, float* dx, const float* dout, const float* x, 
   k::gelu_backward(dx, dout, x, n, kStream);
 }
 
+void gelu_bias_backward(Device device, float* dpre, float* dbias, const float* dout, const void* pre, DType pre_dtype,
+                        int64_t rows, int64_t cols, bool accumulate) {
+  DeviceGuard guard(device);
+  Tensor scratch = workspace(device, dbias ? sizeof(float) * k::gelu_bias_backward_workspace(rows, cols) : 4);
+  k::gelu_bias_backward(dpre, dbias, dout, pre, elem(pre_dtype), rows, cols, accumulate, scratch.data<float>(),
+                        kStream);
+}
+
 void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c) {
   DeviceGuard guard(device);
   k::softmax_forward(y, x, n, c, kStream);
