@@ -98,6 +98,19 @@ int64_t layernorm_backward_workspace(int64_t n, int64_t c);
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t n, int64_t c,
                         float* workspace, cudaStream_t stream);
+/// Residual add fused with the layer norm after it, one pass per row: sum (N, C) = x + y and
+/// out (N, C) = layer_norm(sum), mean and rstd (N) f32. x, y, sum and out are each f32 or bf16
+/// (their ElemType); a bf16 sum is rounded before the statistics are taken, as a separate add and
+/// layer_norm would. With y null (and sum null) it is layer_norm of x with typed input and output.
+void add_layernorm_forward(void* sum, ElemType sum_type, void* out, ElemType out_type, float* mean, float* rstd,
+                           const void* x, ElemType x_type, const void* y, ElemType y_type, const float* weight,
+                           const float* bias, int64_t n, int64_t c, float eps, cudaStream_t stream);
+/// layernorm_backward reading the saved input x as f32 or bf16 (no widened copy), and, when
+/// dresidual (N, C) is not null, writing dx = norm's dx + dresidual (the gradient of a residual sum
+/// that also feeds the rest of the model) in the same pass.
+void layernorm_backward_typed(float* dx, float* dweight, float* dbias, const float* dout, const void* x,
+                              ElemType x_type, const float* weight, const float* mean, const float* rstd,
+                              const float* dresidual, int64_t n, int64_t c, float* workspace, cudaStream_t stream);
 
 /// RMS normalisation (rmsnorm.cu): x (N, C), weight (C) -> out (N, C) = x * rstd * weight, rstd (N)
 /// = rsqrt(mean(x²) + eps) saved. Backward writes dx (N, C) and dweight (C) (null to skip).
@@ -107,6 +120,15 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weigh
 int64_t rmsnorm_backward_workspace(int64_t n, int64_t c);
 void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x, const float* weight,
                       const float* rstd, int64_t n, int64_t c, float* workspace, cudaStream_t stream);
+/// As add_layernorm_forward for the RMS norm: sum = x + y, out = rms_norm(sum), rstd (N); y and
+/// sum null for a plain rms_norm with typed input and output.
+void add_rmsnorm_forward(void* sum, ElemType sum_type, void* out, ElemType out_type, float* rstd, const void* x,
+                         ElemType x_type, const void* y, ElemType y_type, const float* weight, int64_t n, int64_t c,
+                         float eps, cudaStream_t stream);
+/// As layernorm_backward_typed: x f32 or bf16, optional dresidual added into dx.
+void rmsnorm_backward_typed(float* dx, float* dweight, const float* dout, const void* x, ElemType x_type,
+                            const float* weight, const float* rstd, const float* dresidual, int64_t n, int64_t c,
+                            float* workspace, cudaStream_t stream);
 /// Rotary embedding (rotary.cu), rotate_half pairs (d, d + HS/2): x (B, NH, T, HS) at element strides
 /// (stride_b, stride_h, stride_t, 1) -> out (B, NH, T, HS) contiguous; cos, sin (L, HS/2), row
 /// offset + t. sin_sign -1 gives the inverse rotation (the backward).
@@ -120,6 +142,13 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 /// out (N) = gelu(x) (tanh approximation); dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream);
+/// The backward of linear + GELU after the product: dpre (rows, cols) = dout * gelu'(pre), pre f32
+/// or bf16 (the forward's saved pre-activation, read in place), and, when dbias is not null,
+/// dbias (cols) = column sums of dpre, written or added (accumulate), deterministic through
+/// `workspace` (gelu_bias_backward_workspace floats).
+int64_t gelu_bias_backward_workspace(int64_t rows, int64_t cols);
+void gelu_bias_backward(float* dpre, float* dbias, const float* dout, const void* pre, ElemType pre_type,
+                        int64_t rows, int64_t cols, bool accumulate, float* workspace, cudaStream_t stream);
 
 /// y (N, C) = softmax of each row of x; dx = y * (dy - sum(dy * y)).
 void softmax_forward(float* y, const float* x, int64_t n, int64_t c, cudaStream_t stream);
@@ -153,11 +182,14 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
 enum class MatmulBackend : int { custom = 0, cublas = 1, wgmma = 2 };
 /// Operands of the tensor-core GEMM: c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ (+ bias (N))
 /// (then GELU) (then + residual) (then += into c when accumulate). a and b are bf16, K-contiguous
-/// ("NT"). For the custom and cublas backends they are padded: row counts multiples of
-/// kGemmRowPad, K a multiple of kGemmKPad, rows beyond M / N and columns beyond the true K zero.
-/// The wgmma backend needs no padding (TMA zero-fills outside the operands): lda, ldb and the batch
-/// strides multiples of 8, a and b 16-byte aligned. c is f32 (c_f32) or bf16 (c_bf16), exactly
-/// one non-null, leading dimension ldc; only the M x N block is written.
+/// ("NT"). The custom (mma.sync) kernel predicates every edge (rows beyond M or N and columns beyond
+/// K are read as zeros), so operands need no padding: lda, ldb and the batch strides multiples of 8
+/// and a, b 16-byte aligned (the 16-byte cp.async rows). cuBLASLt takes any lda, ldb >= K. The
+/// wgmma backend has the custom kernel's rules (TMA zero-fills outside the operands). A layout padded
+/// to kGemmRowPad rows and a K multiple of kGemmKPad (what pack_bf16 wrote before) still works.
+/// c is f32 (c_f32) or bf16 (c_bf16), exactly one non-null, leading dimension ldc; only the M x N
+/// block is written. With gelu, aux_f32 or aux_bf16 (c's layout) may also receive the
+/// pre-activation (the product plus bias), which the GELU's backward needs: one pass writes both.
 constexpr int kGemmRowPad = 128;
 constexpr int kGemmKPad = 32;
 struct GemmParams {
@@ -167,14 +199,20 @@ struct GemmParams {
   bf16_t* c_bf16 = nullptr;
   const float* bias = nullptr;  ///< (N) or null
   const float* residual = nullptr;  ///< f32, c's layout (ldc, stride_c), added last; or null
+  float* aux_f32 = nullptr;  ///< with gelu: the pre-activation, c's layout; or null
+  bf16_t* aux_bf16 = nullptr;  ///< the same in bf16 (at most one of aux_f32, aux_bf16)
   int64_t m = 0, n = 0, k = 0;  ///< true sizes; k already padded is fine (zeros add nothing)
-  int64_t lda = 0, ldb = 0, ldc = 0;  ///< elements; lda, ldb = padded K
+  int64_t lda = 0, ldb = 0, ldc = 0;  ///< elements; lda, ldb >= K
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  ///< between batch elements (0 shares)
   int64_t batch = 1;
   bool gelu = false;
-  bool accumulate = false;  ///< not combined with bias or gelu
+  bool accumulate = false;  ///< not combined with bias, gelu or aux
 };
 void gemm(const GemmParams& params, MatmulBackend backend, cudaStream_t stream);
+/// Whether the custom (mma.sync) kernel, and so every backend, can read a and b in place: 16-byte
+/// aligned, lda, ldb and the batch strides multiples of 8, lda, ldb >= K. (cuBLASLt alone needs
+/// only lda, ldb >= K.)
+bool gemm_custom_supports(const GemmParams& params);
 /// True when this build holds the sm_90a kernel (LMF_CUDA_ARCHITECTURES has 90a) and the current
 /// device is compute capability 9.0.
 bool gemm_wgmma_available();

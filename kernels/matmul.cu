@@ -1,16 +1,19 @@
 // Matrix products on tensor cores: c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ, bf16 in, fp32 accumulate,
-// fused bias / GELU epilogues, f32 or bf16 out, strided-batched. Every transpose the forward and
-// backward passes need is folded into pack_bf16, which also converts f32 operands and pads them, so
-// the GEMM itself has one layout ("NT": both operands K-contiguous) and no bounds checks in its
-// main loop; only the epilogue checks M and N. That is the simplest design that is right by
-// construction; the cost is one extra memory-bound pass per f32 operand.
+// fused bias / GELU epilogues, f32 or bf16 out, strided-batched. The GEMM has one layout ("NT": both
+// operands K-contiguous); the host folds any other transpose, and f32 operands, into pack_bf16. A
+// bf16 operand already K-contiguous (a weight (OUT, IN) as the "N x K" operand, a bf16 activation
+// (N, IN) as "M x K") is read in place: the loads are predicated, so rows beyond M or N and
+// columns beyond K arrive as zeros and nothing needs padding. The only layout rule left is the one
+// of a 16-byte cp.async: rows start 16-byte aligned (ld a multiple of 8 bf16).
 //   Kernel (sm_80+, also used on sm_90a): block tile 128 x 128 x 32, 8 warps as 2 x 4, warp tile
 //   64 x 32 = 4 x 4 mma.sync.m16n8k16 tiles; operands staged with cp.async in two shared-memory
 //   buffers (double buffering: tile k+1 streams in while tile k is multiplied) and read into
 //   fragments with ldmatrix. Rows are padded to 40 bf16 (80 bytes) so the 8 row addresses of each
 //   ldmatrix hit 8 distinct 16-byte bank groups (no conflicts, no swizzle needed).
 //   On sm_90a MatmulBackend::wgmma runs the warpgroup/TMA kernel of matmul_sm90.cu instead.
-// The cuBLASLt path takes the same packed operands, so the two are measured on identical inputs.
+// The epilogue adds the bias, and with GELU can also store the pre-activation (aux): a linear +
+// GELU forward writes both of its outputs from the accumulators in one pass.
+// The cuBLASLt path takes the same operands, so the two are measured on identical inputs.
 #include <cublasLt.h>
 
 #include <map>
@@ -27,21 +30,31 @@ namespace {
 constexpr int kBM = 128, kBN = 128, kBK = 32;
 constexpr int kThreads = 256;
 constexpr int kSmemStride = kBK + 8;  // bf16 per shared row: 80 bytes, conflict-free ldmatrix
-static_assert(kBM == kGemmRowPad && kBN == kGemmRowPad && kBK == kGemmKPad, "padding must match tiles");
+static_assert(kBM == kGemmRowPad && kBN == kGemmRowPad && kBK == kGemmKPad, "a padded layout must stay valid");
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
 }
 
+// A 16-byte cp.async of which only the first `bytes` (0 to 16) come from global memory; the rest of
+// the 16 shared bytes are zero-filled and, with bytes == 0, the source is not read.
+__device__ __forceinline__ void cp_async_16_partial(void* smem, const void* gmem, int bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+
 // One 128 x 32 tile of a K-contiguous operand into shared memory: 512 16-byte chunks, 2 per thread.
+// `rows` rows of the tile exist (the rest of M or N), columns at and beyond k are zeros.
 __device__ __forceinline__ void load_tile(__nv_bfloat16* smem, const __nv_bfloat16* gmem, int64_t ld,
-                                          int64_t k0) {
+                                          int64_t k0, int64_t rows, int64_t k) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int chunk = threadIdx.x + i * kThreads;
     const int row = chunk / 4, col = (chunk % 4) * 8;
-    cp_async_16(smem + row * kSmemStride + col, gmem + row * ld + k0 + col);
+    const int64_t kc = k0 + col;
+    const int bytes = row < rows && kc < k ? 2 * static_cast<int>(k - kc < 8 ? k - kc : 8) : 0;
+    cp_async_16_partial(smem + row * kSmemStride + col, bytes ? gmem + row * ld + kc : gmem, bytes);
   }
 }
 
@@ -49,8 +62,10 @@ __device__ __forceinline__ void store_out(const GemmParams& p, int64_t batch, in
                                           float v) {
   if (row >= p.m || col >= p.n) return;
   if (p.bias) v += p.bias[col];
-  if (p.gelu) v = gelu_tanh(v);
   const int64_t idx = batch * p.stride_c + row * p.ldc + col;
+  if (p.aux_f32) p.aux_f32[idx] = v;
+  if (p.aux_bf16) p.aux_bf16[idx] = __float2bfloat16_rn(v);
+  if (p.gelu) v = gelu_tanh(v);
   if (p.residual) v += p.residual[idx];
   if (p.c_f32) {
     p.c_f32[idx] = p.accumulate ? p.c_f32[idx] + v : v;
@@ -72,14 +87,15 @@ __global__ void __launch_bounds__(kThreads) gemm_mma_kernel(const GemmParams p) 
   const int k_tiles = static_cast<int>((p.k + kBK - 1) / kBK);
 
   float acc[4][4][4] = {};  // (m16 tile, n8 tile, fragment)
-  load_tile(smem_a[0], a, p.lda, 0);
-  load_tile(smem_b[0], b, p.ldb, 0);
+  const int64_t rows_a = p.m - m0, rows_b = p.n - n0;  // > 0: the grid covers M and N exactly
+  load_tile(smem_a[0], a, p.lda, 0, rows_a, p.k);
+  load_tile(smem_b[0], b, p.ldb, 0, rows_b, p.k);
   cp_async_commit();
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int stage = kt % 2;
     if (kt + 1 < k_tiles) {  // the other buffer was released by the barrier ending iteration kt-1
-      load_tile(smem_a[stage ^ 1], a, p.lda, int64_t(kt + 1) * kBK);
-      load_tile(smem_b[stage ^ 1], b, p.ldb, int64_t(kt + 1) * kBK);
+      load_tile(smem_a[stage ^ 1], a, p.lda, int64_t(kt + 1) * kBK, rows_a, p.k);
+      load_tile(smem_b[stage ^ 1], b, p.ldb, int64_t(kt + 1) * kBK, rows_b, p.k);
     }
     cp_async_commit();   // possibly empty group, keeps the wait count uniform
     cp_async_wait<1>();  // everything but the newest group, i.e. tile kt, has landed
@@ -127,8 +143,10 @@ __global__ void __launch_bounds__(kThreads) gemm_mma_kernel(const GemmParams p) 
 #endif
 }
 
-// Bias, GELU and residual after a cuBLASLt product (its fused epilogues are not used so that both backends
-// apply exactly the same epilogue arithmetic).
+// Bias, GELU (with the pre-activation to aux) and residual after a cuBLASLt product, in one pass
+// over c. cuBLASLt's own epilogues (CUBLASLT_EPILOGUE_GELU_AUX_BIAS) are not used so that both
+// backends apply exactly the same epilogue arithmetic (its GELU and its bf16 aux rounding may differ
+// in the last bits); for a bf16 c this pass reads the product rounded to bf16, see gemm_cublas.
 __global__ void epilogue_kernel(GemmParams p) {
   const int64_t total = p.batch * p.m * p.n;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
@@ -137,6 +155,8 @@ __global__ void epilogue_kernel(GemmParams p) {
     const int64_t idx = batch * p.stride_c + row * p.ldc + col;
     float v = p.c_f32 ? p.c_f32[idx] : __bfloat162float(p.c_bf16[idx]);
     if (p.bias) v += p.bias[col];
+    if (p.aux_f32) p.aux_f32[idx] = v;
+    if (p.aux_bf16) p.aux_bf16[idx] = __float2bfloat16_rn(v);
     if (p.gelu) v = gelu_tanh(v);
     if (p.residual) v += p.residual[idx];
     if (p.c_f32) {
@@ -332,8 +352,9 @@ void gemm_cublas(const GemmParams& p, cudaStream_t stream) {
 void gemm(const GemmParams& p, MatmulBackend backend, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0 || p.batch == 0) return;
   if ((p.c_f32 == nullptr) == (p.c_bf16 == nullptr)) throw CudaError("gemm: exactly one output pointer");
-  if (p.accumulate && (p.bias || p.gelu || p.residual))
-    throw CudaError("gemm: accumulate cannot be fused with bias/gelu/residual");
+  if (p.accumulate && (p.bias || p.gelu || p.residual || p.aux_f32 || p.aux_bf16))
+    throw CudaError("gemm: accumulate cannot be fused with bias/gelu/residual/aux");
+  if ((p.aux_f32 || p.aux_bf16) && !p.gelu) throw CudaError("gemm: aux (the pre-activation) needs gelu");
   if (p.k == 0) {  // an empty sum: bias/gelu of zero, or nothing to add
     if (!p.accumulate) {
       for (int64_t b = 0; b < p.batch; ++b)
@@ -355,18 +376,25 @@ void gemm(const GemmParams& p, MatmulBackend backend, cudaStream_t stream) {
     gemm_wgmma(p, stream);
     return;
   }
-  if (p.lda % kGemmKPad || p.ldb % kGemmKPad || p.lda < p.k || p.ldb < p.k)
-    throw CudaError("gemm: operands must be packed (lda, ldb multiples of 32 and >= K) for the mma.sync and "
-                    "cuBLASLt paths (wgmma fell back: not sm_90a or operands misaligned)");
+  if (p.lda < p.k || p.ldb < p.k) throw CudaError("gemm: lda and ldb must be at least K");
   if (backend == MatmulBackend::cublas) {
     gemm_cublas(p, stream);
     return;
   }
+  if (!gemm_custom_supports(p))
+    throw CudaError("gemm: the mma.sync kernel needs a and b 16-byte aligned with lda, ldb and batch strides "
+                    "multiples of 8 (pack the operand with pack_bf16)");
   check_grid("gemm", "M / 128 (rows, e.g. B*T)", ceil_div(p.m, kBM), kMaxGridYZ);
   check_grid("gemm", "batch", p.batch, kMaxGridYZ);
   const dim3 grid(ceil_div(p.n, kBN), ceil_div(p.m, kBM), static_cast<unsigned>(p.batch));
   gemm_mma_kernel<<<grid, kThreads, 0, stream>>>(p);
   LMF_CUDA_LAUNCH_CHECK();
+}
+
+bool gemm_custom_supports(const GemmParams& p) {
+  const auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; };
+  return aligned16(p.a) && aligned16(p.b) && p.lda % 8 == 0 && p.ldb % 8 == 0 && p.stride_a % 8 == 0 &&
+         p.stride_b % 8 == 0 && p.lda >= p.k && p.ldb >= p.k;
 }
 
 void pack_bf16(bf16_t* out, const float* in, int64_t batch, int64_t rows, int64_t cols, int64_t rows_pad,

@@ -1,6 +1,6 @@
 // The Hopper GEMM (sm_90a): c[b] (M, N) = a[b] (M, K) · b[b] (N, K)ᵀ with bf16 operands read by TMA
 // and multiplied by wgmma.mma_async into f32 accumulators, the same contract and epilogues as the
-// mma.sync kernel in matmul.cu (GemmParams), but no padding needed: TMA zero-fills whatever lies
+// mma.sync kernel in matmul.cu (GemmParams, the GELU's pre-activation to aux included), but no padding needed: TMA zero-fills whatever lies
 // outside the operands, so M, N, K are free and only the 16-byte rules of TMA remain (lda, ldb and
 // batch strides multiples of 8 elements, operands 16-byte aligned; gemm_wgmma_supports).
 //   Block: 3 warpgroups. Warpgroup 0 is the producer (one thread issues the TMA copies, the rest idle
@@ -45,9 +45,12 @@ __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
 }
 
-// Bias, GELU, residual, accumulate, then the store: the same arithmetic order as matmul.cu.
+// Bias, the pre-activation to aux, GELU, residual, accumulate, then the store: the same
+// arithmetic order as matmul.cu.
 __device__ __forceinline__ float epilogue_value(const GemmParams& p, int64_t idx, int64_t col, float v) {
   if (p.bias) v += p.bias[col];
+  if (p.aux_f32) p.aux_f32[idx] = v;
+  if (p.aux_bf16) p.aux_bf16[idx] = __float2bfloat16_rn(v);
   if (p.gelu) v = gelu_tanh(v);
   if (p.residual) v += p.residual[idx];
   if (p.accumulate) v += p.c_f32 ? p.c_f32[idx] : __bfloat162float(p.c_bf16[idx]);

@@ -80,8 +80,10 @@ Tensor gather(const Tensor& x, const Tensor& index, int dim = -1);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 /// x (..., IN) · w (OUT, IN)ᵀ + b (OUT); b may be undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
-/// gelu(linear(x, w, b)) in one pass on the CPU: the GELU is the GEMM's epilogue, applied to
-/// each output tile while it is in cache; the same bits as the two ops. (On a GPU: the two ops.)
+/// gelu(linear(x, w, b)) in one pass: the GELU is the GEMM's epilogue, applied to each output
+/// tile while it is in cache; on the CPU the same bits as the two ops. On a GPU the epilogue also
+/// stores the pre-activation the backward needs, and the backward computes dGELU and the bias
+/// gradient in one pass.
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // matmul, linear and linear_gelu read compute_options() (lmforge/core/compute.h) on the calling
 // thread: bf16 products on the CPU, cuBLASLt or the custom kernel on a GPU. Set them with a
@@ -92,15 +94,16 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor())
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 /// Normalises the last dim: (x - mean) / sqrt(var + eps) * w + b; w and b (C), b may be undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
-/// {x + y, layer_norm(x + y, w, b)} in one pass over each row on the CPU (a residual add and the
-/// layer norm after it); the same bits and gradients as add followed by layer_norm.
+/// {x + y, layer_norm(x + y, w, b)} in one pass over each row, on the CPU and on a GPU (a
+/// residual add and the layer norm after it); the same bits and gradients as add followed by
+/// layer_norm on the same device. f32 or bf16 inputs: the sum is bf16 only when both are.
 std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& b,
                                          float eps = 1e-5f);
 /// RMS normalisation over the last dim (Hugging Face's LlamaRMSNorm, in f32):
 /// x * rsqrt(mean(x²) + eps) * w; w (C). Saves rstd per row for the backward.
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps = 1e-6f);
-/// {x + y, rms_norm(x + y, w)} in one pass over each row on the CPU (a residual add and the
-/// norm after it); the same bits and gradients as add followed by rms_norm.
+/// {x + y, rms_norm(x + y, w)} in one pass over each row, on the CPU and on a GPU (a residual
+/// add and the norm after it); the same bits and gradients as add followed by rms_norm.
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& y, const Tensor& w, float eps = 1e-6f);
 /// Rotary position embedding with Hugging Face's rotate_half convention: dims d and d + HS/2 of a
 /// head form a pair (not interleaved neighbours). x (B, NH, T, HS) in any layout whose last dim is

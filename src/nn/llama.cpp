@@ -3,6 +3,7 @@
 // Shapes: B batch, T time, C hidden, V vocabulary, L layers, NH/NKV heads, HS head size.
 #include "lmforge/nn/llama.h"
 
+#include <algorithm>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -176,6 +177,29 @@ Llama::Llama(const LlamaConfig& config, uint64_t seed)
 const Tensor& Llama::head_weight() const { return lm_head_ ? lm_head_->weight() : embed_tokens_.weight(); }
 
 Tensor Llama::forward(const Tensor& ids, KVCache* cache) const {
+  const Tensor normed = hidden_states(ids, cache);
+  return lm_head_ ? lm_head_->forward(normed) : linear(normed, embed_tokens_.weight());  // (B, T, V)
+}
+
+Tensor Llama::forward_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
+  // An adapter on the head (not one LoRA targets today) needs the head's own forward.
+  const bool plain_head = !lm_head_ || lm_head_->lora() == nullptr;
+  if (!embed_tokens_.weight().device().is_cuda() || !plain_head)
+    return forward_with_loss(ids, targets, ignore_index).loss;
+  // Rows per chunk: about 256 MiB of f32 logits, a multiple of 128 (the GEMM's row tile), as GPT.
+  const int64_t rows = std::max<int64_t>(128, (int64_t(256) << 20) / (4 * config_.vocab_size) / 128 * 128);
+  return chunked_loss(ids, targets, ignore_index, rows);
+}
+
+Tensor Llama::chunked_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index, int64_t chunk) const {
+  LMF_CHECK(targets.defined() && targets.shape() == ids.shape(), "targets of shape ",
+            targets.defined() ? shape_str(targets.shape()) : std::string("(undefined)"),
+            " for ids of shape ", shape_str(ids.shape()));
+  // An untied head has no bias (Linear without one), so the head is linear(h, head_weight()).
+  return lm_head_cross_entropy(hidden_states(ids, nullptr), head_weight(), targets, ignore_index, chunk);
+}
+
+Tensor Llama::hidden_states(const Tensor& ids, KVCache* cache) const {
   LMF_CHECK(ids.dim() == 2, "Llama input ids must be (B, T), got ", shape_str(ids.shape()));
   LMF_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::u16, "Llama input ids must be i32 or u16, got ",
             dtype_name(ids.dtype()));
@@ -213,7 +237,7 @@ Tensor Llama::forward(const Tensor& ids, KVCache* cache) const {
     std::tie(x, normed) = next.forward_add(h, m);  // x = h + mlp, normed: the next layer's (or final) norm
   }
   if (cache) cache->advance(T);
-  return lm_head_ ? lm_head_->forward(normed) : linear(normed, embed_tokens_.weight());  // (B, T, V)
+  return normed;
 }
 
 KVCache Llama::make_cache(int64_t batch, int64_t capacity) const {

@@ -36,7 +36,8 @@ DType product_dtype(const Tensor& a, const Tensor& b) {
 
 // A product on the device that holds the operands: cpu::gemm or cuda::gemm (the same contract),
 // with the calling thread's compute options. a and b are contiguous, f32 or bf16 (mixed precision):
-// the CPU kernel reads bf16 in place; a GPU gets widened copies (its kernel takes f32 operands).
+// the CPU kernel reads bf16 in place; so does a GPU where the operand is already K-contiguous (the
+// others it packs to bf16 once, never through a widened f32 copy).
 void gemm_batched_on(const Device& dev, int64_t batch, const Tensor& a, int64_t stride_a, const Tensor& b,
                      int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
                      bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr) {
@@ -52,12 +53,10 @@ void gemm_batched_on(const Device& dev, int64_t batch, const Tensor& a, int64_t 
                                 k, trans_a, trans_b, accumulate, gelu_out, options);
       }
       break;
-    case DeviceType::cuda: {
-      const Tensor af = f32_contiguous(a), bf = f32_contiguous(b);
-      cuda::gemm_batched(dev, batch, af.data<float>(), stride_a, bf.data<float>(), stride_b, c, stride_c, m, n, k,
-                         trans_a, trans_b, accumulate, gelu_out, options);
+    case DeviceType::cuda:
+      cuda::gemm_batched_typed(dev, batch, a.raw_data(), a.dtype(), stride_a, b.raw_data(), b.dtype(), stride_b, c,
+                               stride_c, m, n, k, trans_a, trans_b, accumulate, gelu_out, options);
       break;
-    }
   }
 }
 
@@ -261,15 +260,17 @@ void linear_forward_on(const LinearArgs& a, float* pre, float* gelu_out) {
 
 // dx, dw, db of linear from g (N, OUT), contiguous, into the engine's destinations: a parameter's
 // gradient (a view into the slab) takes dw and db directly, the GEMM and the column sums adding
-// into it, so there is no (OUT, IN) temporary and no second pass to add it.
-std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g, const std::vector<GradDest>& dests) {
+// into it, so there is no (OUT, IN) temporary and no second pass to add it. A db already
+// computed (fused into the GELU's backward on a GPU) is passed in and returned as it is.
+std::vector<Tensor> linear_backward(const LinearArgs& a, const Tensor& g, const std::vector<GradDest>& dests,
+                                    const Tensor& db_done = Tensor()) {
   const int64_t n = a.n, in = a.in, out = a.out;
   const Device dev = g.device();
   const bool need_x = a.need_x && dests[0].needed, need_w = a.need_w && dests[1].needed;
-  const bool need_b = a.need_b && dests[2].needed;
+  const bool need_b = a.need_b && dests[2].needed && !db_done.defined();
   Tensor dx = need_x ? dests[0].output(a.x.shape(), dev) : Tensor();
   Tensor dw = need_w ? dests[1].output(a.w.shape(), dev) : Tensor();
-  Tensor db = need_b ? dests[2].output({out}, dev) : Tensor();
+  Tensor db = need_b ? dests[2].output({out}, dev) : db_done;
   // dx (N, IN) = g (N, OUT) · w (OUT, IN)
   if (need_x) gemm_on(dev, g, a.w, dx.data<float>(), n, in, out, false, false, dests[0].accumulate);
   // dw (OUT, IN) = gᵀ (OUT, N) · x (N, IN)
@@ -295,13 +296,29 @@ LinearArgs detached(LinearArgs a) {
   return a;
 }
 
+// On a GPU one GEMM reads bf16 x and w in place and writes out (and pre, with the GELU) in the
+// output dtype straight from its f32 accumulators, bias and GELU in the epilogue.
+void linear_forward_gpu(const LinearArgs& a, Tensor& out, Tensor* pre) {
+  const Device dev = a.x.device();
+  out = Tensor::empty(a.out_shape, a.out_dtype, dev);
+  if (pre) *pre = Tensor::empty(a.out_shape, a.out_dtype, dev);
+  cuda::linear_forward_typed(dev, out.raw_data(), pre ? pre->raw_data() : nullptr, a.out_dtype, a.x.raw_data(),
+                             a.x.dtype(), a.w.raw_data(), a.w.dtype(), a.b.defined() ? a.b.data<float>() : nullptr,
+                             a.n, a.out, a.in, compute_options());
+}
+
 }  // namespace
 
 Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   const LinearArgs a = linear_args("linear", x_in, w_in, b_in);
-  Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
-  linear_forward_on(a, out.data<float>(), nullptr);
-  out = stored_as(out, a.out_dtype);
+  Tensor out;
+  if (a.x.device().is_cuda()) {
+    linear_forward_gpu(a, out, nullptr);
+  } else {
+    out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
+    linear_forward_on(a, out.data<float>(), nullptr);
+    out = stored_as(out, a.out_dtype);
+  }
   return record_into(out, "linear", {x_in, w_in, b_in},
                      [a = detached(a)](const Tensor& g_in, const std::vector<GradDest>& dests) {
                        return linear_backward(a, g_in.contiguous_copy(), dests);
@@ -310,15 +327,28 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
 
 Tensor linear_gelu(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   const LinearArgs a = linear_args("linear_gelu", x_in, w_in, b_in);
-  Tensor pre = Tensor::empty(a.out_shape, DType::f32, a.x.device());  // x wᵀ + b, kept for backward
-  Tensor out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
-  linear_forward_on(a, pre.data<float>(), out.data<float>());
-  pre = stored_as(pre, a.out_dtype);  // mixed precision keeps the pre-activation in bf16 too
-  out = stored_as(out, a.out_dtype);
+  Tensor pre, out;  // pre = x wᵀ + b, kept for backward (bf16 under mixed precision, like out)
+  if (a.x.device().is_cuda()) {
+    linear_forward_gpu(a, out, &pre);
+  } else {
+    pre = Tensor::empty(a.out_shape, DType::f32, a.x.device());
+    out = Tensor::empty(a.out_shape, DType::f32, a.x.device());
+    linear_forward_on(a, pre.data<float>(), out.data<float>());
+    pre = stored_as(pre, a.out_dtype);
+    out = stored_as(out, a.out_dtype);
+  }
   return record_into(out, "linear_gelu", {x_in, w_in, b_in},
                      [a = detached(a), pre_in = pre](const Tensor& g_in, const std::vector<GradDest>& dests) {
                        const Tensor g = g_in.contiguous_copy();  // (N, OUT)
                        Tensor dpre = Tensor::empty(pre_in.shape(), DType::f32, g.device());
+                       if (g.device().is_cuda()) {  // dGELU and the bias gradient in one pass
+                         const bool need_b = a.need_b && dests[2].needed;
+                         Tensor db = need_b ? dests[2].output({a.out}, g.device()) : Tensor();
+                         cuda::gelu_bias_backward(g.device(), dpre.data<float>(), need_b ? db.data<float>() : nullptr,
+                                                  g.data<float>(), pre_in.raw_data(), pre_in.dtype(), a.n, a.out,
+                                                  need_b && dests[2].accumulate);
+                         return linear_backward(a, dpre, dests, db);
+                       }
                        const Tensor pre = f32_contiguous(pre_in);
                        switch (g.device().type) {
                          case DeviceType::cpu:

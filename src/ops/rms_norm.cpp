@@ -33,11 +33,16 @@ Tensor record_rms_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const
   return record(out, "rms_norm", {x_in, w_in},
                 [x_saved = x_saved.detach(), w = w.detach(), rstd, n, c, need_x, need_w](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (N, C)
-                  const Tensor x = f32_contiguous(x_saved);
-                  Tensor dx = need_x ? Tensor::empty(x.shape(), DType::f32, g.device()) : Tensor();
+                  Tensor dx = need_x ? Tensor::empty(x_saved.shape(), DType::f32, g.device()) : Tensor();
                   Tensor dw = need_w ? Tensor::empty({c}, DType::f32, g.device()) : Tensor();
                   float* dxp = need_x ? dx.data<float>() : nullptr;
                   float* dwp = need_w ? dw.data<float>() : nullptr;
+                  if (g.device().is_cuda()) {  // reads a bf16 x in place
+                    cuda::rms_norm_backward_typed(g.device(), dxp, dwp, g.data<float>(), x_saved.raw_data(),
+                                                  x_saved.dtype(), w.data<float>(), rstd.data<float>(), n, c);
+                    return std::vector<Tensor>{dx, dw};
+                  }
+                  const Tensor x = f32_contiguous(x_saved);
                   switch (g.device().type) {
                     case DeviceType::cpu:
                       cpu::rms_norm_backward(dxp, dwp, g.data<float>(), x.data<float>(), w.data<float>(),
@@ -57,6 +62,14 @@ Tensor record_rms_norm(Tensor out, const Tensor& x_in, const Tensor& w_in, const
 Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, float eps) {
   const int64_t c = check_rms_norm("rms_norm", x_in, w_in, eps), n = c ? x_in.numel() / c : 0;
   const Tensor x_saved = x_in.contiguous_copy(), w = w_in.contiguous_copy();
+  if (x_saved.device().is_cuda()) {  // one kernel reads x and writes out in their own dtypes
+    const Device dev = x_saved.device();
+    Tensor out = Tensor::empty(x_saved.shape(), activation_dtype(x_in), dev);
+    Tensor rstd = Tensor::empty({n}, DType::f32, dev);
+    cuda::add_rms_norm_forward(dev, nullptr, DType::f32, out.raw_data(), out.dtype(), rstd.data<float>(),
+                               x_saved.raw_data(), x_saved.dtype(), nullptr, DType::f32, w.data<float>(), n, c, eps);
+    return record_rms_norm(out, x_in, w_in, x_saved, w, rstd);
+  }
   const Tensor x = f32_contiguous(x_saved);  // x_saved itself when f32
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor rstd = Tensor::empty({n}, DType::f32, x.device());
@@ -79,15 +92,28 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x_in, const Tensor& y_in, c
   LMF_CHECK(x_in.shape() == y_in.shape(), "add_rms_norm: x ", shape_str(x_in.shape()), " and y ",
             shape_str(y_in.shape()), " must have the same shape");
   const int64_t c = check_rms_norm("add_rms_norm", x_in, w_in, eps), n = c ? x_in.numel() / c : 0;
-  // The two ops on a GPU (no fused kernel there yet) and for two bf16 inputs (whose sum is bf16).
   const bool both_bf16 = x_in.dtype() == DType::bf16 && y_in.dtype() == DType::bf16;
-  if (x_in.device().is_cuda() || both_bf16) {
-    Tensor sum = add(x_in, y_in);
-    return {sum, rms_norm(sum, w_in, eps)};
-  }
   // Mixed precision: the residual stream x is f32 and the branch y bf16; the sum stays f32.
   const DType out_dtype = y_in.dtype() == DType::bf16 || x_in.dtype() == DType::bf16 ? DType::bf16
                                                                                      : activation_dtype(x_in);
+  if (x_in.device().is_cuda()) {
+    // One kernel: the sum (bf16 only when both inputs are, rounded before the statistics as add
+    // would round it) and the norm, each written in its dtype.
+    const Device dev = x_in.device();
+    const Tensor xc = x_in.contiguous_copy(), yc = y_in.contiguous_copy(), w = w_in.contiguous_copy();
+    Tensor sum = Tensor::empty(xc.shape(), both_bf16 ? DType::bf16 : DType::f32, dev);
+    Tensor out = Tensor::empty(xc.shape(), out_dtype, dev);
+    Tensor rstd = Tensor::empty({n}, DType::f32, dev);
+    cuda::add_rms_norm_forward(dev, sum.raw_data(), sum.dtype(), out.raw_data(), out.dtype(), rstd.data<float>(),
+                               xc.raw_data(), xc.dtype(), yc.raw_data(), yc.dtype(), w.data<float>(), n, c, eps);
+    sum = record(sum, "add", {x_in, y_in}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+    return {sum, record_rms_norm(out, sum, w_in, sum, w, rstd)};
+  }
+  // Two bf16 inputs on the CPU: the two ops (their sum is bf16).
+  if (both_bf16) {
+    Tensor sum = add(x_in, y_in);
+    return {sum, rms_norm(sum, w_in, eps)};
+  }
   const Tensor x = f32_contiguous(x_in), y = f32_contiguous(y_in), w = w_in.contiguous_copy();
   Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());

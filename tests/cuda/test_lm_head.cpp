@@ -2,11 +2,12 @@
 // kernels): against the unfused cross_entropy(linear(x, w)) on the same GPU (the same products row
 // by row, so only the chunk sums' order differs), against the CPU within the bf16 budget of the
 // GPU's products, for several chunkings with ignored targets; and GPT::forward_loss, which uses it
-// on a GPU, against the model's unfused loss and gradients.
+// on a GPU, against the model's unfused loss and gradients; the same for Llama::forward_loss.
 #include <cmath>
 
 #include "cuda/cuda_test_util.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/nn/llama.h"
 #include "lmforge/ops.h"
 
 using lmf::Tensor;
@@ -82,4 +83,46 @@ TEST_CASE("GPT::forward_loss on the GPU equals its unfused loss and gradients", 
   const std::vector<float> g_fused = model.slab()->grads.to_vector();
   CHECK(fused.item() == Approx(unfused.item()).epsilon(1e-5));
   CHECK(lmf::test::max_abs_diff(g_fused, g_unfused) <= 1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
+}
+
+TEST_CASE("Llama::forward_loss on the GPU equals its unfused loss and gradients, tied and untied",
+          "[cuda][lm_head][llama]") {
+  LMF_SKIP_WITHOUT_GPU();
+  for (const bool tied : {false, true}) {
+    INFO("tied " << tied);
+    lmf::nn::LlamaConfig config;
+    config.vocab_size = 300;
+    config.hidden_size = 64;
+    config.intermediate_size = 96;
+    config.num_hidden_layers = 1;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 4;  // the GPU's f32 attention backward has no grouped heads
+    config.max_position_embeddings = 32;
+    config.tie_word_embeddings = tied;
+    lmf::nn::Llama model(config, 5);
+    model.to(lmf::Device::cuda());
+    std::vector<int32_t> ids(4 * 32), next(4 * 32);
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 300), next[i] = int32_t((i * 7 + 1) % 300);
+    next[3] = -1;  // one ignored target
+    const Tensor in = Tensor::from_vector(ids, {4, 32}).to(lmf::Device::cuda());
+    const Tensor tg = Tensor::from_vector(next, {4, 32}).to(lmf::Device::cuda());
+    model.zero_grad();
+    const Tensor unfused = model.forward_with_loss(in, tg).loss;
+    unfused.backward();
+    const std::vector<float> g_unfused = model.slab()->grads.to_vector();
+    model.zero_grad();
+    const Tensor fused = model.forward_loss(in, tg);
+    fused.backward();
+    const std::vector<float> g_fused = model.slab()->grads.to_vector();
+    // The same bf16-rounded products on both paths; only the order of the row sums differs.
+    CHECK(fused.item() == Approx(unfused.item()).epsilon(1e-5));
+    CHECK(lmf::test::max_abs_diff(g_fused, g_unfused) <= 1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
+    // Several chunks (48, 48 and 32 of the 128 rows) against one.
+    model.zero_grad();
+    const Tensor chunked = model.chunked_loss(in, tg, -1, 48);
+    chunked.backward();
+    CHECK(chunked.item() == Approx(unfused.item()).epsilon(1e-5));
+    CHECK(lmf::test::max_abs_diff(model.slab()->grads.to_vector(), g_unfused) <=
+          1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
+  }
 }

@@ -124,3 +124,45 @@ TEST_CASE("Llama: built from a config, names are Hugging Face's; tied heads have
   c.hidden_size = 30;
   CHECK_THROWS_WITH(nn::Llama(c), Catch::Contains("head_dim"));
 }
+
+TEST_CASE("Llama: the chunked head's loss and gradients equal the unfused path's, tied and untied", "[llama]") {
+  // chunked_loss is what forward_loss runs on a GPU (lm_head_cross_entropy, logits a few rows at a
+  // time, recomputed in the backward); here on the CPU against forward_with_loss's full logits.
+  // Both sum the same f32 products in chunks of rows, so the loss and gradients differ only by the
+  // order of the per-row sums (the loss's mean, the head weight's sum over rows): within the f32
+  // tolerance of the fixtures' reference comparison.
+  for (const char* name : {"llama_gqa_llama3", "qwen2_bias_tied"}) {
+    INFO("case " << name);
+    const nlohmann::json ref = reference(name);
+    std::unique_ptr<nn::CausalLM> model = io::load_model(case_dir(name));
+    auto* llama = dynamic_cast<nn::Llama*>(model.get());
+    REQUIRE(llama != nullptr);
+    const Tensor ids = lmf_test::ids_from_json(ref.at("ids"));
+    Tensor targets = lmf_test::ids_from_json(ref.at("targets")).contiguous_copy();
+    targets.data<int32_t>()[1] = -1;  // an ignored position, as padding would be
+    model->zero_grad();
+    const Tensor unfused = model->forward_with_loss(ids, targets).loss;
+    unfused.backward();
+    std::vector<std::pair<std::string, std::vector<float>>> want;
+    for (const auto& [pname, p] : model->named_parameters()) want.emplace_back(pname, p.grad().to_vector());
+    for (const int64_t chunk : {int64_t(3), int64_t(0)}) {
+      INFO("chunk " << chunk);
+      model->zero_grad();
+      const Tensor fused = llama->chunked_loss(ids, targets, -1, chunk);
+      CHECK(std::abs(double(fused.item()) - double(unfused.item())) <= kLogitTol * std::abs(double(unfused.item())));
+      fused.backward();
+      for (const auto& [pname, g] : want) {
+        INFO("gradient of " << pname);
+        const std::vector<float> got = model->parameter(pname).grad().to_vector();
+        double worst = 0, scale = 0;
+        for (std::size_t i = 0; i < g.size(); ++i) {
+          worst = std::max(worst, std::abs(double(got[i]) - double(g[i])));
+          scale = std::max(scale, std::abs(double(g[i])));
+        }
+        CHECK(worst <= kGradTol * std::max(scale, 1e-30));
+      }
+    }
+    // forward_loss on the CPU is the generic path, bit for bit.
+    CHECK(llama->forward_loss(ids, targets).item() == unfused.item());
+  }
+}

@@ -91,6 +91,13 @@ class Llama : public CausalLM {
   /// offset) and every layer appends its keys and values. A cache is for inference: the call
   /// must run under NoGradGuard when parameters need gradients.
   Tensor forward(const Tensor& ids, KVCache* cache = nullptr) const override;
+  /// The training loss: on a GPU through lm_head_cross_entropy (the output head and the
+  /// cross-entropy in row chunks of about 256 MiB of f32 logits, never holding (B·T, V) of them;
+  /// tied or untied head alike); on the CPU the generic path, unchanged.
+  Tensor forward_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index = -1) const override;
+  /// The chunked loss on any device, `chunk` rows of logits at a time (what forward_loss runs on a
+  /// GPU with its own chunk size): the same loss and gradients as forward_with_loss.
+  Tensor chunked_loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index, int64_t chunk) const;
   KVCache make_cache(int64_t batch = 1, int64_t capacity = 0) const override;
 
   const LlamaConfig& config() const { return config_; }
@@ -115,6 +122,9 @@ class Llama : public CausalLM {
   const Tensor& head_weight() const;
 
  private:
+  /// ids (B, T) -> the final norm's output (B, T, C), the head's input.
+  Tensor hidden_states(const Tensor& ids, KVCache* cache) const;
+
   LlamaConfig config_;
   std::unique_ptr<Generator> init_gen_;     // released after construction
   std::unique_ptr<Generator> dropout_gen_;  // no dropout in these models; LoRA's dropout draws from it

@@ -11,6 +11,7 @@
 
 #include "lmforge/core/compute.h"
 #include "lmforge/core/device.h"
+#include "lmforge/core/dtype.h"
 #include "lmforge/core/error.h"
 // Relative, so every target that sees src/ finds the op table shared with the CPU kernels.
 #include "../../../kernels/common/op_table.h"
@@ -49,9 +50,10 @@ LMF_CUDA_ENTRY(void sum_dim_backward(Device device, float* dx, const float* dout
 LMF_CUDA_ENTRY(void broadcast_scalar(Device device, float* out, const float* scalar, float factor, int64_t n))
 
 // --- matrix products (matmul.cpp) -------------------------------------------------------------------
-/// c (M, N) = op(a) · op(b) (+= when accumulate), the same contract as cpu::gemm (gelu_out too,
-/// by a GELU pass over the finished c); f32 operands are packed to bf16 and multiplied on tensor
-/// cores with fp32 accumulation, by the custom kernel or cuBLASLt per options.matmul_backend.
+/// c (M, N) = op(a) · op(b) (+= when accumulate), the same contract as cpu::gemm (gelu_out too:
+/// without accumulate the GEMM's epilogue writes c and gelu(c) in one pass); f32 operands are packed
+/// to bf16 and multiplied on tensor cores with fp32 accumulation, by the custom kernel, cuBLASLt or
+/// the Hopper kernel per options.matmul_backend.
 LMF_CUDA_ENTRY(void gemm(Device device, const float* a, const float* b, float* c, int64_t m, int64_t n,
                          int64_t k, bool trans_a, bool trans_b, bool accumulate = false, float* gelu_out = nullptr,
                          const ComputeOptions& options = ComputeOptions{}))
@@ -60,6 +62,22 @@ LMF_CUDA_ENTRY(void gemm_batched(Device device, int64_t batch, const float* a, i
                                  int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n,
                                  int64_t k, bool trans_a, bool trans_b, bool accumulate = false,
                                  float* gelu_out = nullptr, const ComputeOptions& options = ComputeOptions{}))
+/// gemm_batched with each operand f32 or bf16 (its dtype): a bf16 operand whose op() leaves it
+/// K-contiguous (a not transposed, b transposed) with K a multiple of 8 is read in place, any other
+/// is packed to bf16 first. c stays f32.
+LMF_CUDA_ENTRY(void gemm_batched_typed(Device device, int64_t batch, const void* a, DType a_dtype, int64_t stride_a,
+                                       const void* b, DType b_dtype, int64_t stride_b, float* c, int64_t stride_c,
+                                       int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b,
+                                       bool accumulate = false, float* gelu_out = nullptr,
+                                       const ComputeOptions& options = ComputeOptions{}))
+/// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT), x and w f32 or bf16 (bf16 read in place
+/// when IN is a multiple of 8: no per-call packing of a weight's bf16 copy or a bf16 activation),
+/// out f32 or bf16 (out_dtype, rounded once from the f32 accumulator). With pre not null:
+/// out = gelu(x wᵀ + b) and pre = x wᵀ + b (out's dtype), both from one epilogue pass.
+LMF_CUDA_ENTRY(void linear_forward_typed(Device device, void* out, void* pre, DType out_dtype, const void* x,
+                                         DType x_dtype, const void* w, DType w_dtype, const float* bias, int64_t n,
+                                         int64_t out_features, int64_t in_features,
+                                         const ComputeOptions& options = ComputeOptions{}))
 /// out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ + bias (OUT) (bias may be null), bias fused in the
 /// epilogue; with gelu_out, also gelu_out (N, OUT) = gelu(out). As cpu::linear_forward.
 LMF_CUDA_ENTRY(void linear_forward(Device device, float* out, const float* x, const float* w, const float* bias,
@@ -88,6 +106,24 @@ LMF_CUDA_ENTRY(void layer_norm_forward(Device device, float* out, float* mean, f
 LMF_CUDA_ENTRY(void layer_norm_backward(Device device, float* dx, float* dweight, float* dbias, const float* dout,
                                         const float* x, const float* weight, const float* mean,
                                         const float* rstd, int64_t n, int64_t c))
+/// Residual add fused with the layer norm after it: sum (N, C) = x + y, out (N, C) =
+/// layer_norm(sum), mean and rstd (N) f32, in one pass per row; x, y, sum, out f32 or bf16 (their
+/// dtypes). y and sum null: layer_norm of x, reading and writing the given dtypes (no widening copy).
+LMF_CUDA_ENTRY(void add_layer_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype,
+                                           float* mean, float* rstd, const void* x, DType x_dtype, const void* y,
+                                           DType y_dtype, const float* weight, const float* bias, int64_t n,
+                                           int64_t c, float eps))
+/// layer_norm_backward with the saved input x read as f32 or bf16 in place.
+LMF_CUDA_ENTRY(void layer_norm_backward_typed(Device device, float* dx, float* dweight, float* dbias,
+                                              const float* dout, const void* x, DType x_dtype, const float* weight,
+                                              const float* mean, const float* rstd, int64_t n, int64_t c))
+/// The RMS-norm namesakes of the two above.
+LMF_CUDA_ENTRY(void add_rms_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype,
+                                         float* rstd, const void* x, DType x_dtype, const void* y, DType y_dtype,
+                                         const float* weight, int64_t n, int64_t c, float eps))
+LMF_CUDA_ENTRY(void rms_norm_backward_typed(Device device, float* dx, float* dweight, const float* dout,
+                                            const void* x, DType x_dtype, const float* weight, const float* rstd,
+                                            int64_t n, int64_t c))
 /// As cpu::rms_norm_forward / rms_norm_backward / rotary_apply / swiglu_forward / swiglu_backward.
 LMF_CUDA_ENTRY(void rms_norm_forward(Device device, float* out, float* rstd, const float* x, const float* weight,
                                      int64_t n, int64_t c, float eps))
@@ -101,6 +137,11 @@ LMF_CUDA_ENTRY(void swiglu_backward(Device device, float* dgate, float* dup, con
                                     const float* up, int64_t n))
 LMF_CUDA_ENTRY(void gelu_forward(Device device, float* out, const float* x, int64_t n))
 LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n))
+/// linear_gelu's backward before the products: dpre (rows, cols) = dout * gelu'(pre) with pre f32
+/// or bf16 read in place, and dbias (cols, null to skip) = column sums of dpre (+= when
+/// accumulate), in one pass over dout.
+LMF_CUDA_ENTRY(void gelu_bias_backward(Device device, float* dpre, float* dbias, const float* dout, const void* pre,
+                                       DType pre_dtype, int64_t rows, int64_t cols, bool accumulate))
 LMF_CUDA_ENTRY(void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c))
 LMF_CUDA_ENTRY(void softmax_backward(Device device, float* dx, const float* dy, const float* y, int64_t n,
                                      int64_t c))

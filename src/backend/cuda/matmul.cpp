@@ -1,7 +1,13 @@
-// Host glue for matrix products: f32 operands (any transpose, batched or shared) are packed into the
-// padded, K-contiguous bf16 layout of kernels/matmul.cu, then multiplied by the tensor-core kernel
-// or cuBLASLt or the Hopper kernel (ComputeOptions::matmul_backend, passed by the op; LMF_MATMUL overrides). Packing is where transposes disappear, so one GEMM layout
-// serves the forward and both backward products. Accumulation is fp32; inputs are rounded to bf16.
+// Host glue for matrix products: each operand reaches the GEMM of kernels/matmul.cu in its one
+// layout, bf16 and K-contiguous, then the tensor-core kernel, cuBLASLt or the Hopper kernel
+// multiplies (ComputeOptions::matmul_backend, passed by the op; LMF_MATMUL overrides). A bf16
+// operand that already is K-contiguous with rows 16-byte aligned is read in place (the kernels
+// predicate ragged M, N and K, so no padding is needed); anything else (an f32 operand, a transposed
+// one) is packed to bf16 first, which is where transposes disappear. Accumulation is fp32.
+// Which products of a GPT-2 layer still pack under `run.precision: bf16` (docs/kernels.md has the
+// table): the forward reads everything in place (x and activations bf16 (N, IN), weights as their
+// bf16 copies (OUT, IN) = "N x K"); the backward's dx = g · w packs g (f32 gradient) and w (its K
+// is OUT, not contiguous), and dw = gᵀ · x packs both (K is the row dim N of each).
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -42,48 +48,109 @@ k::MatmulBackend backend(const ComputeOptions& options) {
   return k::MatmulBackend::custom;
 }
 
-// op(a) (M, K) of each batch element -> bf16 (batch_a, Mp, Kp); a is (M, K), or (K, M) when trans.
-Tensor pack_a(Device device, const float* a, int64_t batch, int64_t stride, int64_t m, int64_t kk, bool trans,
-              int64_t mp, int64_t kp) {
-  Tensor packed = workspace(device, 2 * batch * mp * kp);
-  const int64_t sr = trans ? 1 : kk, sc = trans ? m : 1;
-  k::pack_bf16(reinterpret_cast<k::bf16_t*>(packed.raw_data()), a, batch, m, kk, mp, kp, stride, sr, sc, kStream);
-  return packed;
+// One operand as the caller holds it: `rows` (M for a, N for b) by K per batch element, f32 or
+// bf16, K-contiguous (element (r, c) at r * K + c) or transposed (at c * rows + r).
+struct Operand {
+  const void* ptr = nullptr;
+  bool bf16 = false;
+  int64_t stride = 0;  // between batch elements; 0 shares
+  bool k_contiguous = true;
+};
+
+// The operand in the GEMM's layout: `ptr` with leading dimension `ld` and batch stride `stride`,
+// either the caller's memory or `storage`, a packed copy.
+struct GemmOperand {
+  const k::bf16_t* ptr = nullptr;
+  int64_t ld = 0, stride = 0;
+  Tensor storage;
+  bool packed() const { return storage.defined(); }
+};
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+GemmOperand prepare(Device device, const Operand& op, int64_t batch, int64_t rows, int64_t kk) {
+  GemmOperand g;
+  if (op.bf16 && op.k_contiguous && kk % 8 == 0 && op.stride % 8 == 0 && aligned16(op.ptr)) {
+    g.ptr = static_cast<const k::bf16_t*>(op.ptr);
+    g.ld = kk;
+    g.stride = op.stride;
+    return g;
+  }
+  const int64_t batches = op.stride == 0 ? 1 : batch, kp = round_up(kk, 8);  // rows 16-byte aligned
+  g.storage = workspace(device, 2 * batches * rows * kp);
+  auto* out = reinterpret_cast<k::bf16_t*>(g.storage.raw_data());
+  const int64_t sr = op.k_contiguous ? kk : 1, sc = op.k_contiguous ? 1 : rows;
+  if (op.bf16) {
+    k::pack_bf16_from_bf16(out, static_cast<const k::bf16_t*>(op.ptr), batches, rows, kk, rows, kp, op.stride, sr, sc,
+                           kStream);
+  } else {
+    k::pack_bf16(out, static_cast<const float*>(op.ptr), batches, rows, kk, rows, kp, op.stride, sr, sc, kStream);
+  }
+  g.ptr = out;
+  g.ld = kp;
+  g.stride = op.stride == 0 ? 0 : rows * kp;
+  return g;
 }
 
-// op(b) (K, N) -> its transpose bf16 (batch_b, Np, Kp); b is (K, N), or (N, K) when trans.
-Tensor pack_b(Device device, const float* b, int64_t batch, int64_t stride, int64_t n, int64_t kk, bool trans,
-              int64_t np, int64_t kp) {
-  Tensor packed = workspace(device, 2 * batch * np * kp);
-  const int64_t sr = trans ? kk : 1, sc = trans ? 1 : n;
-  k::pack_bf16(reinterpret_cast<k::bf16_t*>(packed.raw_data()), b, batch, n, kk, np, kp, stride, sr, sc, kStream);
-  return packed;
-}
-
-void run(Device device, int64_t batch, const float* a, int64_t stride_a, const float* b, int64_t stride_b,
-         float* c, int64_t stride_c, int64_t m, int64_t n, int64_t kk, bool trans_a, bool trans_b,
-         const float* bias, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+// c (M, N) f32 or bf16 (c_bf16) = op(a) · op(b) (+ bias); with gelu_aux: c = gelu(pre) and
+// gelu_aux = pre, in c's dtype and layout; or c += the product when accumulate.
+void run(Device device, int64_t batch, const Operand& a, const Operand& b, void* c, bool c_bf16, int64_t stride_c,
+         int64_t m, int64_t n, int64_t kk, const float* bias, bool accumulate, void* gelu_aux,
+         const ComputeOptions& options) {
   DeviceGuard guard(device);
-  const int64_t mp = round_up(m, k::kGemmRowPad), np = round_up(n, k::kGemmRowPad);
-  const int64_t kp = round_up(kk, k::kGemmKPad);
-  const int64_t batch_a = stride_a == 0 ? 1 : batch, batch_b = stride_b == 0 ? 1 : batch;
-  const Tensor pa = pack_a(device, a, batch_a, stride_a, m, kk, trans_a, mp, kp);
-  const Tensor pb = pack_b(device, b, batch_b, stride_b, n, kk, trans_b, np, kp);
+  const k::MatmulBackend which = backend(options);
+  const GemmOperand pa = prepare(device, a, batch, m, kk), pb = prepare(device, b, batch, n, kk);
   k::GemmParams p;
-  p.a = reinterpret_cast<const k::bf16_t*>(pa.raw_data());
-  p.b = reinterpret_cast<const k::bf16_t*>(pb.raw_data());
-  p.c_f32 = c;
+  p.a = pa.ptr;
+  p.b = pb.ptr;
   p.bias = bias;
-  p.m = m, p.n = n, p.k = kp;
-  p.lda = kp, p.ldb = kp, p.ldc = n;
-  p.stride_a = stride_a == 0 ? 0 : mp * kp;
-  p.stride_b = stride_b == 0 ? 0 : np * kp;
+  p.m = m, p.n = n, p.k = kk;
+  p.lda = pa.ld, p.ldb = pb.ld, p.ldc = n;
+  p.stride_a = pa.stride;
+  p.stride_b = pb.stride;
   p.stride_c = stride_c;
   p.batch = batch;
   p.accumulate = accumulate;
-  k::gemm(p, backend(options), kStream);
+  p.gelu = gelu_aux != nullptr;
+  // cuBLASLt writes its product to c before the epilogue pass reads it back: a bf16 c would round
+  // the product before the bias and GELU. It multiplies into f32 scratch instead, then rounds once.
+  const bool staged = c_bf16 && which == k::MatmulBackend::cublas && (bias || gelu_aux);
+  LMF_CHECK(!staged || batch == 1 || stride_c == m * n, "cuda gemm: a bf16 output must be contiguous");
+  Tensor scratch_c, scratch_aux;
+  if (staged) {
+    scratch_c = Tensor::empty({batch * m * n}, DType::f32, device);
+    if (gelu_aux) scratch_aux = Tensor::empty({batch * m * n}, DType::f32, device);
+    p.c_f32 = scratch_c.data<float>();
+    p.aux_f32 = gelu_aux ? scratch_aux.data<float>() : nullptr;
+    p.stride_c = m * n;
+  } else if (c_bf16) {
+    p.c_bf16 = static_cast<k::bf16_t*>(c);
+    p.aux_bf16 = static_cast<k::bf16_t*>(gelu_aux);
+  } else {
+    p.c_f32 = static_cast<float*>(c);
+    p.aux_f32 = static_cast<float*>(gelu_aux);
+  }
+  k::gemm(p, which, kStream);
+  if (!staged) return;
+  k::StridedLayout layout;
+  layout.nd = 1;
+  layout.shape[0] = batch * m * n;
+  layout.strides[0] = 1;
+  k::strided_copy(c, k::ElemType::bf16, p.c_f32, k::ElemType::f32, layout, kStream);
+  if (gelu_aux) k::strided_copy(gelu_aux, k::ElemType::bf16, p.aux_f32, k::ElemType::f32, layout, kStream);
+}
+
+// The f32 entry points' contract: c (M, N) f32; gelu_out (c's layout) = gelu(c) beside it. Without
+// accumulation one pass writes both (the pre-activation c as the epilogue's aux output).
+void run_f32(Device device, int64_t batch, const Operand& a, const Operand& b, float* c, int64_t stride_c, int64_t m,
+             int64_t n, int64_t kk, const float* bias, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+  if (gelu_out && !accumulate) {
+    run(device, batch, a, b, gelu_out, false, stride_c, m, n, kk, bias, false, c, options);
+    return;
+  }
+  run(device, batch, a, b, c, false, stride_c, m, n, kk, bias, accumulate, nullptr, options);
   if (!gelu_out) return;
-  // The GELU of the finished c, beside it (the kernel's own GELU epilogue would replace c).
+  // GELU of the accumulated c: a separate pass (the sum is complete only after the GEMM).
   if (stride_c == m * n || batch == 1) {
     k::gelu_forward(gelu_out, c, batch * m * n, kStream);
   } else {
@@ -91,26 +158,54 @@ void run(Device device, int64_t batch, const float* a, int64_t stride_a, const f
   }
 }
 
+// op(a) (M, K) as an Operand: a is (M, K), or (K, M) when trans.
+Operand operand_a(const void* a, bool bf16, int64_t stride, bool trans) { return Operand{a, bf16, stride, !trans}; }
+// op(b) (K, N) as the (N, K) operand: b is (N, K) when trans, else (K, N).
+Operand operand_b(const void* b, bool bf16, int64_t stride, bool trans) { return Operand{b, bf16, stride, trans}; }
+
 }  // namespace
 
 void gemm(Device device, const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k,
           bool trans_a, bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
-  run(device, 1, a, 0, b, 0, c, 0, m, n, k, trans_a, trans_b, nullptr, accumulate, gelu_out, options);
+  run_f32(device, 1, operand_a(a, false, 0, trans_a), operand_b(b, false, 0, trans_b), c, 0, m, n, k, nullptr,
+          accumulate, gelu_out, options);
 }
 
 void gemm_batched(Device device, int64_t batch, const float* a, int64_t stride_a, const float* b,
                   int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k, bool trans_a,
                   bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
+  gemm_batched_typed(device, batch, a, DType::f32, stride_a, b, DType::f32, stride_b, c, stride_c, m, n, k, trans_a,
+                     trans_b, accumulate, gelu_out, options);
+}
+
+void gemm_batched_typed(Device device, int64_t batch, const void* a, DType a_dtype, int64_t stride_a, const void* b,
+                        DType b_dtype, int64_t stride_b, float* c, int64_t stride_c, int64_t m, int64_t n, int64_t k,
+                        bool trans_a, bool trans_b, bool accumulate, float* gelu_out, const ComputeOptions& options) {
   LMF_CHECK(stride_c != 0 || batch <= 1, "gemm_batched: c's stride must not be 0");
+  LMF_CHECK(a_dtype == DType::f32 || a_dtype == DType::bf16, "cuda gemm: a must be f32 or bf16");
+  LMF_CHECK(b_dtype == DType::f32 || b_dtype == DType::bf16, "cuda gemm: b must be f32 or bf16");
   if (batch == 1) stride_a = stride_b = 0;  // one element: nothing to share or to step over
-  run(device, batch, a, stride_a, b, stride_b, c, stride_c, m, n, k, trans_a, trans_b, nullptr, accumulate,
-      gelu_out, options);
+  run_f32(device, batch, operand_a(a, a_dtype == DType::bf16, stride_a, trans_a),
+          operand_b(b, b_dtype == DType::bf16, stride_b, trans_b), c, stride_c, m, n, k, nullptr, accumulate,
+          gelu_out, options);
 }
 
 void linear_forward(Device device, float* out, const float* x, const float* w, const float* bias, int64_t n,
                     int64_t out_features, int64_t in_features, float* gelu_out, const ComputeOptions& options) {
-  // out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ: w is already the packed "N x K" operand's layout.
-  run(device, 1, x, 0, w, 0, out, 0, n, out_features, in_features, false, true, bias, false, gelu_out, options);
+  // out (N, OUT) = x (N, IN) · w (OUT, IN)ᵀ: w is already the "N x K" operand's layout.
+  run_f32(device, 1, operand_a(x, false, 0, false), operand_b(w, false, 0, true), out, 0, n, out_features,
+          in_features, bias, false, gelu_out, options);
+}
+
+void linear_forward_typed(Device device, void* out, void* pre, DType out_dtype, const void* x, DType x_dtype,
+                          const void* w, DType w_dtype, const float* bias, int64_t n, int64_t out_features,
+                          int64_t in_features, const ComputeOptions& options) {
+  LMF_CHECK(out_dtype == DType::f32 || out_dtype == DType::bf16, "cuda linear: out must be f32 or bf16");
+  LMF_CHECK(x_dtype == DType::f32 || x_dtype == DType::bf16, "cuda linear: x must be f32 or bf16");
+  LMF_CHECK(w_dtype == DType::f32 || w_dtype == DType::bf16, "cuda linear: w must be f32 or bf16");
+  // A bf16 x (N, IN) and a bf16 w (OUT, IN) are both read in place.
+  run(device, 1, operand_a(x, x_dtype == DType::bf16, 0, false), operand_b(w, w_dtype == DType::bf16, 0, true),
+      out, out_dtype == DType::bf16, 0, n, out_features, in_features, bias, false, pre, options);
 }
 
 }  // namespace lmf::cuda

@@ -207,6 +207,43 @@ void rms_norm_backward(Device device, float* dx, float* dweight, const float* do
   k::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, n, c, scratch.data<float>(), kStream);
 }
 
+namespace {
+k::ElemType elem(DType dtype) { return static_cast<k::ElemType>(static_cast<int>(dtype)); }
+}  // namespace
+
+void add_layer_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype, float* mean,
+                            float* rstd, const void* x, DType x_dtype, const void* y, DType y_dtype,
+                            const float* weight, const float* bias, int64_t n, int64_t c, float eps) {
+  DeviceGuard guard(device);
+  k::add_layernorm_forward(sum, elem(sum_dtype), out, elem(out_dtype), mean, rstd, x, elem(x_dtype), y,
+                           elem(y_dtype), weight, bias, n, c, eps, kStream);
+}
+
+void layer_norm_backward_typed(Device device, float* dx, float* dweight, float* dbias, const float* dout,
+                               const void* x, DType x_dtype, const float* weight, const float* mean,
+                               const float* rstd, int64_t n, int64_t c) {
+  DeviceGuard guard(device);
+  Tensor scratch = workspace(device, sizeof(float) * k::layernorm_backward_workspace(n, c));
+  k::layernorm_backward_typed(dx, dweight, dbias, dout, x, elem(x_dtype), weight, mean, rstd, nullptr, n, c,
+                              scratch.data<float>(), kStream);
+}
+
+void add_rms_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype, float* rstd,
+                          const void* x, DType x_dtype, const void* y, DType y_dtype, const float* weight, int64_t n,
+                          int64_t c, float eps) {
+  DeviceGuard guard(device);
+  k::add_rmsnorm_forward(sum, elem(sum_dtype), out, elem(out_dtype), rstd, x, elem(x_dtype), y, elem(y_dtype),
+                         weight, n, c, eps, kStream);
+}
+
+void rms_norm_backward_typed(Device device, float* dx, float* dweight, const float* dout, const void* x,
+                             DType x_dtype, const float* weight, const float* rstd, int64_t n, int64_t c) {
+  DeviceGuard guard(device);
+  Tensor scratch = workspace(device, sizeof(float) * k::rmsnorm_backward_workspace(n, c));
+  k::rmsnorm_backward_typed(dx, dweight, dout, x, elem(x_dtype), weight, rstd, nullptr, n, c, scratch.data<float>(),
+                            kStream);
+}
+
 void rotary_apply(Device device, float* out, const float* x, const float* cos, const float* sin, int64_t b,
                   int64_t nh, int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t,
                   int64_t offset, float sin_sign) {
@@ -233,6 +270,14 @@ void gelu_forward(Device device, float* out, const float* x, int64_t n) {
 void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n) {
   DeviceGuard guard(device);
   k::gelu_backward(dx, dout, x, n, kStream);
+}
+
+void gelu_bias_backward(Device device, float* dpre, float* dbias, const float* dout, const void* pre, DType pre_dtype,
+                        int64_t rows, int64_t cols, bool accumulate) {
+  DeviceGuard guard(device);
+  Tensor scratch = workspace(device, dbias ? sizeof(float) * k::gelu_bias_backward_workspace(rows, cols) : 4);
+  k::gelu_bias_backward(dpre, dbias, dout, pre, elem(pre_dtype), rows, cols, accumulate, scratch.data<float>(),
+                        kStream);
 }
 
 void softmax_forward(Device device, float* y, const float* x, int64_t n, int64_t c) {
