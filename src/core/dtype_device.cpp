@@ -1,6 +1,9 @@
 // Names and sizes of dtypes and devices, and the CUDA availability query (which answers false in
 // a build without CUDA, so callers need no #ifdefs).
 #include "lmforge/core/device.h"
+
+#include <atomic>
+
 #include "lmforge/core/dtype.h"
 #include "lmforge/core/error.h"
 
@@ -66,5 +69,11 @@ int cuda_device_count() {
 }
 
 bool cuda_available() { return cuda_device_count() > 0; }
+
+namespace {
+std::atomic<int64_t> g_cuda_host_syncs{0};
+}
+int64_t cuda_host_syncs() { return g_cuda_host_syncs.load(std::memory_order_relaxed); }
+void detail::count_cuda_host_sync() { g_cuda_host_syncs.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace lmf

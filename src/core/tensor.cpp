@@ -48,6 +48,8 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
 #ifdef LMF_WITH_CUDA
+  // A copy between host and GPU memory waits for the GPU; one within a GPU does not.
+  if (dst_device.is_cpu() != src_device.is_cpu()) detail::count_cuda_host_sync();
   const cudaError_t status = cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault);
   LMF_CHECK(status == cudaSuccess, "cudaMemcpy of ", nbytes, " bytes failed: ", cudaGetErrorString(status));
 #else

@@ -1,8 +1,10 @@
 // The NCCL backend: device buffers on the GPU of this rank (local rank modulo the visible GPUs).
-// The unique id travels from rank 0 over MPI; collectives run on the communicator's own stream,
-// ordered after the compute stream by an event and back before it by another, and queued
-// all-reduces go out as one NCCL group. Waits poll an event against a deadline and abort the
-// communicator on timeout, so a dead peer is an error rather than a hung kernel.
+// The unique id travels from rank 0 over MPI. Collectives run on the communicator's own stream:
+// each one waits (an event) for the work queued so far on the compute stream and is launched at
+// once, so a gradient bucket's all-reduce overlaps the rest of the backward pass; the compute
+// stream waits for them (another event) only where their result is used. Host-side waits poll an
+// event against a deadline and abort the communicator on timeout, so a dead peer is an error rather
+// than a hung kernel. The ranks' host values (flags, counts) go over MPI and never wait for the GPU.
 #include "dist/comm_internal.h"
 
 #if defined(LMF_WITH_CUDA) && defined(LMF_WITH_NCCL)
@@ -82,6 +84,9 @@ class NcclComm final : public Comm {
     }
   }
 
+  /// Host values (all_reduce_host, broadcast_host, barrier) go over `host` from now on.
+  void set_host_comm(std::unique_ptr<Comm> host) { host_ = std::move(host); }
+
   std::string backend() const override { return "nccl"; }
   Device device() const override { return Device::cuda(gpu_); }
 
@@ -91,20 +96,24 @@ class NcclComm final : public Comm {
   }
 
   void all_reduce_start(float* data, int64_t count, ReduceOp op) override {
-    queued_.push_back({data, count, op});
+    launch([&] {
+      LMF_NCCL_CHECK(ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat32, nccl_op(op), comm_, stream_));
+    });
+    started_ = true;
   }
 
   void wait_all() override {
-    if (queued_.empty()) return;
-    launch([&] {
-      LMF_NCCL_CHECK(ncclGroupStart());
-      for (const Queued& q : queued_)
-        LMF_NCCL_CHECK(ncclAllReduce(q.data, q.data, static_cast<size_t>(q.count), ncclFloat32, nccl_op(q.op),
-                                     comm_, stream_));
-      LMF_NCCL_CHECK(ncclGroupEnd());
-    });
-    queued_.clear();
+    if (!started_) return;
     wait("all_reduce");
+  }
+
+  void wait_all_on_device() override {
+    if (!started_) return;
+    join();
+  }
+
+  void synchronize() override {
+    if (issued_) wait("collectives");
   }
 
   void broadcast(void* data, int64_t bytes, int root) override {
@@ -119,14 +128,14 @@ class NcclComm final : public Comm {
       LMF_NCCL_CHECK(ncclReduceScatter(send, recv, static_cast<size_t>(count), ncclFloat32, nccl_op(op), comm_,
                                        stream_));
     });
-    wait("reduce_scatter");
+    join();
   }
 
   void all_gather(const float* send, float* recv, int64_t count) override {
     launch([&] {
       LMF_NCCL_CHECK(ncclAllGather(send, recv, static_cast<size_t>(count), ncclFloat32, comm_, stream_));
     });
-    wait("all_gather");
+    join();
   }
 
   void barrier() override {
@@ -135,6 +144,7 @@ class NcclComm final : public Comm {
   }
 
   void all_reduce_host(double* values, int64_t count, ReduceOp op) override {
+    if (host_) return host_->all_reduce_host(values, count, op);
     void* device = scratch(count * sizeof(double));
     LMF_DIST_CUDA_CHECK(cudaMemcpyAsync(device, values, count * sizeof(double), cudaMemcpyHostToDevice, stream_));
     launch([&] {
@@ -146,6 +156,7 @@ class NcclComm final : public Comm {
   }
 
   void broadcast_host(void* data, int64_t bytes, int root) override {
+    if (host_) return host_->broadcast_host(data, bytes, root);
     void* device = scratch(bytes);
     LMF_DIST_CUDA_CHECK(cudaMemcpyAsync(device, data, bytes, cudaMemcpyHostToDevice, stream_));
     launch([&] {
@@ -156,12 +167,6 @@ class NcclComm final : public Comm {
   }
 
  private:
-  struct Queued {
-    float* data;
-    int64_t count;
-    ReduceOp op;
-  };
-
   // Runs `enqueue` (NCCL calls on stream_) after everything queued so far on the compute stream.
   template <class F>
   void launch(F&& enqueue) {
@@ -170,13 +175,23 @@ class NcclComm final : public Comm {
     LMF_DIST_CUDA_CHECK(cudaEventRecord(ready_, kComputeStream));
     LMF_DIST_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
     enqueue();
+    issued_ = true;
   }
 
-  // Orders the compute stream after the collectives, then waits on the host with a deadline so
-  // that a peer that died shows up here (NCCL's async error, or the timeout) as an lmf::Error.
-  void wait(const char* what) {
+  // Orders the compute stream after every collective issued so far, on the device.
+  void join() {
+    LMF_DIST_CUDA_CHECK(cudaSetDevice(gpu_));
     LMF_DIST_CUDA_CHECK(cudaEventRecord(done_, stream_));
     LMF_DIST_CUDA_CHECK(cudaStreamWaitEvent(kComputeStream, done_, 0));
+    started_ = false;
+  }
+
+  // join(), then a wait on the host with a deadline so that a peer that died shows up here
+  // (NCCL's async error, or the timeout) as an lmf::Error.
+  void wait(const char* what) {
+    join();
+    issued_ = false;
+    ::lmf::detail::count_cuda_host_sync();
     try {
       detail::wait_until(
           [&] {
@@ -220,7 +235,9 @@ class NcclComm final : public Comm {
   void* scratch_ = nullptr;
   int64_t scratch_bytes_ = 0;
   bool failed_ = false;
-  std::vector<Queued> queued_;
+  bool started_ = false;  // all-reduces started and not yet joined
+  bool issued_ = false;   // collectives issued since the last host wait
+  std::unique_ptr<Comm> host_;  // MPI, for host values, when there are several ranks
 };
 
 }  // namespace
@@ -251,8 +268,12 @@ std::unique_ptr<Comm> make_nccl_comm(const CommOptions& options) {
   } else {
     LMF_NCCL_CHECK(ncclGetUniqueId(&id));
   }
-  return std::make_unique<NcclComm>(info.rank, info.local_rank, info.world_size, info.local_rank % gpus, id,
-                                    options.timeout_s);
+  auto comm = std::make_unique<NcclComm>(info.rank, info.local_rank, info.world_size, info.local_rank % gpus, id,
+                                         options.timeout_s);
+#ifdef LMF_WITH_MPI
+  if (info.world_size > 1) comm->set_host_comm(make_mpi_comm(options));
+#endif
+  return comm;
 }
 }  // namespace detail
 

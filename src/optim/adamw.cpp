@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "lmforge/autograd.h"
 #include "lmforge/ops.h"
+#include "lmforge/optim/device_step.h"
 
 namespace lmf::optim {
 
@@ -72,7 +73,7 @@ void AdamW::rebuild_runs() {
   runs_ = std::move(clipped);
 }
 
-void AdamW::step() {
+void AdamW::prepare_step() {
   LMF_CHECK(!slab_->retired,
             "AdamW: the model's parameters were moved (flatten_parameters/to) after the optimizer "
             "was built; build the optimizer again");
@@ -80,15 +81,35 @@ void AdamW::step() {
   LMF_CHECK(slab_->device().is_cpu(), "AdamW: parameters on ", slab_->device().str(),
             " need the CUDA update, and this build has no CUDA");
 #endif
+  bool changed = runs_trainable_.size() != slab_->entries.size();
+  for (std::size_t i = 0; i < slab_->entries.size() && !changed; ++i)
+    changed = runs_trainable_[i] != slab_->entries[i].param.requires_grad();
+  if (changed) rebuild_runs();
+}
+
+void AdamW::step(const DeviceStep& control) {
+  prepare_step();
+  const Device device = slab_->device();
+  LMF_CHECK(device.is_cuda() && control.device() == device, "AdamW::step(DeviceStep): parameters on ",
+            device.str(), " and the step's control on ", control.device().str(), "; both must be one GPU");
+  const auto* state = static_cast<const kernels::StepControl*>(control.control());
+  float* p = slab_->params.data<float>();
+  const float* g = slab_->grads.data<float>();
+  for (const Run& r : runs_) {
+    cuda::adamw_update_controlled(device, p + r.begin, g + r.begin, m_.data<float>() + (r.begin - shard_begin_),
+                                  v_.data<float>() + (r.begin - shard_begin_), r.end - r.begin,
+                                  1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1, config_.beta2,
+                                  config_.eps, state);
+  }
+}
+
+void AdamW::step() {
+  prepare_step();
   ++step_;
   const double t = static_cast<double>(step_);
   const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config_.beta1), t));
   const float bias_correction2_sqrt =
       static_cast<float>(std::sqrt(1.0 - std::pow(double(config_.beta2), t)));
-  bool changed = runs_trainable_.size() != slab_->entries.size();
-  for (std::size_t i = 0; i < slab_->entries.size() && !changed; ++i)
-    changed = runs_trainable_[i] != slab_->entries[i].param.requires_grad();
-  if (changed) rebuild_runs();
   float* p = slab_->params.data<float>();
   const float* g = slab_->grads.data<float>();
   float* m = m_.data<float>();

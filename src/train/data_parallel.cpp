@@ -10,6 +10,7 @@
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
 #include "lmforge/optim/clip.h"
+#include "lmforge/optim/device_step.h"
 
 namespace lmf::train {
 namespace {
@@ -117,16 +118,18 @@ void DataParallel::start_buckets(bool all) {
 }
 
 // Buckets holding parameters no gradient reached (or only frozen ones) are queued now, then
-// everything is waited for.
+// everything is waited for (on a GPU by the compute stream, not the host).
 void DataParallel::finish_gradient_average() {
   start_buckets(true);
-  comm_.wait_all();
+  comm_.wait_all_on_device();
 }
 
 double DataParallel::clip_gradients(double max_norm) {
   const nn::ParameterSlab& slab = *model_.slab();
   if (!zero_enabled()) {
-    // The gradients were averaged over the ranks during the last backward pass.
+    // The gradients were averaged over the ranks during the last backward pass (stream-ordered:
+    // the deadline-bound wait comes before the norm is read).
+    comm_.synchronize();
     return max_norm > 0 ? optim::clip_grad_norm(slab, max_norm) : optim::grad_norm(slab);
   }
   // ZeRO-1: this rank's shard of the averaged gradients lands in the grad slab (the rest of the
@@ -137,11 +140,36 @@ double DataParallel::clip_gradients(double max_norm) {
   comm_.reduce_scatter(zero_full_.data<float>(), zero_shard_.data<float>(), shard_size_, dist::ReduceOp::avg);
   copy_floats(g, begin, zero_shard_, 0, end - begin);
   Tensor mine = Tensor::view_of(g.storage(), {end - begin}, DType::f32, begin);
+  comm_.synchronize();
   const double squares = optim::sum_of_squares(mine);
   const double norm = std::sqrt(comm_.all_reduce_scalar(squares, dist::ReduceOp::sum));
   const double coef = max_norm / (norm + 1e-6);  // torch's clip_grad_norm_ rule, as optim::clip
   if (max_norm > 0 && coef < 1.0 && end > begin) scale_(mine, static_cast<float>(coef));
   return norm;
+}
+
+void DataParallel::clip_gradients(optim::DeviceStep& control, int64_t step, double max_norm) {
+  const nn::ParameterSlab& slab = *model_.slab();
+  const Tensor& g = slab.grads;
+  if (!zero_enabled()) {
+    control.set_sum_squares(g);
+  } else {
+    // As the host form: this rank's shard of the averaged gradients, its squares summed over ranks.
+    const int64_t n = slab.numel(), begin = optimizer_.shard_begin(), end = optimizer_.shard_end();
+    copy_floats(zero_full_, 0, g, 0, n);
+    comm_.reduce_scatter(zero_full_.data<float>(), zero_shard_.data<float>(), shard_size_, dist::ReduceOp::avg);
+    copy_floats(g, begin, zero_shard_, 0, end - begin);
+    control.set_sum_squares(Tensor::view_of(g.storage(), {end - begin}, DType::f32, begin));
+    comm_.all_reduce_start(control.sum_squares_data(), 1, dist::ReduceOp::sum);
+    comm_.wait_all_on_device();
+  }
+  control.decide(step, max_norm, optimizer_.config().beta1, optimizer_.config().beta2);
+}
+
+void DataParallel::mean_on_device(float* value) {
+  if (comm_.world_size() == 1) return;
+  comm_.all_reduce_start(value, 1, dist::ReduceOp::avg);
+  comm_.wait_all_on_device();
 }
 
 void DataParallel::after_step() {
@@ -173,6 +201,7 @@ io::NamedTensors DataParallel::optimizer_moments() {
     return moments;
   }
   const Tensor m = gather_shards(optimizer_.exp_avg_slab()), v = gather_shards(optimizer_.exp_avg_sq_slab());
+  comm_.synchronize();  // the gathers are stream-ordered; the caller reads them on the host
   for (const auto& e : model_.slab()->entries)
     moments.emplace_back("exp_avg." + e.name, Tensor::view_of(m.storage(), e.param.shape(), DType::f32, e.offset));
   for (const auto& e : model_.slab()->entries)

@@ -9,15 +9,24 @@ namespace lmf::train {
 LossGuard::LossGuard(float spike_zscore, std::size_t window, std::size_t warmup)
     : spike_zscore_(spike_zscore), window_(window), warmup_(warmup) {}
 
-LossVerdict LossGuard::check(float loss) const {
-  if (!std::isfinite(loss)) return LossVerdict::non_finite;
-  if (spike_zscore_ <= 0 || recent_.size() < warmup_) return LossVerdict::ok;
+LossGuard::SpikeReference LossGuard::spike_reference() const {
+  SpikeReference out;
+  if (spike_zscore_ <= 0 || recent_.size() < warmup_) return out;
   double mean = 0, var = 0;
   for (float l : recent_) mean += l;
   mean /= recent_.size();
   for (float l : recent_) var += (l - mean) * (l - mean);
-  const double sd = std::sqrt(var / recent_.size());
-  return sd > 0 && (loss - mean) / sd > spike_zscore_ ? LossVerdict::spike : LossVerdict::ok;
+  out.mean = mean;
+  out.sd = std::sqrt(var / recent_.size());
+  out.zscore = spike_zscore_;
+  return out;
+}
+
+LossVerdict LossGuard::check(float loss) const {
+  if (!std::isfinite(loss)) return LossVerdict::non_finite;
+  const SpikeReference r = spike_reference();
+  if (r.zscore <= 0) return LossVerdict::ok;
+  return r.sd > 0 && (loss - r.mean) / r.sd > r.zscore ? LossVerdict::spike : LossVerdict::ok;
 }
 
 void LossGuard::accept(float loss) {

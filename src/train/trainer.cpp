@@ -2,7 +2,9 @@
 // config fails before any work. fit() composes the public parts (RunLock, Checkpointer, RunLog,
 // DataParallel, LossGuard, EarlyStopping): micro-batches with gradient accumulation, the guards,
 // clipping, the lr schedule, AdamW, periodic evaluation on fixed validation batches, atomic
-// checkpoints, and exact resume (weights, moments, RNG, loader position).
+// checkpoints, and exact resume (weights, moments, RNG, loader position). On a GPU a step keeps its
+// loss, norm and guard verdicts on the device (optim::DeviceStep) and the host reads them only at a
+// log line, an evaluation or a checkpoint; the CPU decides on the host every step.
 #include "lmforge/train/trainer.h"
 
 #include "lmforge/core/device_peak.h"
@@ -33,6 +35,7 @@
 #include "lmforge/io/safetensors.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
+#include "lmforge/optim/device_step.h"
 #include "lmforge/optim/muon.h"
 #include "lmforge/optim/schedule.h"
 #include "lmforge/train/checkpointer.h"
@@ -157,6 +160,10 @@ struct Trainer::Impl {
   std::unique_ptr<DataParallel> dp;     // after comm, model and optimizer: it refers to them
   Device device = Device::cpu();        // where the model, its gradients and the moments live
   std::unique_ptr<BatchUpload> upload;  // token batches to `device`
+  // A GPU run (without Muon, whose update reads its own values back): each step's loss, norm and
+  // verdict stay on the device until settle_device_steps reads them; the lr of each such step.
+  std::unique_ptr<optim::DeviceStep> device_step;
+  std::vector<float> pending_lr;
   optim::LrSchedule schedule;
   int64_t block_size = 0;
   int64_t tokens_per_step = 0;
@@ -221,6 +228,11 @@ struct Trainer::Impl {
     make_loaders();
     make_optimizer();
     dp = std::make_unique<DataParallel>(*comm, *model, *optimizer, DataParallelOptions{config.distributed.zero});
+    if (device.is_cuda() && !muon) {
+      // Read at every log line (and evaluation, checkpoint): at most logging.interval steps apart.
+      device_step = std::make_unique<optim::DeviceStep>(device, std::max<int64_t>(1, config.logging.interval));
+      compute.device_id_checks = false;  // the loaders check every id on the host
+    }
     out_dir = config.run.out_dir;
     checkpointer = std::make_unique<Checkpointer>(out_dir, config.checkpoint.keep_last);
     guard = LossGuard(config.training.spike_zscore, kSpikeWindow, kSpikeWarmup);
@@ -499,8 +511,9 @@ struct Trainer::Impl {
     return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   }
 
-  void event(const std::string& name, const std::string& detail) {
-    if (run_log) run_log->log_event(step, name, detail, elapsed());
+  void event(const std::string& name, const std::string& detail) { event_at(step, name, detail); }
+  void event_at(int64_t at, const std::string& name, const std::string& detail) {
+    if (run_log) run_log->log_event(at, name, detail, elapsed());
     if (callbacks.on_event) callbacks.on_event(name, detail);
   }
 
@@ -574,6 +587,61 @@ struct Trainer::Impl {
     run_log->message(task_metrics_message(outcome, step));
   }
 
+  // --- GPU steps ---------------------------------------------------------------------------
+
+  // Reads the steps decided on the device since the last read and does, for each in order, what
+  // the host path does at once: the skip events (on_nan: stop throws here, naming the step), the
+  // loss guard's window, the step callbacks, and the log line when `log_due` (for the last one).
+  // Then the spike test's reference and AdamW's step count follow the window. Returns true when a
+  // callback asked to stop.
+  bool settle_device_steps(TrainResult& result, bool log_due, int64_t& tokens_since_log,
+                           std::chrono::steady_clock::time_point& log_clock) {
+    if (!device_step || device_step->pending() == 0) return false;
+    using Skip = optim::DeviceStep::Skip;
+    comm->synchronize();  // a peer that died is an error here, not a read that never returns
+    const std::vector<optim::DeviceStep::Record> records = device_step->read();
+    LMF_CHECK(records.size() == pending_lr.size(), "trainer: ", records.size(), " device steps read, ",
+              pending_lr.size(), " queued");
+    optimizer->set_step_count(device_step->applied());
+    const auto last_good = [&] { return last_checkpoint.empty() ? std::string("none (no checkpoint written yet)") : last_checkpoint; };
+    bool stop = false;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      const optim::DeviceStep::Record& r = records[i];
+      const int64_t at = r.step + 1;
+      double norm = r.grad_norm;
+      if (r.skip == Skip::non_finite_loss || r.skip == Skip::non_finite_norm) {
+        const char* what = r.skip == Skip::non_finite_loss ? "training loss" : "gradient norm";
+        const double value = r.skip == Skip::non_finite_loss ? double(r.loss) : r.grad_norm;
+        if (config.training.on_nan == NanPolicy::stop)
+          throw Error(str("step ", at, ": ", what, " is ", value, "; stopping (its update was skipped on the GPU; "
+                          "steps up to ", step, " were queued after it). Last good checkpoint: ", last_good()));
+        event_at(at, "skip", r.skip == Skip::non_finite_loss ? fmt::format("non-finite loss {}", r.loss)
+                                                             : std::string("non-finite gradient norm"));
+      } else if (r.skip == Skip::spike) {
+        event_at(at, "skip", fmt::format("loss spike {:.4f}", r.loss));
+      } else {
+        guard.accept(r.loss);
+      }
+      if (r.skip == Skip::non_finite_loss || r.skip == Skip::spike) norm = 0;  // as the host path: no clip
+      result.last_train_loss = r.loss;
+      StepMetrics m{at, r.loss, pending_lr[i], norm, 0.0, 0.0, elapsed(), r.skip != Skip::none};
+      if (log_due && i + 1 == records.size()) {
+        const auto now = std::chrono::steady_clock::now();
+        const double dt = std::chrono::duration<double>(now - log_clock).count();
+        m.tokens_per_sec = dt > 0 ? tokens_since_log / dt : 0.0;
+        m.mfu = run_log->mfu(m.tokens_per_sec);
+        log_clock = now;
+        tokens_since_log = 0;
+        run_log->log_step(m);
+      }
+      if (callbacks.on_step && !callbacks.on_step(m)) stop = true;
+    }
+    pending_lr.clear();
+    const LossGuard::SpikeReference reference = guard.spike_reference();
+    device_step->set_spike_reference(reference.mean, reference.sd, reference.zscore);
+    return stop;
+  }
+
   // --- the loop ----------------------------------------------------------------------------
 
   TrainResult fit() {
@@ -626,6 +694,11 @@ struct Trainer::Impl {
     if (!set_aside.empty()) event("set_aside", set_aside.string());
     if (resumed) event("resume", last_checkpoint);
     started = std::chrono::steady_clock::now();
+    if (device_step) {
+      device_step->set_applied(optimizer->step_count());
+      const LossGuard::SpikeReference reference = guard.spike_reference();
+      device_step->set_spike_reference(reference.mean, reference.sd, reference.zscore);
+    }
 
     TrainResult result;
     const auto& t = config.training;
@@ -655,72 +728,99 @@ struct Trainer::Impl {
         for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) read_ahead.push_back(train_loader->next());
         counted = count_step_tokens(read_ahead, *comm);
       }
-      for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-        const auto batch = upload->to_device(masked ? read_ahead[micro] : train_loader->next());
-        Tensor loss = model->forward_loss(batch.inputs, batch.targets);
-        slot(micro_losses, micro).copy_(loss.detach());
-        const float weight = masked ? counted.weight(micro, comm->world_size()) : inv_accum;
-        dp->backward(scale(loss, weight), micro == t.grad_accum_steps - 1);
-      }
-      double loss_sum = 0;
-      const std::vector<float> micro_values = micro_losses.to_vector();
-      for (std::size_t i = 0; i < micro_values.size(); ++i) loss_sum += masked ? micro_values[i] * counted.micro[i] : micro_values[i];
-      // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
-      // every rank, so that the NaN and spike guards decide alike everywhere. Masked: the sum of
-      // the token-weighted sums over the step's trained tokens.
-      loss_sum = dp->mean(loss_sum);
-      const float loss = !masked ? static_cast<float>(loss_sum * inv_accum)
-                                 : counted.total > 0 ? static_cast<float>(loss_sum * comm->world_size() / counted.total) : 0.f;
-      bool skipped = false;
-      double norm = 0;
-      const LossVerdict verdict = guard.check(loss);
-      if (verdict == LossVerdict::non_finite) {
-        if (t.on_nan == NanPolicy::stop) {
-          throw Error(str("step ", step + 1, ": training loss is ", loss, "; stopping. Last good checkpoint: ",
-                          last_checkpoint.empty() ? "none (no checkpoint written yet)" : last_checkpoint));
-        }
-        skipped = true;
-        event("skip", fmt::format("non-finite loss {}", loss));
-      } else if (verdict == LossVerdict::spike) {
-        skipped = true;
-        event("skip", fmt::format("loss spike {:.4f}", loss));
-      } else {
-        norm = dp->clip_gradients(t.grad_clip);
-        if (!std::isfinite(norm)) {
-          LMF_CHECK(t.on_nan == NanPolicy::skip, "step ", step + 1, ": gradient norm is ", norm,
-                    "; stopping. Last good checkpoint: ", last_checkpoint.empty() ? "none" : last_checkpoint);
-          skipped = true;
-          event("skip", "non-finite gradient norm");
-        }
-      }
-      if (!skipped) {
-        optimizer->set_lr(lr);
-        optimizer->step();
-        if (muon) {
-          // The schedule's multiplier of this step, applied to Muon's own peak lr.
-          muon->set_lr(config.training.muon_lr * (lr / config.training.lr));
-          muon->step();
-        }
-        dp->after_step();
-        guard.accept(loss);
-      }
-      ++step;
-      tokens_since_log += tokens_per_step;
-      result.last_train_loss = loss;
-
       bool stop = false;
-      if (step % config.logging.interval == 0 || step == total_steps) {
-        const auto now = std::chrono::steady_clock::now();
-        const double dt = std::chrono::duration<double>(now - log_clock).count();
-        const double rate = dt > 0 ? tokens_since_log / dt : 0.0;
-        StepMetrics m{step, loss, lr, norm, rate, run_log->mfu(rate), elapsed(), skipped};
-        log_clock = now;
-        tokens_since_log = 0;
-        run_log->log_step(m);
-        if (callbacks.on_step && !callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
-      } else if (callbacks.on_step) {
-        StepMetrics m{step, loss, lr, norm, 0.0, 0.0, elapsed(), skipped};
-        if (!callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
+      if (device_step) {
+        // Queued without a wait: the loss, the norm and the verdicts are decided on the device and
+        // read at the next log line, evaluation or checkpoint (settle_device_steps).
+        for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
+          const auto batch = upload->to_device(masked ? read_ahead[micro] : train_loader->next());
+          Tensor loss = model->forward_loss(batch.inputs, batch.targets);
+          const float weight = masked ? counted.weight(micro, comm->world_size()) : inv_accum;
+          // Masked: each micro-batch's share of the step's trained targets, so the sum is the mean.
+          slot(micro_losses, micro).copy_(masked ? scale(loss.detach(), weight) : loss.detach());
+          dp->backward(scale(loss, weight), micro == t.grad_accum_steps - 1);
+        }
+        device_step->set_loss(micro_losses, masked ? 1.f : inv_accum);
+        dp->mean_on_device(device_step->loss_data());
+        dp->clip_gradients(*device_step, step, t.grad_clip);
+        optimizer->set_lr(lr);
+        optimizer->step(*device_step);
+        dp->after_step();
+        pending_lr.push_back(lr);
+        ++step;
+        tokens_since_log += tokens_per_step;
+        const bool log_due = step % config.logging.interval == 0 || step == total_steps;
+        const bool eval_due = config.eval.interval > 0 && step % config.eval.interval == 0;
+        const bool checkpoint_due = config.checkpoint.interval > 0 && step % config.checkpoint.interval == 0;
+        if (log_due || eval_due || checkpoint_due || device_step->pending() == device_step->capacity())
+          if (settle_device_steps(result, log_due, tokens_since_log, log_clock)) stop = true, result.stop_reason = "callback";
+      } else {
+        for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
+          const auto batch = upload->to_device(masked ? read_ahead[micro] : train_loader->next());
+          Tensor loss = model->forward_loss(batch.inputs, batch.targets);
+          slot(micro_losses, micro).copy_(loss.detach());
+          const float weight = masked ? counted.weight(micro, comm->world_size()) : inv_accum;
+          dp->backward(scale(loss, weight), micro == t.grad_accum_steps - 1);
+        }
+        double loss_sum = 0;
+        const std::vector<float> micro_values = micro_losses.to_vector();
+        for (std::size_t i = 0; i < micro_values.size(); ++i) loss_sum += masked ? micro_values[i] * counted.micro[i] : micro_values[i];
+        // The mean over ranks of equal-sized means: the loss of the whole global batch, the same on
+        // every rank, so that the NaN and spike guards decide alike everywhere. Masked: the sum of
+        // the token-weighted sums over the step's trained tokens.
+        loss_sum = dp->mean(loss_sum);
+        const float loss = !masked ? static_cast<float>(loss_sum * inv_accum)
+                                   : counted.total > 0 ? static_cast<float>(loss_sum * comm->world_size() / counted.total) : 0.f;
+        bool skipped = false;
+        double norm = 0;
+        const LossVerdict verdict = guard.check(loss);
+        if (verdict == LossVerdict::non_finite) {
+          if (t.on_nan == NanPolicy::stop) {
+            throw Error(str("step ", step + 1, ": training loss is ", loss, "; stopping. Last good checkpoint: ",
+                            last_checkpoint.empty() ? "none (no checkpoint written yet)" : last_checkpoint));
+          }
+          skipped = true;
+          event("skip", fmt::format("non-finite loss {}", loss));
+        } else if (verdict == LossVerdict::spike) {
+          skipped = true;
+          event("skip", fmt::format("loss spike {:.4f}", loss));
+        } else {
+          norm = dp->clip_gradients(t.grad_clip);
+          if (!std::isfinite(norm)) {
+            LMF_CHECK(t.on_nan == NanPolicy::skip, "step ", step + 1, ": gradient norm is ", norm,
+                      "; stopping. Last good checkpoint: ", last_checkpoint.empty() ? "none" : last_checkpoint);
+            skipped = true;
+            event("skip", "non-finite gradient norm");
+          }
+        }
+        if (!skipped) {
+          optimizer->set_lr(lr);
+          optimizer->step();
+          if (muon) {
+            // The schedule's multiplier of this step, applied to Muon's own peak lr.
+            muon->set_lr(config.training.muon_lr * (lr / config.training.lr));
+            muon->step();
+          }
+          dp->after_step();
+          guard.accept(loss);
+        }
+        ++step;
+        tokens_since_log += tokens_per_step;
+        result.last_train_loss = loss;
+
+        if (step % config.logging.interval == 0 || step == total_steps) {
+          const auto now = std::chrono::steady_clock::now();
+          const double dt = std::chrono::duration<double>(now - log_clock).count();
+          const double rate = dt > 0 ? tokens_since_log / dt : 0.0;
+          StepMetrics m{step, loss, lr, norm, rate, run_log->mfu(rate), elapsed(), skipped};
+          log_clock = now;
+          tokens_since_log = 0;
+          run_log->log_step(m);
+          if (callbacks.on_step && !callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
+        } else if (callbacks.on_step) {
+          StepMetrics m{step, loss, lr, norm, 0.0, 0.0, elapsed(), skipped};
+          if (!callbacks.on_step(m)) stop = true, result.stop_reason = "callback";
+        }
       }
       if (val_loader && config.eval.interval > 0 && step % config.eval.interval == 0) {
         if (run_evaluation()) {
@@ -745,6 +845,7 @@ struct Trainer::Impl {
       }
       if (stop) break;
     }
+    settle_device_steps(result, false, tokens_since_log, log_clock);  // steps since the last read
     // Not after a pause (signal, callback): an evaluation off the eval.interval grid would count
     // towards early stopping's patience, and the resumed run would stop earlier than an
     // uninterrupted one.

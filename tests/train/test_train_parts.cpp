@@ -211,6 +211,31 @@ TEST_CASE("LossGuard: non-finite losses always, spikes only after the warm-up wi
   CHECK(g.recent().size() == 5);
 }
 
+TEST_CASE("LossGuard::spike_reference is the window's mean and sd that check() tests, off until warm") {
+  LossGuard off(0.f, 10, 2);
+  off.accept(1.f), off.accept(2.f), off.accept(3.f);
+  CHECK(off.spike_reference().zscore == 0.f);  // spike test disabled
+  LossGuard g(2.5f, 4, 3);
+  g.accept(2.0f), g.accept(2.2f);
+  CHECK(g.spike_reference().zscore == 0.f);  // fewer than warmup losses
+  for (float l : {1.8f, 2.4f, 2.1f}) g.accept(l);  // the window keeps the last 4: 2.2 1.8 2.4 2.1
+  const double window[] = {2.2f, 1.8f, 2.4f, 2.1f};
+  double mean = 0, var = 0;
+  for (double l : window) mean += l / 4;
+  for (double l : window) var += (l - mean) * (l - mean) / 4;
+  const LossGuard::SpikeReference r = g.spike_reference();
+  CHECK(r.zscore == 2.5f);
+  CHECK(r.mean == Approx(mean).epsilon(1e-12));
+  CHECK(r.sd == Approx(std::sqrt(var)).epsilon(1e-12));
+  // The GPU's test, from the reference alone, decides as check() for losses around the limit.
+  for (float loss = 1.5f; loss < 3.5f; loss += 0.01f) {
+    const bool device_spike = r.sd > 0 && (loss - r.mean) / r.sd > r.zscore;
+    CHECK(device_spike == (g.check(loss) == LossVerdict::spike));
+  }
+  CHECK(g.check(mean + 2.6 * std::sqrt(var)) == LossVerdict::spike);
+  CHECK(g.check(mean + 2.4 * std::sqrt(var)) == LossVerdict::ok);
+}
+
 // --- the run lock ---------------------------------------------------------------------------------
 
 TEST_CASE("RunLock: a second lock on a run directory is refused; the lock dies with its process") {

@@ -37,6 +37,11 @@ struct ComputeOptions {
   MatmulBackend matmul_backend = MatmulBackend::custom;
   /// The GPU's attention kernel.
   AttentionBackend attention_backend = AttentionBackend::flash;
+  /// On a GPU, embedding, cross_entropy, the chunked lm_head and gather check every id against the
+  /// vocabulary with one read-back to the host (which waits for the GPU). The trainer turns this off
+  /// on its step, since its loader has checked every input and target on the host already; direct
+  /// callers keep the check. The CPU always checks (it costs no wait there).
+  bool device_id_checks = true;
   /// OpenMP threads for the scope (OpenMP's thread count is itself per calling thread); 0 keeps
   /// the count in force when the scope opens.
   int threads = 0;

@@ -1,6 +1,7 @@
 // Where a tensor's storage lives. A build with CUDA still runs on a machine without a GPU; asking
 // for a CUDA device there is a clear lmf::Error.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace lmf {
@@ -26,5 +27,14 @@ Device parse_device(const std::string& text);
 bool cuda_available();
 /// Number of visible GPUs (0 without CUDA).
 int cuda_device_count();
+/// How many times this process has made the host wait for a GPU: copies between GPU and host
+/// memory (lmf::copy_bytes, so Tensor::to, item and to_vector), the CUDA id checks' read-back and
+/// the NCCL communicator's host waits. A test hook: a training step that reads a value back, or
+/// waits for the device, shows up here. Thread-safe; never reset.
+int64_t cuda_host_syncs();
+namespace detail {
+/// Counts one host wait for cuda_host_syncs() (the places that wait outside copy_bytes).
+void count_cuda_host_sync();
+}  // namespace detail
 
 }  // namespace lmf

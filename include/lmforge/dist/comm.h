@@ -54,13 +54,26 @@ class Comm {
 
   /// In place, blocking.
   virtual void all_reduce(float* data, int64_t count, ReduceOp op) = 0;
-  /// Queues an in-place all-reduce that completes by wait_all(); the buffer must not be touched
-  /// until then. Several queued reductions run together (one NCCL group, many MPI requests).
+  /// Starts an in-place all-reduce that completes by wait_all() or wait_all_on_device(); the
+  /// buffer must not be touched until then. NCCL launches it at once on the communicator's stream,
+  /// after the work queued so far on the compute stream, so it overlaps whatever is queued next
+  /// (the rest of a backward pass); MPI starts a request.
   virtual void all_reduce_start(float* data, int64_t count, ReduceOp op) = 0;
+  /// Waits on the host for every started all-reduce (within the deadline).
   virtual void wait_all() = 0;
+  /// Orders the device work queued after this call behind every started all-reduce, without the
+  /// host waiting: NCCL makes the compute stream wait for the communicator's stream. The host
+  /// backends complete their collectives on the host, so there this is wait_all().
+  virtual void wait_all_on_device() { wait_all(); }
+  /// Waits on the host, within the deadline, for every collective issued so far, so that a peer
+  /// that died during stream-ordered collectives surfaces as an lmf::Error rather than a hang of
+  /// the next read. A no-op for backends whose collectives complete before they return.
+  virtual void synchronize() {}
   /// `bytes` bytes of device() memory from `root` to every rank.
   virtual void broadcast(void* data, int64_t bytes, int root) = 0;
   /// send: world_size·count elements; rank r receives block r of the reduction in recv (count).
+  /// reduce_scatter and all_gather are stream-ordered on NCCL: device work queued after them sees
+  /// their result, and the host does not wait (synchronize() does); elsewhere they block.
   virtual void reduce_scatter(const float* send, float* recv, int64_t count, ReduceOp op) = 0;
   /// send: count elements; recv: world_size·count, block r from rank r. send may be
   /// recv + rank·count (in place).
@@ -68,7 +81,8 @@ class Comm {
   virtual void barrier() = 0;
 
   /// In-place reduction of a few host doubles (losses, flags, norms) on every backend: the way
-  /// ranks agree on decisions.
+  /// ranks agree on decisions. NCCL with several ranks sends these over MPI, so they never wait
+  /// for the GPU.
   virtual void all_reduce_host(double* values, int64_t count, ReduceOp op) = 0;
   /// Host bytes from `root` to every rank (paths, small metadata).
   virtual void broadcast_host(void* data, int64_t bytes, int root) = 0;

@@ -12,6 +12,8 @@
 
 namespace lmf::optim {
 
+class DeviceStep;
+
 struct AdamWConfig {
   float lr = 1e-3f;
   float beta1 = 0.9f;
@@ -40,8 +42,15 @@ class AdamW {
   float lr() const { return config_.lr; }
   void set_lr(float lr) { config_.lr = lr; }
   const AdamWConfig& config() const { return config_; }
-  /// Number of step() calls so far (PyTorch's state['step']).
+  /// On a GPU: the update with the clip factor, the skip verdict and t taken from `control` on the
+  /// device (after control.decide()), so nothing is read back; a skipped step leaves parameters
+  /// and moments untouched. The gradients are multiplied by the clip factor as they are read (the
+  /// gradient slab itself is not scaled). step_count() is not advanced here: the device counts
+  /// applied updates, and the caller copies control.applied() in with set_step_count() after a read.
+  void step(const DeviceStep& control);
+  /// Number of applied updates so far (PyTorch's state['step']).
   int64_t step_count() const { return step_; }
+  void set_step_count(int64_t step) { step_ = step; }
 
   /// Checkpointable state: moments by parameter name (views of the moment slabs) and the step.
   struct State {
@@ -69,6 +78,7 @@ class AdamW {
   bool decays(std::size_t entry) const { return decay_.at(entry); }
 
  private:
+  void prepare_step();
   void rebuild_runs();
 
   std::shared_ptr<nn::ParameterSlab> slab_;

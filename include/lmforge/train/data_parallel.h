@@ -2,7 +2,9 @@
 // slice of every batch. Without ZeRO the gradient slab is averaged in buckets while the last
 // backward pass still runs (lmf::backward's on_leaf_grad_final hook); with ZeRO-1 each rank keeps
 // the AdamW moments of its shard of the slab only (reduce-scatter of gradients, all-gather of
-// updated parameters). With one rank every call is the plain single-process step.
+// updated parameters). With one rank every call is the plain single-process step. On a GPU the
+// collectives are stream-ordered (NCCL on its own stream, waited for by the compute stream), and
+// the DeviceStep forms keep the norm and the loss on the device.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +23,7 @@ struct ParameterSlab;
 }
 namespace lmf::optim {
 class AdamW;
+class DeviceStep;
 }
 
 namespace lmf::train {
@@ -53,6 +56,14 @@ class DataParallel {
   /// gradients clipped to `max_norm` (0: no clipping). With ZeRO-1 this is where this rank's
   /// shard of the averaged gradients is made.
   double clip_gradients(double max_norm);
+  /// The same on a GPU without reading anything back: the gradients' sum of squares (all ranks)
+  /// into `control`, then control.decide(step, max_norm, ...) makes the clip factor, the verdict
+  /// and AdamW's t on the device; optimizer.step(control) applies them. With NCCL, ZeRO-1's
+  /// reduce-scatter and the norm's all-reduce are stream-ordered: the host never waits.
+  void clip_gradients(optim::DeviceStep& control, int64_t step, double max_norm);
+  /// The mean over the ranks of one f32 in device memory, in place and stream-ordered (nothing
+  /// with one rank): a GPU step's loss, so that every rank decides alike on the device.
+  void mean_on_device(float* value);
   /// After optimizer.step(): with ZeRO-1, every rank's updated shard to every rank.
   void after_step();
 

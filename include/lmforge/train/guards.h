@@ -21,6 +21,14 @@ class LossGuard {
  public:
   explicit LossGuard(float spike_zscore = 0.f, std::size_t window = 50, std::size_t warmup = 20);
   LossVerdict check(float loss) const;
+  /// What check() compares a finite loss with: a spike is sd > 0 and (loss - mean) / sd > zscore,
+  /// in double. zscore is 0 while the test is off (spike_zscore 0, or fewer than `warmup` losses).
+  /// A GPU step evaluates the same test on the device against the reference of the last read.
+  struct SpikeReference {
+    double mean = 0, sd = 0;
+    float zscore = 0;
+  };
+  SpikeReference spike_reference() const;
   /// Records the loss of an applied update.
   void accept(float loss);
   /// The window, oldest first (saved in checkpoints).

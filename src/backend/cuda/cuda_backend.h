@@ -15,6 +15,7 @@
 #include "lmforge/core/error.h"
 // Relative, so every target that sees src/ finds the op table shared with the CPU kernels.
 #include "../../../kernels/common/op_table.h"
+#include "../../../kernels/common/step_control.h"
 
 #ifdef LMF_WITH_CUDA
 #define LMF_CUDA_ENTRY(signature) signature;
@@ -230,6 +231,14 @@ LMF_CUDA_ENTRY(void gather_backward(Device device, float* dx, const float* dout,
 LMF_CUDA_ENTRY(void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n,
                                  float decay_factor, float lr, float beta1, float beta2, float eps,
                                  float bias_correction1, float bias_correction2_sqrt))
+/// As adamw_update, with the clip factor, skip verdict and bias corrections read on the device from
+/// `control` (kernels::adamw_update_controlled): no value goes back to the host.
+LMF_CUDA_ENTRY(void adamw_update_controlled(Device device, float* p, const float* g, float* m, float* v, int64_t n,
+                                            float decay_factor, float lr, float beta1, float beta2, float eps,
+                                            const kernels::StepControl* control))
+/// kernels::step_decide on the device's default stream.
+LMF_CUDA_ENTRY(void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* record,
+                                float max_norm, float beta1, float beta2))
 
 }  // namespace lmf::cuda
 

@@ -1,6 +1,7 @@
 // Host glue for the model ops (kernels/embedding.cu, layernorm.cu, rmsnorm.cu, rotary.cu, swiglu.cu,
 // gelu.cu, softmax.cu, attention.cu, flash_attention.cu, cross_entropy.cu, dropout.cu, adamw.cu): select the GPU,
-// take workspace from its caching allocator, launch. Id checks are the one place that reads a value back to the host.
+// take workspace from its caching allocator, launch. Id checks are the one place that reads a value back to the host,
+// and are skipped when ComputeOptions::device_id_checks is off (the trainer, whose loader checked them).
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -14,6 +15,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.h"
+#include "step_kernels.h"
 
 namespace lmf::cuda {
 namespace {
@@ -24,6 +26,7 @@ namespace k = lmf::kernels;
 template <class Id>
 void report_first_bad(const char* op, const Tensor& first_bad, const Id* ids, int64_t n, int64_t v) {
   long long bad = n;
+  detail::count_cuda_host_sync();
   LMF_CUDA_CHECK(cudaMemcpy(&bad, first_bad.raw_data(), sizeof(bad), cudaMemcpyDeviceToHost));
   if (bad >= n) return;
   Id id{};
@@ -132,6 +135,7 @@ void flash_attention_backward(Device device, const FlashOperands& ops, float* dq
 }
 
 void check_ids_i32(Device device, const char* op, const int32_t* ids, int64_t n, int64_t v, int32_t allowed) {
+  if (!compute_options().device_id_checks) return;
   DeviceGuard guard(device);
   Tensor first_bad = workspace(device, sizeof(long long));
   k::find_invalid_ids_i32(static_cast<long long*>(first_bad.raw_data()), ids, n, v, allowed, kStream);
@@ -139,6 +143,7 @@ void check_ids_i32(Device device, const char* op, const int32_t* ids, int64_t n,
 }
 
 void check_ids_u16(Device device, const char* op, const uint16_t* ids, int64_t n, int64_t v) {
+  if (!compute_options().device_id_checks) return;
   DeviceGuard guard(device);
   Tensor first_bad = workspace(device, sizeof(long long));
   k::find_invalid_ids_u16(static_cast<long long*>(first_bad.raw_data()), ids, n, v, kStream);
@@ -329,6 +334,19 @@ void adamw_update(Device device, float* p, const float* g, float* m, float* v, i
   DeviceGuard guard(device);
   k::adamw_update(p, g, m, v, n, decay_factor, lr, beta1, beta2, eps, bias_correction1, bias_correction2_sqrt,
                   kStream);
+}
+
+void adamw_update_controlled(Device device, float* p, const float* g, float* m, float* v, int64_t n,
+                             float decay_factor, float lr, float beta1, float beta2, float eps,
+                             const kernels::StepControl* control) {
+  DeviceGuard guard(device);
+  k::adamw_update_controlled(p, g, m, v, n, decay_factor, lr, beta1, beta2, eps, control, kStream);
+}
+
+void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* record, float max_norm,
+                 float beta1, float beta2) {
+  DeviceGuard guard(device);
+  k::step_decide(control, record, max_norm, beta1, beta2, kStream);
 }
 
 }  // namespace lmf::cuda
