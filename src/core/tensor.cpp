@@ -13,6 +13,7 @@
 
 #include "kernels.h"
 #endif
+#include "core/cuda_capture.h"
 
 namespace lmf {
 
@@ -48,6 +49,15 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
 #ifdef LMF_WITH_CUDA
+  // cudaMemcpy would synchronise (and break) a capture; say which direction did it instead.
+  if (src_device.is_cuda() && dst_device.is_cpu())
+    detail::check_not_capturing(src_device, "a device-to-host copy (a host read: item, to_vector, to(cpu))");
+  if (src_device.is_cpu() && dst_device.is_cuda())
+    detail::check_not_capturing(dst_device, "a host-to-device copy (from_vector, to(cuda), copy_ from the CPU)");
+  if (src_device.is_cuda() && dst_device.is_cuda()) {
+    detail::check_not_capturing(src_device, "a cudaMemcpy between GPUs");
+    detail::check_not_capturing(dst_device, "a cudaMemcpy between GPUs");
+  }
   const cudaError_t status = cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault);
   LMF_CHECK(status == cudaSuccess, "cudaMemcpy of ", nbytes, " bytes failed: ", cudaGetErrorString(status));
 #else
@@ -270,7 +280,8 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
 
 #ifdef LMF_WITH_CUDA
 // Strided copies, dtype conversions and fills of GPU tensors run as kernels (kernels/copy.cu) on the
-// tensor's GPU and the legacy default stream, the stream that copy_bytes' cudaMemcpy also orders with.
+// tensor's GPU and its stream (the legacy default stream that copy_bytes' cudaMemcpy also orders
+// with, or a capturing CUDA graph's stream).
 class CudaDeviceScope {
  public:
   explicit CudaDeviceScope(Device device) {
@@ -297,7 +308,7 @@ void cuda_strided_copy(const Tensor& dst, const Tensor& src) {
   }
   CudaDeviceScope scope(src.device());
   kernels::strided_copy(dst.raw_data(), elem_type(dst.dtype()), src.raw_data(), elem_type(src.dtype()), layout,
-                        nullptr);
+                        detail::cuda_stream(src.device().index));
 }
 #endif
 
@@ -309,6 +320,7 @@ float Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_vector() const {
+  detail::check_not_capturing(device(), "Tensor::to_vector / item (a host read)");
   Tensor host = device().is_cpu() ? *this : to(Device::cpu());
   Tensor f = Tensor::empty(shape(), DType::f32);
   cpu_strided_copy(f, host);
@@ -389,7 +401,7 @@ Tensor& Tensor::fill_(float value) {
 #ifdef LMF_WITH_CUDA
     if (is_contiguous()) {
       CudaDeviceScope scope(device());
-      kernels::fill(raw_data(), elem_type(dtype()), value, n, nullptr);
+      kernels::fill(raw_data(), elem_type(dtype()), value, n, detail::cuda_stream(device().index));
       return *this;
     }
 #endif

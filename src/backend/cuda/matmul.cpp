@@ -47,7 +47,7 @@ Tensor pack_a(Device device, const float* a, int64_t batch, int64_t stride, int6
               int64_t mp, int64_t kp) {
   Tensor packed = workspace(device, 2 * batch * mp * kp);
   const int64_t sr = trans ? 1 : kk, sc = trans ? m : 1;
-  k::pack_bf16(reinterpret_cast<k::bf16_t*>(packed.raw_data()), a, batch, m, kk, mp, kp, stride, sr, sc, kStream);
+  k::pack_bf16(reinterpret_cast<k::bf16_t*>(packed.raw_data()), a, batch, m, kk, mp, kp, stride, sr, sc, stream());
   return packed;
 }
 
@@ -56,7 +56,7 @@ Tensor pack_b(Device device, const float* b, int64_t batch, int64_t stride, int6
               int64_t np, int64_t kp) {
   Tensor packed = workspace(device, 2 * batch * np * kp);
   const int64_t sr = trans ? kk : 1, sc = trans ? 1 : n;
-  k::pack_bf16(reinterpret_cast<k::bf16_t*>(packed.raw_data()), b, batch, n, kk, np, kp, stride, sr, sc, kStream);
+  k::pack_bf16(reinterpret_cast<k::bf16_t*>(packed.raw_data()), b, batch, n, kk, np, kp, stride, sr, sc, stream());
   return packed;
 }
 
@@ -81,13 +81,13 @@ void run(Device device, int64_t batch, const float* a, int64_t stride_a, const f
   p.stride_c = stride_c;
   p.batch = batch;
   p.accumulate = accumulate;
-  k::gemm(p, backend(options), kStream);
+  k::gemm(p, backend(options), stream());
   if (!gelu_out) return;
   // The GELU of the finished c, beside it (the kernel's own GELU epilogue would replace c).
   if (stride_c == m * n || batch == 1) {
-    k::gelu_forward(gelu_out, c, batch * m * n, kStream);
+    k::gelu_forward(gelu_out, c, batch * m * n, stream());
   } else {
-    for (int64_t i = 0; i < batch; ++i) k::gelu_forward(gelu_out + i * stride_c, c + i * stride_c, m * n, kStream);
+    for (int64_t i = 0; i < batch; ++i) k::gelu_forward(gelu_out + i * stride_c, c + i * stride_c, m * n, stream());
   }
 }
 
