@@ -3,15 +3,18 @@
 // the same order on the same values; AdamW reads the per-step lr and bias corrections from
 // device memory, so a changing lr and the step count reach the replays). A host read inside a
 // capture fails naming itself, and leaves the device usable.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "adamw_step_scalars.h"
 #include "cuda/cuda_test_util.h"
 #include "lmforge/autograd.h"
 #include "core/private_pool.h"
 #include "lmforge/core/cuda_graph.h"
 #include "lmforge/nn/gpt.h"
+#include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
 #include "lmforge/train/trainer.h"
 
@@ -99,6 +102,36 @@ Run train(bool graph) {
 }
 
 }  // namespace
+
+TEST_CASE("AdamW with its scalars in device memory matches the CPU arithmetic and reads them at launch") {
+  LMF_SKIP_WITHOUT_GPU();
+  namespace k = lmf::kernels;
+  const int64_t n = 10007;
+  auto p = lmf::test::random_vector(n, 18), g = lmf::test::random_vector(n, 19);
+  auto m = lmf::test::random_vector(n, 20, 0.1f), v = lmf::test::random_vector(n, 21, 0.1f);
+  for (float& x : v) x = x * x;
+  lmf::test::DeviceBuffer<float> dp(p), dg(g), dm(m), dv(v), dscalars(std::vector<float>(3, 0.f));
+  const float b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  // Two steps with different lr and step counts through the same buffer, rewritten in between.
+  for (int step = 3; step <= 4; ++step) {
+    const float lr = 1e-3f * static_cast<float>(step);
+    const float bc1 = 1.f - std::pow(b1, float(step)), bc2 = std::sqrt(1.f - std::pow(b2, float(step)));
+    dscalars.upload({lr, lr / bc1, bc2});
+    k::adamw_update_device_scalars(dp.get(), dg.get(), dm.get(), dv.get(), n, wd, b1, b2, eps,
+                                   reinterpret_cast<const k::AdamWStepScalars*>(dscalars.get()), nullptr);
+    const float decay = 1.f - lr * wd;
+    for (int64_t i = 0; i < n; ++i) {
+      m[i] = b1 * m[i] + (1.f - b1) * g[i];
+      v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
+      p[i] = p[i] * decay - (lr / bc1) * m[i] / (std::sqrt(v[i]) / bc2 + eps);
+    }
+  }
+  // Same expression order as the CPU; only fused multiply-adds may differ: a few ulps per value
+  // (the tolerances of the by-value update's test in test_kernels.cpp, for two steps).
+  CHECK(lmf::test::max_abs_diff(dm.download(), m) <= 2e-6);
+  CHECK(lmf::test::max_abs_diff(dv.download(), v) <= 2e-6);
+  CHECK(lmf::test::max_abs_diff(dp.download(), p) <= 2e-5);
+}
 
 TEST_CASE("a captured step replayed gives the eager run's losses and weights bit for bit") {
   LMF_SKIP_WITHOUT_GPU();

@@ -30,8 +30,8 @@ namespace lmf {
 ///   step must be read by the kernels from device memory: AdamW does so for its learning rate and
 ///   bias corrections (it registers a `before_launch` hook; set the new lr with `set_lr` before
 ///   `replay()`). Dropout draws its mask from a counter fixed at capture: replays repeat the mask.
-/// - Memory: while capturing, the device's allocations come from a private pool that belongs to
-///   this graph (beside the caching allocator's shared cache); blocks freed during the capture stay in it, so replays
+/// - Memory: while capturing, the device's allocations come from a private pool of the caching
+///   allocator that belongs to this graph; blocks freed during the capture stay in it, so replays
 ///   find their scratch memory untouched by other work. The pool is released with the graph.
 /// - The ids the step embeds are not checked against the vocabulary inside a capture (that check
 ///   reads back); check them when filling the input (the data loader does).
