@@ -7,7 +7,10 @@
 // StepControl in device memory that step_decide fills, so a training step never reads a value back
 // to decide whether and how to update (and stays capturable in a CUDA graph).
 // Shapes: p, g, m, v (N) — N is the length of one run of parameters sharing a weight decay.
+// adamw_update_device_scalars is the same update with lr and the bias corrections read from
+// device memory (AdamWStepScalars), for steps captured in a CUDA graph.
 #include "common/common.cuh"
+#include "adamw_step_scalars.h"
 #include "kernels.h"
 #include "step_kernels.h"
 
@@ -31,16 +34,44 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
   }
 }
 
+// The controlled form: lr from the AdamWStepScalars buffer (so a captured step replays with the
+// schedule's lr), clip factor, skip verdict and bias corrections from the StepControl that
+// step_decide fills. step_size = lr / bc1 and 1 - lr·wd (a product, then a difference:
+// __fmul_rn forbids the fused multiply-add) are formed as the host forms them.
 __global__ void adamw_controlled_kernel(float* p, const float* g, float* m, float* v, int64_t n,
-                                        float decay_factor, float lr, float beta1, float beta2, float eps,
-                                        const StepControl* control) {
+                                        float weight_decay, float beta1, float beta2, float eps,
+                                        const StepControl* control, const AdamWStepScalars* scalars) {
   if (control->skip != kStepApplied) return;  // p, m and v stay as they were
+  const float lr = scalars->lr;
+  const float decay_factor = 1.f - __fmul_rn(lr, weight_decay);
   const float coef = control->clip_coef;
   const float step_size = lr / control->bias_correction1;
   const float bias_correction2_sqrt = control->bias_correction2_sqrt;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float grad = coef == 1.f ? g[i] : g[i] * coef;  // as the host path's scale_ of the gradients
+    const float mi = beta1 * m[i] + (1.f - beta1) * grad;
+    const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
+    p[i] = p[i] * decay_factor - step_size * mi / denom;
+  }
+}
+
+
+// adamw_kernel with the per-step scalars read from device memory; kept as its own kernel so the
+// by-value path stays exactly as it is. __fmul_rn keeps 1 - lr·wd a product then a difference
+// (no fused multiply-add), as the host forms it for the by-value path.
+__global__ void adamw_device_scalars_kernel(float* p, const float* g, float* m, float* v, int64_t n,
+                                            float weight_decay, float beta1, float beta2, float eps,
+                                            const AdamWStepScalars* scalars) {
+  const float decay_factor = 1.f - __fmul_rn(scalars->lr, weight_decay);
+  const float step_size = scalars->step_size;
+  const float bias_correction2_sqrt = scalars->bias_correction2_sqrt;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float grad = g[i];
     const float mi = beta1 * m[i] + (1.f - beta1) * grad;
     const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
     m[i] = mi;
@@ -80,18 +111,27 @@ __global__ void step_decide_kernel(StepControl* c, StepRecord* record, float max
 
 }  // namespace
 
-void adamw_update_controlled(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
-                             float lr, float beta1, float beta2, float eps, const StepControl* control,
-                             cudaStream_t stream) {
+void adamw_update_controlled(float* p, const float* g, float* m, float* v, int64_t n, float weight_decay,
+                             float beta1, float beta2, float eps, const StepControl* control,
+                             const AdamWStepScalars* scalars, cudaStream_t stream) {
   if (n == 0) return;
-  adamw_controlled_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, decay_factor, lr, beta1,
-                                                                          beta2, eps, control);
+  adamw_controlled_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, weight_decay, beta1,
+                                                                          beta2, eps, control, scalars);
   LMF_CUDA_LAUNCH_CHECK();
 }
 
 void step_decide(StepControl* control, StepRecord* record, float max_norm, float beta1, float beta2,
                  cudaStream_t stream) {
   step_decide_kernel<<<1, 1, 0, stream>>>(control, record, max_norm, beta1, beta2);
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+void adamw_update_device_scalars(float* p, const float* g, float* m, float* v, int64_t n, float weight_decay,
+                                 float beta1, float beta2, float eps, const AdamWStepScalars* scalars,
+                                 cudaStream_t stream) {
+  if (n == 0) return;
+  adamw_device_scalars_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, weight_decay, beta1,
+                                                                             beta2, eps, scalars);
   LMF_CUDA_LAUNCH_CHECK();
 }
 

@@ -259,8 +259,14 @@ CublasState& cublas_state(int device) {  // call with g_cublas_mutex held
   static std::map<int, CublasState> states;
   CublasState& state = states[device];
   if (state.handle == nullptr) {
+    // Made once per device and kept, so a CUDA graph may record its address. If the first GEMM is
+    // inside a capture, the capture's global mode would refuse cudaMalloc; the handle outlives
+    // every graph, so relaxing the mode for these two calls is safe.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    LMF_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
     LMF_CUBLAS_CHECK(cublasLtCreate(&state.handle));
     LMF_CUDA_CHECK(cudaMalloc(&state.workspace, kCublasWorkspace));
+    LMF_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
   }
   return state;
 }

@@ -10,12 +10,14 @@
 
 namespace lmf::kernels {
 
+struct AdamWStepScalars;
 /// AdamW as adamw_update, with the clip factor, skip verdict and bias corrections read from
-/// `control` (device memory, filled by step_decide): nothing is read back to the host, and a
-/// skipped step leaves p, m and v untouched. g is multiplied by control->clip_coef as it is read.
-void adamw_update_controlled(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
-                             float lr, float beta1, float beta2, float eps, const StepControl* control,
-                             cudaStream_t stream);
+/// `control` (device memory, filled by step_decide) and lr from `scalars` (written before each
+/// step or each replay of a captured one): nothing is read back to the host, and a skipped step
+/// leaves p, m and v untouched. g is multiplied by control->clip_coef as it is read.
+void adamw_update_controlled(float* p, const float* g, float* m, float* v, int64_t n, float weight_decay,
+                             float beta1, float beta2, float eps, const StepControl* control,
+                             const AdamWStepScalars* scalars, cudaStream_t stream);
 /// One thread on the device: from control->loss and control->sum_squares, the norm, the clip factor
 /// (torch's max_norm / (norm + 1e-6) when below 1; max_norm <= 0: none), the skip verdict (a
 /// non-finite loss, a spike against the reference in control, a non-finite norm, in that order),

@@ -4,6 +4,7 @@
 
 #include "lmforge/core/allocator.h"
 #include "lmforge/core/compute.h"
+#include "lmforge/core/cuda_graph.h"
 #include "lmforge/core/device.h"
 #include "lmforge/core/dtype.h"
 #include "lmforge/core/error.h"

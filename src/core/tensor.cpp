@@ -13,6 +13,7 @@
 
 #include "kernels.h"
 #endif
+#include "core/cuda_capture.h"
 
 namespace lmf {
 
@@ -48,6 +49,15 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
 #ifdef LMF_WITH_CUDA
+  // cudaMemcpy would synchronise (and break) a capture; say which direction did it instead.
+  if (src_device.is_cuda() && dst_device.is_cpu())
+    detail::check_not_capturing(src_device, "a device-to-host copy (a host read: item, to_vector, to(cpu))");
+  if (src_device.is_cpu() && dst_device.is_cuda())
+    detail::check_not_capturing(dst_device, "a host-to-device copy (from_vector, to(cuda), copy_ from the CPU)");
+  if (src_device.is_cuda() && dst_device.is_cuda()) {
+    detail::check_not_capturing(src_device, "a cudaMemcpy between GPUs");
+    detail::check_not_capturing(dst_device, "a cudaMemcpy between GPUs");
+  }
   // A copy between host and GPU memory waits for the GPU; one within a GPU does not.
   if (dst_device.is_cpu() != src_device.is_cpu()) detail::count_cuda_host_sync();
   const cudaError_t status = cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault);
@@ -272,7 +282,8 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
 
 #ifdef LMF_WITH_CUDA
 // Strided copies, dtype conversions and fills of GPU tensors run as kernels (kernels/copy.cu) on the
-// tensor's GPU and the legacy default stream, the stream that copy_bytes' cudaMemcpy also orders with.
+// tensor's GPU and its stream (the legacy default stream that copy_bytes' cudaMemcpy also orders
+// with, or a capturing CUDA graph's stream).
 class CudaDeviceScope {
  public:
   explicit CudaDeviceScope(Device device) {
@@ -299,7 +310,7 @@ void cuda_strided_copy(const Tensor& dst, const Tensor& src) {
   }
   CudaDeviceScope scope(src.device());
   kernels::strided_copy(dst.raw_data(), elem_type(dst.dtype()), src.raw_data(), elem_type(src.dtype()), layout,
-                        nullptr);
+                        detail::cuda_stream(src.device().index));
 }
 #endif
 
@@ -311,6 +322,7 @@ float Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_vector() const {
+  detail::check_not_capturing(device(), "Tensor::to_vector / item (a host read)");
   Tensor host = device().is_cpu() ? *this : to(Device::cpu());
   Tensor f = Tensor::empty(shape(), DType::f32);
   cpu_strided_copy(f, host);
@@ -391,7 +403,7 @@ Tensor& Tensor::fill_(float value) {
 #ifdef LMF_WITH_CUDA
     if (is_contiguous()) {
       CudaDeviceScope scope(device());
-      kernels::fill(raw_data(), elem_type(dtype()), value, n, nullptr);
+      kernels::fill(raw_data(), elem_type(dtype()), value, n, detail::cuda_stream(device().index));
       return *this;
     }
 #endif

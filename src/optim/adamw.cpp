@@ -8,8 +8,10 @@
 #include <unordered_map>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/adamw_device_scalars.h"
 #include "backend/cuda/cuda_backend.h"
 #include "lmforge/autograd.h"
+#include "lmforge/core/cuda_graph.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/device_step.h"
 
@@ -35,6 +37,27 @@ AdamW::AdamW(const nn::Module& model, AdamWConfig config, const std::vector<std:
     excluded_[static_cast<std::size_t>(it - slab_->entries.begin())] = true;
   }
   shard(0, slab_->numel());
+  if (slab_->device().is_cuda()) scalars_ = Tensor::zeros({3}, DType::f32, slab_->device());
+}
+
+namespace {
+
+struct BiasCorrections {
+  float first, second_sqrt;
+};
+
+BiasCorrections bias_corrections(const AdamWConfig& config, int64_t step) {
+  const double t = static_cast<double>(step);
+  return {static_cast<float>(1.0 - std::pow(double(config.beta1), t)),
+          static_cast<float>(std::sqrt(1.0 - std::pow(double(config.beta2), t)))};
+}
+
+}  // namespace
+
+void AdamW::write_device_scalars() {
+  const BiasCorrections bc = bias_corrections(config_, step_);
+  const float values[3] = {config_.lr, config_.lr / bc.first, bc.second_sqrt};
+  cuda::write_adamw_scalars(slab_->device(), scalars_.data<float>(), values);
 }
 
 void AdamW::shard(int64_t begin, int64_t end) {
@@ -93,28 +116,45 @@ void AdamW::step(const DeviceStep& control) {
   LMF_CHECK(device.is_cuda() && control.device() == device, "AdamW::step(DeviceStep): parameters on ",
             device.str(), " and the step's control on ", control.device().str(), "; both must be one GPU");
   const auto* state = static_cast<const kernels::StepControl*>(control.control());
+  // lr comes from the device buffer, as in step(): inside a capture the graph rewrites it before
+  // each replay, so a captured device step follows the schedule. The bias corrections are the
+  // control's (it counts applied steps on the device).
+  if (CudaGraph* graph = CudaGraph::capturing(device)) {
+    graph->before_launch([this](bool) { write_device_scalars(); });
+  } else {
+    write_device_scalars();
+  }
   float* p = slab_->params.data<float>();
   const float* g = slab_->grads.data<float>();
   for (const Run& r : runs_) {
     cuda::adamw_update_controlled(device, p + r.begin, g + r.begin, m_.data<float>() + (r.begin - shard_begin_),
-                                  v_.data<float>() + (r.begin - shard_begin_), r.end - r.begin,
-                                  1.f - config_.lr * r.weight_decay, config_.lr, config_.beta1, config_.beta2,
-                                  config_.eps, state);
+                                  v_.data<float>() + (r.begin - shard_begin_), r.end - r.begin, r.weight_decay,
+                                  config_.beta1, config_.beta2, config_.eps, state, scalars_.data<float>());
   }
 }
 
 void AdamW::step() {
   prepare_step();
   ++step_;
-  const double t = static_cast<double>(step_);
-  const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config_.beta1), t));
-  const float bias_correction2_sqrt =
-      static_cast<float>(std::sqrt(1.0 - std::pow(double(config_.beta2), t)));
+  const BiasCorrections bc = bias_corrections(config_, step_);
+  const float bias_correction1 = bc.first, bias_correction2_sqrt = bc.second_sqrt;
   float* p = slab_->params.data<float>();
   const float* g = slab_->grads.data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
   const Device device = slab_->device();
+  if (device.is_cuda()) {
+    // Inside a capture the host cannot write the buffer; the graph does it before each launch,
+    // counting the step first on a replay (this call already counted the captured one).
+    if (CudaGraph* graph = CudaGraph::capturing(device)) {
+      graph->before_launch([this](bool replay) {
+        if (replay) ++step_;
+        write_device_scalars();
+      });
+    } else {
+      write_device_scalars();
+    }
+  }
   for (const Run& r : runs_) {
     float* pr = p + r.begin;
     const float* gr = g + r.begin;
@@ -126,9 +166,9 @@ void AdamW::step() {
         cpu::adamw_update(pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1, config_.beta2,
                           config_.eps, bias_correction1, bias_correction2_sqrt);
         break;
-      case DeviceType::cuda:  // the default stream: ordered after the backward that made the gradients
-        cuda::adamw_update(device, pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1,
-                           config_.beta2, config_.eps, bias_correction1, bias_correction2_sqrt);
+      case DeviceType::cuda:  // the device's stream: ordered after the backward that made the gradients
+        cuda::adamw_update_device_scalars(device, pr, gr, mr, vr, r.end - r.begin, r.weight_decay, config_.beta1,
+                                          config_.beta2, config_.eps, scalars_.data<float>());
         break;
     }
   }

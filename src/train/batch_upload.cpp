@@ -35,6 +35,7 @@ data::Batch BatchUpload::to_device(const data::Batch& batch) {
   LMF_CHECK(inputs.device().is_cpu() && inputs.dtype() == DType::i32 && targets.dtype() == DType::i32 &&
                 inputs.shape() == targets.shape(),
             "BatchUpload: expected two (B, T) i32 CPU tensors");
+  detail::check_not_capturing(device_, "BatchUpload::to_device (a batch copied up from the host)");
   cuda::DeviceGuard guard(device_);
   Staging& s = staging_[next_];
   next_ = 1 - next_;
@@ -56,8 +57,8 @@ data::Batch BatchUpload::to_device(const data::Batch& batch) {
   Shape both = inputs.shape();
   both.insert(both.begin(), 2);
   const Tensor device = Tensor::empty(both, DType::i32, device_);  // (2, B, T)
-  LMF_CUDA_CHECK(cudaMemcpyAsync(device.raw_data(), s.host, bytes, cudaMemcpyHostToDevice, cuda::kStream));
-  LMF_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(s.copied), cuda::kStream));
+  LMF_CUDA_CHECK(cudaMemcpyAsync(device.raw_data(), s.host, bytes, cudaMemcpyHostToDevice, cuda::stream()));
+  LMF_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(s.copied), cuda::stream()));
   const int64_t n = inputs.numel();
   return {Tensor::view_of(device.storage(), inputs.shape(), DType::i32, 0),
           Tensor::view_of(device.storage(), inputs.shape(), DType::i32, n)};

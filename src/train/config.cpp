@@ -238,6 +238,7 @@ const std::vector<Field>& fields() {
           return v >= 0 && v <= io::kMaxThreads ? std::string()
                                                 : str("must be in [0, ", io::kMaxThreads, "] (0 = all cores), got ", v);
         }));
+    f.push_back(field<bool>("run.cuda_graph", [](Config& c) -> auto& { return c.run.cuda_graph; }));
     // data
     f.push_back(field<std::string>("data.train", [](Config& c) -> auto& { return c.data.train; }));
     f.push_back(field<std::string>("data.val", [](Config& c) -> auto& { return c.data.val; }));
@@ -591,6 +592,14 @@ void Config::validate() const {
             "must be at most 2^53");
   LMF_CHECK(std::isfinite(training.max_time) && training.max_time <= 1e9,
             "training.max_time: must be at most 1e9 seconds, got ", training.max_time);
+  if (run.cuda_graph) {
+    LMF_CHECK(run.device.kind != DeviceKind::cpu, "run.cuda_graph: true needs run.device: cuda (a CUDA graph "
+              "records GPU work), got run.device: cpu");
+    LMF_CHECK(training.grad_accum_steps == 1, "run.cuda_graph: true captures one micro-batch per step; "
+              "training.grad_accum_steps is ", training.grad_accum_steps, " (accumulation is not captured yet)");
+    LMF_CHECK(model.dropout == 0.f, "run.cuda_graph: true needs model.dropout: 0 (got ", model.dropout,
+              "): a replayed step would repeat the captured dropout masks");
+  }
   LMF_CHECK(!data.train.empty(), "data.train: required (a token shard, a glob, or a prepared directory)");
   LMF_CHECK(training.max_steps > 0 || training.max_tokens > 0 || training.max_time > 0,
             "training: set at least one of max_steps, max_tokens, max_time");

@@ -188,6 +188,7 @@ struct Trainer::Impl {
   void setup(std::unique_ptr<nn::CausalLM> given) {
     check_device();
     make_comm();
+    check_cuda_graph();
     const ComputeScope scope(compute);
     paths = resolve_data(config.data);
     check_paths();
@@ -245,6 +246,24 @@ struct Trainer::Impl {
     } else {
       peak_flops = device_peak_flops(device, MatmulRate::bf16);  // GPU products take bf16 operands
     }
+  }
+
+  // run.cuda_graph: the step would be captured once after warm-up steps and replayed. Config
+  // validation refused what no capture can hold (accumulation, dropout, a CPU device named); here
+  // the resolved device and the world size are known. The step still reads its loss and gradient
+  // norm back to the host between the backward pass and the update (the log, clipping and the
+  // NaN and spike guards), which a capture cannot record, so for now the trainer refuses;
+  // lmf::CudaGraph works in a custom loop whose step keeps its values on the device.
+  void check_cuda_graph() const {
+    if (!config.run.cuda_graph) return;
+    LMF_CHECK(device.is_cuda(), "run.cuda_graph: true needs a GPU (run.device resolved to ", device.str(),
+              "); a CUDA graph records GPU work");
+    LMF_CHECK(comm->world_size() == 1, "run.cuda_graph: true cannot capture a data-parallel step (",
+              comm->world_size(), " processes): the gradient all-reduce is not recorded yet");
+    throw Error("run.cuda_graph: true is not available in the trainer yet: its step reads the loss and "
+                "the gradient norm back to the host between the backward pass and the update (logging, "
+                "clipping, the NaN and spike guards), which a CUDA graph cannot record. Train with "
+                "run.cuda_graph: false, or capture the step with lmf::CudaGraph in a custom loop (docs/gpu.md)");
   }
 
   // run.device -> `device`. `auto` is the CPU (docs/config.md says why); cuda and cuda:N need a

@@ -118,3 +118,15 @@ TEST_CASE("every shipped config in configs/ parses and validates") {
   CHECK(recipe.eval.interval == 250);
   CHECK(recipe.eval.batches == 20);
 }
+
+TEST_CASE("run.cuda_graph is off by default and refuses what a capture cannot hold") {
+  CHECK_FALSE(Config::parse(kMinimal, "cfg.yaml").run.cuda_graph);
+  CHECK(Config::parse(kMinimal, "cfg.yaml", {"run.cuda_graph=true", "run.device=cuda"}).run.cuda_graph);
+  CHECK_THAT(error_of(kMinimal, {"run.cuda_graph=true", "run.device=cpu"}),
+             Catch::Contains("run.cuda_graph") && Catch::Contains("run.device: cuda"));
+  CHECK_THAT(error_of(kMinimal, {"run.cuda_graph=true", "training.grad_accum_steps=2"}),
+             Catch::Contains("run.cuda_graph") && Catch::Contains("grad_accum_steps is 2"));
+  CHECK_THAT(error_of(kMinimal, {"run.cuda_graph=true", "model.dropout=0.1"}),
+             Catch::Contains("run.cuda_graph") && Catch::Contains("dropout masks"));
+  CHECK_THAT(error_of(std::string(kMinimal) + "run:\n  cuda_graph: maybe\n"), Catch::Contains("run.cuda_graph"));
+}

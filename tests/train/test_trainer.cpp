@@ -613,6 +613,16 @@ TEST_CASE("run.device: cuda without a GPU is refused naming the key") {
   CHECK(trainer.model().slab()->device().is_cpu());
 }
 
+TEST_CASE("run.cuda_graph on a run that resolves to the CPU is refused naming the key") {
+  Config c = tiny_config(fresh_dir("cuda_graph_cpu"), 2);
+  if (lmf::cuda_available()) {
+    WARN("skipped: a CUDA GPU is visible, so run.device: auto is not the CPU here");
+    return;
+  }
+  c.run.cuda_graph = true;  // run.device: auto, which is the CPU without a GPU
+  CHECK_THROWS_WITH(Trainer(c), Catch::Contains("run.cuda_graph: true needs a GPU"));
+}
+
 TEST_CASE("distributed.backend: nccl on the CPU is refused naming both keys") {
   Config c = tiny_config(fresh_dir("nccl_cpu"), 2);
   c.distributed.backend = lmf::train::CommBackend::nccl;

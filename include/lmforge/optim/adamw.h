@@ -30,6 +30,10 @@ struct AdamWConfig {
 ///   p -= lr · (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + eps)
 /// Frozen parameters (requires_grad false) are skipped entirely, like parameters without a
 /// gradient in PyTorch. Groups are decided at construction from each parameter's dims.
+/// On a GPU the update reads lr and the bias corrections from a small device buffer written
+/// before each step, so a step captured in a CUDA graph (lmforge/core/cuda_graph.h) replays with
+/// the current lr and step count: inside a capture, step() registers a hook with the graph that
+/// counts the step and writes the buffer before every replay (set_lr first to change the lr).
 class AdamW {
  public:
   /// Takes the model's slab (built on first use by nn::Module::slab()); moments start at
@@ -80,6 +84,8 @@ class AdamW {
  private:
   void prepare_step();
   void rebuild_runs();
+  // GPU: writes lr, lr / bias_correction1 and sqrt(bias_correction2) for step_ into scalars_.
+  void write_device_scalars();
 
   std::shared_ptr<nn::ParameterSlab> slab_;
   AdamWConfig config_;
@@ -95,6 +101,7 @@ class AdamW {
   Tensor m_;
   Tensor v_;
   int64_t step_ = 0;
+  Tensor scalars_;  // GPU only: (3) f32, kernels::AdamWStepScalars, read by the update kernel
   int64_t shard_begin_ = 0, shard_end_ = 0;  // moments cover slab elements [begin, end)
 };
 

@@ -61,6 +61,9 @@ struct RunConfig {
   Precision precision = Precision::fp32;         ///< parameters and activations
   Precision matmul_precision = Precision::fp32;  ///< operands of CPU matrix products
   int threads = 0;                               ///< 0: every available core
+  /// Capture the optimizer step as a CUDA graph after warm-up steps and replay it. Refused for
+  /// now with a message saying why (the step still reads values back to the host); see docs/gpu.md.
+  bool cuda_graph = false;
 };
 
 struct DataConfig {

@@ -232,10 +232,11 @@ LMF_CUDA_ENTRY(void adamw_update(Device device, float* p, const float* g, float*
                                  float decay_factor, float lr, float beta1, float beta2, float eps,
                                  float bias_correction1, float bias_correction2_sqrt))
 /// As adamw_update, with the clip factor, skip verdict and bias corrections read on the device from
-/// `control` (kernels::adamw_update_controlled): no value goes back to the host.
+/// `control` and lr from `scalars` (AdamW's device buffer, kernels::AdamWStepScalars)
+/// (kernels::adamw_update_controlled): no value goes back to the host.
 LMF_CUDA_ENTRY(void adamw_update_controlled(Device device, float* p, const float* g, float* m, float* v, int64_t n,
-                                            float decay_factor, float lr, float beta1, float beta2, float eps,
-                                            const kernels::StepControl* control))
+                                            float weight_decay, float beta1, float beta2, float eps,
+                                            const kernels::StepControl* control, const float* scalars))
 /// kernels::step_decide on the device's default stream.
 LMF_CUDA_ENTRY(void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* record,
                                 float max_norm, float beta1, float beta2))

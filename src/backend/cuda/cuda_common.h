@@ -1,17 +1,20 @@
 // Helpers shared by the CUDA host glue: run on the tensor's GPU, and take workspace from that
 // GPU's caching allocator (so a training step never reaches cudaMalloc once the cache is warm).
-// Every kernel is launched on the legacy default stream, which orders it with the cudaMemcpy calls
-// of lmf::copy_bytes without any extra synchronisation.
+// Every kernel is launched on stream(): the legacy default stream, which orders it with the
+// cudaMemcpy calls of lmf::copy_bytes without any extra synchronisation, or while a CudaGraph
+// captures on the GPU, that graph's stream (a blocking one, so the ordering still holds).
 #pragma once
 #include <cuda_runtime.h>
 
 #include "common/check.h"
+#include "core/cuda_capture.h"
 #include "kernels.h"
 #include "lmforge/core/tensor.h"
 
 namespace lmf::cuda {
 
-inline constexpr cudaStream_t kStream = nullptr;
+/// The stream of the current GPU (the one DeviceGuard selected).
+inline cudaStream_t stream() { return detail::current_cuda_stream(); }
 
 /// Makes `device` current for the scope; restores the previous device.
 class DeviceGuard {

@@ -9,59 +9,59 @@ namespace k = lmf::kernels;
 
 void add_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
   DeviceGuard guard(device);
-  k::add_forward(out, a, b, n, nb, kStream);
+  k::add_forward(out, a, b, n, nb, stream());
 }
 void sub_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
   DeviceGuard guard(device);
-  k::sub_forward(out, a, b, n, nb, kStream);
+  k::sub_forward(out, a, b, n, nb, stream());
 }
 void mul_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
   DeviceGuard guard(device);
-  k::mul_forward(out, a, b, n, nb, kStream);
+  k::mul_forward(out, a, b, n, nb, stream());
 }
 void scale_forward(Device device, float* out, const float* a, float factor, int64_t n) {
   DeviceGuard guard(device);
-  k::scale_forward(out, a, factor, n, kStream);
+  k::scale_forward(out, a, factor, n, stream());
 }
 void mul_backward(Device device, float* da, float* db, const float* dout, const float* a, const float* b,
                   int64_t n, int64_t nb) {
   DeviceGuard guard(device);
-  k::mul_backward(da, db, dout, a, b, n, nb, kStream);
+  k::mul_backward(da, db, dout, a, b, n, nb, stream());
 }
 void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor,
                  bool accumulate) {
   DeviceGuard guard(device);
   if (!accumulate) {
-    k::column_sums(out, in, nullptr, rows, cols, factor, kStream);
+    k::column_sums(out, in, nullptr, rows, cols, factor, stream());
     return;
   }
   // A (cols) temporary and an axpy: a bias-sized vector, not worth a second kernel variant.
   Tensor sums = workspace(device, sizeof(float) * cols);
-  k::column_sums(sums.data<float>(), in, nullptr, rows, cols, factor, kStream);
-  k::add_inplace(out, sums.data<float>(), 1.f, cols, kStream);
+  k::column_sums(sums.data<float>(), in, nullptr, rows, cols, factor, stream());
+  k::add_inplace(out, sums.data<float>(), 1.f, cols, stream());
 }
 void add_inplace(Device device, float* dst, const float* src, float alpha, int64_t n) {
   DeviceGuard guard(device);
-  k::add_inplace(dst, src, alpha, n, kStream);
+  k::add_inplace(dst, src, alpha, n, stream());
 }
 void sum_all(Device device, float* out, const float* x, int64_t n, float factor, bool square) {
   DeviceGuard guard(device);
   Tensor scratch = workspace(device, sizeof(float) * k::kReducePartials);
-  k::sum_all(out, x, n, factor, square, scratch.data<float>(), kStream);
+  k::sum_all(out, x, n, factor, square, scratch.data<float>(), stream());
 }
 void sum_dim_forward(Device device, float* out, const float* x, int64_t outer, int64_t d, int64_t inner,
                      float factor) {
   DeviceGuard guard(device);
-  k::sum_dim_forward(out, x, outer, d, inner, factor, kStream);
+  k::sum_dim_forward(out, x, outer, d, inner, factor, stream());
 }
 void sum_dim_backward(Device device, float* dx, const float* dout, int64_t outer, int64_t d, int64_t inner,
                       float factor) {
   DeviceGuard guard(device);
-  k::sum_dim_backward(dx, dout, outer, d, inner, factor, kStream);
+  k::sum_dim_backward(dx, dout, outer, d, inner, factor, stream());
 }
 void broadcast_scalar(Device device, float* out, const float* scalar, float factor, int64_t n) {
   DeviceGuard guard(device);
-  k::broadcast_scalar(out, scalar, factor, n, kStream);
+  k::broadcast_scalar(out, scalar, factor, n, stream());
 }
 
 }  // namespace lmf::cuda

@@ -82,9 +82,9 @@ GemmOperand prepare(Device device, const Operand& op, int64_t batch, int64_t row
   const int64_t sr = op.k_contiguous ? kk : 1, sc = op.k_contiguous ? 1 : rows;
   if (op.bf16) {
     k::pack_bf16_from_bf16(out, static_cast<const k::bf16_t*>(op.ptr), batches, rows, kk, rows, kp, op.stride, sr, sc,
-                           kStream);
+                           stream());
   } else {
-    k::pack_bf16(out, static_cast<const float*>(op.ptr), batches, rows, kk, rows, kp, op.stride, sr, sc, kStream);
+    k::pack_bf16(out, static_cast<const float*>(op.ptr), batches, rows, kk, rows, kp, op.stride, sr, sc, stream());
   }
   g.ptr = out;
   g.ld = kp;
@@ -130,14 +130,14 @@ void run(Device device, int64_t batch, const Operand& a, const Operand& b, void*
     p.c_f32 = static_cast<float*>(c);
     p.aux_f32 = static_cast<float*>(gelu_aux);
   }
-  k::gemm(p, which, kStream);
+  k::gemm(p, which, stream());
   if (!staged) return;
   k::StridedLayout layout;
   layout.nd = 1;
   layout.shape[0] = batch * m * n;
   layout.strides[0] = 1;
-  k::strided_copy(c, k::ElemType::bf16, p.c_f32, k::ElemType::f32, layout, kStream);
-  if (gelu_aux) k::strided_copy(gelu_aux, k::ElemType::bf16, p.aux_f32, k::ElemType::f32, layout, kStream);
+  k::strided_copy(c, k::ElemType::bf16, p.c_f32, k::ElemType::f32, layout, stream());
+  if (gelu_aux) k::strided_copy(gelu_aux, k::ElemType::bf16, p.aux_f32, k::ElemType::f32, layout, stream());
 }
 
 // The f32 entry points' contract: c (M, N) f32; gelu_out (c's layout) = gelu(c) beside it. Without
@@ -152,9 +152,9 @@ void run_f32(Device device, int64_t batch, const Operand& a, const Operand& b, f
   if (!gelu_out) return;
   // GELU of the accumulated c: a separate pass (the sum is complete only after the GEMM).
   if (stride_c == m * n || batch == 1) {
-    k::gelu_forward(gelu_out, c, batch * m * n, kStream);
+    k::gelu_forward(gelu_out, c, batch * m * n, stream());
   } else {
-    for (int64_t i = 0; i < batch; ++i) k::gelu_forward(gelu_out + i * stride_c, c + i * stride_c, m * n, kStream);
+    for (int64_t i = 0; i < batch; ++i) k::gelu_forward(gelu_out + i * stride_c, c + i * stride_c, m * n, stream());
   }
 }
 
