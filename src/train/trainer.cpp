@@ -260,9 +260,9 @@ struct Trainer::Impl {
               "); a CUDA graph records GPU work");
     LMF_CHECK(comm->world_size() == 1, "run.cuda_graph: true cannot capture a data-parallel step (",
               comm->world_size(), " processes): the gradient all-reduce is not recorded yet");
-    throw Error("run.cuda_graph: true is not available in the trainer yet: its step reads the loss and "
-                "the gradient norm back to the host between the backward pass and the update (logging, "
-                "clipping, the NaN and spike guards), which a CUDA graph cannot record. Train with "
+    throw Error("run.cuda_graph: true is not available in the trainer yet: its GPU step reads nothing back, "
+                "but it uploads each batch into new tensors and writes each step's record into the slot of "
+                "the device ring the host picks, which a replayed graph would not repeat. Train with "
                 "run.cuda_graph: false, or capture the step with lmf::CudaGraph in a custom loop (docs/gpu.md)");
   }
 
