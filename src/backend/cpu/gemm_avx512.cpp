@@ -37,8 +37,8 @@ constexpr int64_t kMC = 96;
 constexpr int64_t kKC = 512;
 constexpr int64_t kNC = 1536;
 
-// bf16 products keep the 8 x 32 tile and the blocking they were tuned with (a VDPBF16PS does two
-// k per lane, so their panels hold half the k of an f32 panel of the same bytes).
+// bf16 products keep the 8 x 32 tile and the blocking they were tuned with on Zen 4 (not yet
+// re-measured on Zen 5; their panels hold k in pairs, so the f32 sizes above do not carry over).
 constexpr int kMR = 8;     // rows of a micro-tile
 constexpr int kNR = 32;    // columns of a micro-tile: two zmm
 constexpr int64_t kBfKC = 256;  // K slice
