@@ -19,18 +19,25 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// One element's update, the CPU's expression order; every AdamW kernel below runs this.
+__device__ __forceinline__ void adamw_element(float* p, float* m, float* v, int64_t i, float grad, float decay_factor,
+                                              float step_size, float beta1, float beta2, float eps,
+                                              float bias_correction2_sqrt) {
+  const float mi = beta1 * m[i] + (1.f - beta1) * grad;
+  const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
+  m[i] = mi;
+  v[i] = vi;
+  const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
+  p[i] = p[i] * decay_factor - step_size * mi / denom;
+}
+
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
                              float step_size, float beta1, float beta2, float eps,
                              float bias_correction2_sqrt) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float grad = g[i];
-    const float mi = beta1 * m[i] + (1.f - beta1) * grad;
-    const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-    p[i] = p[i] * decay_factor - step_size * mi / denom;
+    adamw_element(p, m, v, i, grad, decay_factor, step_size, beta1, beta2, eps, bias_correction2_sqrt);
   }
 }
 
@@ -50,12 +57,7 @@ __global__ void adamw_controlled_kernel(float* p, const float* g, float* m, floa
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float grad = coef == 1.f ? g[i] : g[i] * coef;  // as the host path's scale_ of the gradients
-    const float mi = beta1 * m[i] + (1.f - beta1) * grad;
-    const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-    p[i] = p[i] * decay_factor - step_size * mi / denom;
+    adamw_element(p, m, v, i, grad, decay_factor, step_size, beta1, beta2, eps, bias_correction2_sqrt);
   }
 }
 
@@ -72,12 +74,7 @@ __global__ void adamw_device_scalars_kernel(float* p, const float* g, float* m, 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float grad = g[i];
-    const float mi = beta1 * m[i] + (1.f - beta1) * grad;
-    const float vi = beta2 * v[i] + (1.f - beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-    p[i] = p[i] * decay_factor - step_size * mi / denom;
+    adamw_element(p, m, v, i, grad, decay_factor, step_size, beta1, beta2, eps, bias_correction2_sqrt);
   }
 }
 

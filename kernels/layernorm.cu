@@ -21,22 +21,6 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 constexpr int kChunkRows = 256;
 
-// Element i of an f32 or bf16 array; the flag is uniform over the grid, so the branch costs nothing.
-__device__ __forceinline__ float load_elem(const void* p, bool bf16, int64_t i) {
-  return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
-}
-__device__ __forceinline__ void store_elem(void* p, bool bf16, int64_t i, float v) {
-  if (bf16) {
-    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-  } else {
-    static_cast<float*>(p)[i] = v;
-  }
-}
-// v as a bf16 store would keep it (the value the statistics must see when the sum is stored bf16).
-__device__ __forceinline__ float round_as(bool bf16, float v) {
-  return bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : v;
-}
-
 struct NormIo {
   void* sum;  // (N, C) or null (plain layer norm)
   void* out;  // (N, C)

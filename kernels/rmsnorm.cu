@@ -17,20 +17,6 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 constexpr int kChunkRows = 256;
 
-__device__ __forceinline__ float load_elem(const void* p, bool bf16, int64_t i) {
-  return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
-}
-__device__ __forceinline__ void store_elem(void* p, bool bf16, int64_t i, float v) {
-  if (bf16) {
-    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-  } else {
-    static_cast<float*>(p)[i] = v;
-  }
-}
-__device__ __forceinline__ float round_as(bool bf16, float v) {
-  return bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : v;
-}
-
 struct NormIo {
   void* sum;  // (N, C) or null (plain rms norm)
   void* out;

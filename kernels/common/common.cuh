@@ -61,6 +61,22 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162f
 /// Round to nearest even, the same rounding as lmf::bf16 on the host.
 __device__ __forceinline__ __nv_bfloat16 to_bf16(float x) { return __float2bfloat16_rn(x); }
 
+// Element i of an array whose element type (f32 or bf16) is a run-time flag; the flag is uniform
+// over the grid, so the branch costs nothing. round_as(bf16, v) is v as such a store keeps it.
+__device__ __forceinline__ float load_elem(const void* p, bool bf16, int64_t i) {
+  return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+__device__ __forceinline__ void store_elem(void* p, bool bf16, int64_t i, float v) {
+  if (bf16) {
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(p)[i] = v;
+  }
+}
+__device__ __forceinline__ float round_as(bool bf16, float v) {
+  return bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : v;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
