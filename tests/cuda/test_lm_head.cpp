@@ -4,6 +4,8 @@
 // GPU's products, for several chunkings with ignored targets; and GPT::forward_loss, which uses it
 // on a GPU, against the model's unfused loss and gradients; the same for Llama::forward_loss.
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "cuda/cuda_test_util.h"
 #include "lmforge/nn/gpt.h"
@@ -28,6 +30,35 @@ Result run(const Tensor& x_in, const Tensor& w_in, const Tensor& targets, int64_
 }
 
 Tensor rounded(const Tensor& t) { return t.to(lmf::DType::bf16).to(lmf::DType::f32); }
+
+
+// A (4, 32) batch of ids cycling through a vocabulary of 300 and their next ids, on the GPU;
+// `ignored` positions get the ignore target -1.
+std::pair<Tensor, Tensor> cycling_batch(std::initializer_list<std::size_t> ignored = {}) {
+  std::vector<int32_t> ids(4 * 32), next(4 * 32);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 300), next[i] = int32_t((i * 7 + 1) % 300);
+  for (std::size_t i : ignored) next[i] = -1;
+  return {Tensor::from_vector(ids, {4, 32}).to(lmf::Device::cuda()),
+          Tensor::from_vector(next, {4, 32}).to(lmf::Device::cuda())};
+}
+
+// model.forward_loss (the chunked head) against forward_with_loss (logits, then cross-entropy):
+// the same bf16-rounded products on both paths, only the order of the row sums differs. Returns
+// the unfused path's loss and gradients for further comparisons.
+template <class Model>
+std::pair<float, std::vector<float>> check_fused_loss(Model& model, const Tensor& in, const Tensor& tg) {
+  model.zero_grad();
+  const Tensor unfused = model.forward_with_loss(in, tg).loss;
+  unfused.backward();
+  std::vector<float> g_unfused = model.slab()->grads.to_vector();
+  model.zero_grad();
+  const Tensor fused = model.forward_loss(in, tg);
+  fused.backward();
+  const std::vector<float> g_fused = model.slab()->grads.to_vector();
+  CHECK(fused.item() == Approx(unfused.item()).epsilon(1e-5));
+  CHECK(lmf::test::max_abs_diff(g_fused, g_unfused) <= 1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
+  return {unfused.item(), std::move(g_unfused)};
+}
 
 }  // namespace
 
@@ -69,20 +100,8 @@ TEST_CASE("GPT::forward_loss on the GPU equals its unfused loss and gradients", 
   config.vocab_size = 300;
   lmf::nn::GPT model(config, 5);
   model.to(lmf::Device::cuda());
-  std::vector<int32_t> ids(4 * 32), next(4 * 32);
-  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 300), next[i] = int32_t((i * 7 + 1) % 300);
-  const Tensor in = Tensor::from_vector(ids, {4, 32}).to(lmf::Device::cuda());
-  const Tensor tg = Tensor::from_vector(next, {4, 32}).to(lmf::Device::cuda());
-  model.zero_grad();
-  const Tensor unfused = model.forward_with_loss(in, tg).loss;
-  unfused.backward();
-  const std::vector<float> g_unfused = model.slab()->grads.to_vector();
-  model.zero_grad();
-  const Tensor fused = model.forward_loss(in, tg);
-  fused.backward();
-  const std::vector<float> g_fused = model.slab()->grads.to_vector();
-  CHECK(fused.item() == Approx(unfused.item()).epsilon(1e-5));
-  CHECK(lmf::test::max_abs_diff(g_fused, g_unfused) <= 1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
+  const auto [in, tg] = cycling_batch();
+  check_fused_loss(model, in, tg);
 }
 
 TEST_CASE("Llama::forward_loss on the GPU equals its unfused loss and gradients, tied and untied",
@@ -96,32 +115,18 @@ TEST_CASE("Llama::forward_loss on the GPU equals its unfused loss and gradients,
     config.intermediate_size = 96;
     config.num_hidden_layers = 1;
     config.num_attention_heads = 4;
-    config.num_key_value_heads = 4;  // the GPU's f32 attention backward has no grouped heads
+    config.num_key_value_heads = 2;  // grouped-query heads (both attention paths take them)
     config.max_position_embeddings = 32;
     config.tie_word_embeddings = tied;
     lmf::nn::Llama model(config, 5);
     model.to(lmf::Device::cuda());
-    std::vector<int32_t> ids(4 * 32), next(4 * 32);
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 300), next[i] = int32_t((i * 7 + 1) % 300);
-    next[3] = -1;  // one ignored target
-    const Tensor in = Tensor::from_vector(ids, {4, 32}).to(lmf::Device::cuda());
-    const Tensor tg = Tensor::from_vector(next, {4, 32}).to(lmf::Device::cuda());
-    model.zero_grad();
-    const Tensor unfused = model.forward_with_loss(in, tg).loss;
-    unfused.backward();
-    const std::vector<float> g_unfused = model.slab()->grads.to_vector();
-    model.zero_grad();
-    const Tensor fused = model.forward_loss(in, tg);
-    fused.backward();
-    const std::vector<float> g_fused = model.slab()->grads.to_vector();
-    // The same bf16-rounded products on both paths; only the order of the row sums differs.
-    CHECK(fused.item() == Approx(unfused.item()).epsilon(1e-5));
-    CHECK(lmf::test::max_abs_diff(g_fused, g_unfused) <= 1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
+    const auto [in, tg] = cycling_batch({3});  // one ignored target
+    const auto [unfused_loss, g_unfused] = check_fused_loss(model, in, tg);
     // Several chunks (48, 48 and 32 of the 128 rows) against one.
     model.zero_grad();
     const Tensor chunked = model.chunked_loss(in, tg, -1, 48);
     chunked.backward();
-    CHECK(chunked.item() == Approx(unfused.item()).epsilon(1e-5));
+    CHECK(chunked.item() == Approx(unfused_loss).epsilon(1e-5));
     CHECK(lmf::test::max_abs_diff(model.slab()->grads.to_vector(), g_unfused) <=
           1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
   }
