@@ -25,7 +25,8 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>
 ///   scatter-add) and return `tensor`. It is a leaf's existing gradient (for a parameter, its view
 ///   into the gradient slab) or a gradient the engine already holds for a non-leaf input.
 /// - `tensor` defined, `accumulate` false: write the gradient into `tensor` (every element) and
-///   return it; the engine allocated it as the first gradient of a leaf.
+///   return it; the engine allocated it as the first gradient of a leaf, or it is a parameter's
+///   slab view that zero_grad() left stale (TensorImpl::grad_stale).
 /// A defined `tensor` is f32, contiguous, on the input's device with the input's shape. Returning
 /// a different tensor instead is allowed (the engine then adds it), so a backward may decline a
 /// destination it cannot fill in place.

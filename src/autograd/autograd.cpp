@@ -61,14 +61,30 @@ Tensor record_into(Tensor output, const char* name, std::vector<Tensor> inputs, 
 namespace {
 
 // Leaf gradients are accumulated in place (parameters' grads are views into the gradient slab);
-// the first gradient of a leaf without one is copied, since `g` may alias another tensor.
+// the first gradient of a leaf without one is copied, since `g` may alias another tensor. A stale
+// gradient (TensorImpl::grad_stale, left by zero_grad) is overwritten, not added to. The engine
+// reads impl()->grad, never Tensor::grad(), which would zero a stale gradient first.
 void accumulate_leaf(const Tensor& leaf, const Tensor& g) {
-  Tensor grad = leaf.grad();
-  if (!grad.defined()) {
-    leaf.impl()->grad = g.clone().impl();
+  TensorImpl& impl = *leaf.impl();
+  if (!impl.grad) {
+    impl.grad = g.clone().impl();
   } else {
-    add_(grad, g);
+    Tensor grad(impl.grad);
+    if (impl.grad_stale) {
+      grad.copy_(g);
+    } else {
+      add_(grad, g);
+    }
   }
+  impl.grad_stale = false;
+}
+
+// A leaf no further gradient can reach: a stale gradient is zero by now (what a hook reads).
+void settle_leaf(const Tensor& leaf) {
+  TensorImpl& impl = *leaf.impl();
+  if (!impl.grad_stale) return;
+  impl.grad_stale = false;
+  if (impl.grad) Tensor(impl.grad).zero_();
 }
 
 // A gradient the engine holds for a non-leaf until its node runs. `owned`: no other tensor
@@ -107,10 +123,10 @@ std::vector<GradDest> destinations(const Node& node, std::unordered_map<Node*, P
       }
       continue;
     }
-    const Tensor grad = input.grad();
+    const Tensor grad(input.impl()->grad);
     if (is_destination(grad, input)) {
       d.tensor = grad;
-      d.accumulate = true;
+      d.accumulate = !input.impl()->grad_stale;  // a stale gradient is overwritten whole
     } else if (!grad.defined() && input.dtype() == DType::f32) {
       d.tensor = Tensor::empty(input.shape(), DType::f32, input.device());
     }
@@ -177,7 +193,10 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
   const auto release_leaf_edges = [&](Node* node) {
     if (!on_leaf_grad_final) return;
     for (const Tensor& input : node->inputs)
-      if (is_grad_leaf(input) && --leaf_edges[input.impl().get()] == 0) on_leaf_grad_final(input);
+      if (is_grad_leaf(input) && --leaf_edges[input.impl().get()] == 0) {
+        settle_leaf(input);
+        on_leaf_grad_final(input);
+      }
   };
   for (Node* node : order) {
     auto it = pending.find(node);
@@ -199,8 +218,11 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
       LMF_CHECK(grads[i].shape() == input.shape(), "backward of ", node->name, ": gradient ", i,
                 " has shape ", shape_str(grads[i].shape()), ", input has ", shape_str(input.shape()));
       if (into && dests[i].tensor.defined() && grads[i].impl() == dests[i].tensor.impl()) {
-        // Filled in place; a leaf's first gradient becomes its .grad.
-        if (!dests[i].accumulate) input.impl()->grad = dests[i].tensor.impl();
+        // Filled in place; a leaf's first gradient becomes its .grad (a stale one already is).
+        if (!dests[i].accumulate) {
+          input.impl()->grad = dests[i].tensor.impl();
+          input.impl()->grad_stale = false;
+        }
         continue;
       }
       if (input.impl()->grad_fn) {
@@ -212,7 +234,7 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
           slot.grad = grads[i];
           slot.owned = into;  // a destination-aware backward's new tensors are its own
         }
-      } else if (into && !input.grad().defined()) {
+      } else if (into && !input.impl()->grad) {
         input.impl()->grad = grads[i].impl();  // new, referenced by nothing else: no copy
       } else {
         accumulate_leaf(input, grads[i]);

@@ -438,17 +438,28 @@ Tensor& Tensor::set_requires_grad(bool value) {
   return *this;
 }
 
-Tensor Tensor::grad() const { return Tensor(checked().grad); }
+Tensor Tensor::grad() const {
+  checked();
+  TensorImpl& impl = *impl_;  // the tensor is const; its gradient's contents are not
+  if (impl.grad_stale) {
+    impl.grad_stale = false;
+    if (impl.grad) Tensor(impl.grad).zero_();
+  }
+  return Tensor(impl.grad);
+}
 
 void Tensor::set_grad(const Tensor& grad) {
   LMF_CHECK(impl_, "use of an undefined tensor");
   LMF_CHECK(!grad.defined() || grad.shape() == shape(), "gradient of shape ",
             shape_str(grad.shape()), " for a tensor of shape ", shape_str(shape()));
   impl_->grad = grad.impl();
+  impl_->grad_stale = false;
 }
 
 void Tensor::zero_grad() {
-  if (impl_ && impl_->grad) Tensor(impl_->grad).zero_();
+  if (!impl_) return;
+  impl_->grad_stale = false;
+  if (impl_->grad) Tensor(impl_->grad).zero_();
 }
 
 Tensor Tensor::detach() const {

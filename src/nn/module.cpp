@@ -216,9 +216,34 @@ void Module::train(bool training) {
   for (auto& [name, child] : children_) child->train(training);
 }
 
+const Tensor& ParameterSlab::grads() const {
+  if (!maybe_stale_) return grads_;
+  maybe_stale_ = false;
+  // Runs of stale entries are zeroed together (all of them, when no backward ran).
+  std::size_t i = 0;
+  while (i < entries.size()) {
+    if (!entries[i].param.impl()->grad_stale) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < entries.size() && entries[j].param.impl()->grad_stale) entries[j++].param.impl()->grad_stale = false;
+    const int64_t begin = entries[i].offset;
+    const int64_t end = j < entries.size() ? entries[j].offset : grads_.numel();
+    Tensor::view_of(grads_.storage(), {end - begin}, DType::f32, grads_.offset() + begin).zero_();
+    i = j;
+  }
+  return grads_;
+}
+
+void ParameterSlab::mark_grads_stale() {
+  for (SlabEntry& e : entries) e.param.impl()->grad_stale = true;
+  maybe_stale_ = true;
+}
+
 void Module::zero_grad() {
   if (slab_) {
-    slab()->grads.zero_();
+    slab()->mark_grads_stale();
     return;
   }
   for (auto& [name, t] : named_parameters()) t.zero_grad();
@@ -258,13 +283,13 @@ void Module::build_slab(Device device) const {
              ParameterSlab::kSlabAlign;
   }
   slab->params = Tensor::zeros({total}, DType::f32, device);
-  slab->grads = Tensor::zeros({total}, DType::f32, device);
+  slab->grads_ = Tensor::zeros({total}, DType::f32, device);
   NoGradGuard no_grad;
   for (SlabEntry& entry : slab->entries) {
     const Tensor& p = entry.param;
     Tensor dst = Tensor::view_of(slab->params.storage(), p.shape(), DType::f32, entry.offset);
     dst.copy_(p);
-    Tensor grad = Tensor::view_of(slab->grads.storage(), p.shape(), DType::f32, entry.offset);
+    Tensor grad = Tensor::view_of(slab->grads_.storage(), p.shape(), DType::f32, entry.offset);
     // A gradient accumulated before the slab existed (a backward before the first slab() call)
     // is carried over, so building the slab lazily never loses one.
     const Tensor old_grad = p.grad();
@@ -272,6 +297,7 @@ void Module::build_slab(Device device) const {
     // Re-point the shared implementation so that every existing handle follows the parameter.
     repoint(p, dst);
     p.impl()->grad = grad.impl();
+    p.impl()->grad_stale = false;  // the carried-over gradient (or zero) is a real one
     p.impl()->bf16_copy.reset();  // a copy of the old storage would go stale
   }
   if (slab_) slab_->retired = true;

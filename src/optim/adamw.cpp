@@ -125,7 +125,7 @@ void AdamW::step(const DeviceStep& control) {
     write_device_scalars();
   }
   float* p = slab_->params.data<float>();
-  const float* g = slab_->grads.data<float>();
+  const float* g = slab_->grads().data<float>();
   for (const Run& r : runs_) {
     cuda::adamw_update_controlled(device, p + r.begin, g + r.begin, m_.data<float>() + (r.begin - shard_begin_),
                                   v_.data<float>() + (r.begin - shard_begin_), r.end - r.begin, r.weight_decay,
@@ -133,16 +133,21 @@ void AdamW::step(const DeviceStep& control) {
   }
 }
 
-void AdamW::step() {
+void AdamW::step(float grad_scale) {
   prepare_step();
   ++step_;
   const BiasCorrections bc = bias_corrections(config_, step_);
   const float bias_correction1 = bc.first, bias_correction2_sqrt = bc.second_sqrt;
   float* p = slab_->params.data<float>();
-  const float* g = slab_->grads.data<float>();
+  const float* g = slab_->grads().data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
   const Device device = slab_->device();
+  if (device.is_cuda() && grad_scale != 1.f) {
+    NoGradGuard no_grad;
+    Tensor grads = slab_->grads();
+    scale_(grads, grad_scale);
+  }
   if (device.is_cuda()) {
     // Inside a capture the host cannot write the buffer; the graph does it before each launch,
     // counting the step first on a replay (this call already counted the captured one).
@@ -164,7 +169,7 @@ void AdamW::step() {
     switch (device.type) {
       case DeviceType::cpu:
         cpu::adamw_update(pr, gr, mr, vr, r.end - r.begin, decay, config_.lr, config_.beta1, config_.beta2,
-                          config_.eps, bias_correction1, bias_correction2_sqrt);
+                          config_.eps, bias_correction1, bias_correction2_sqrt, grad_scale);
         break;
       case DeviceType::cuda:  // the device's stream: ordered after the backward that made the gradients
         cuda::adamw_update_device_scalars(device, pr, gr, mr, vr, r.end - r.begin, r.weight_decay, config_.beta1,

@@ -26,12 +26,11 @@ double sum_squares(const Tensor& g) {
   return double(sum(mul(g, g)).item());
 }
 
-// torch: clip_coef = max_norm / (total + 1e-6), applied when below 1.
 void scale_all(const std::vector<Tensor>& grads, double total, double max_norm) {
-  const double coef = max_norm / (total + 1e-6);
-  if (!(coef < 1.0)) return;  // also leaves NaN/Inf norms for the caller to see
+  const float coef = clip_factor(total, max_norm);
+  if (coef == 1.f) return;  // also leaves NaN/Inf norms for the caller to see
   NoGradGuard no_grad;
-  for (Tensor g : grads) scale_(g, static_cast<float>(coef));
+  for (Tensor g : grads) scale_(g, coef);
 }
 
 std::vector<Tensor> grads_of(const std::vector<Tensor>& params) {
@@ -44,6 +43,12 @@ std::vector<Tensor> grads_of(const std::vector<Tensor>& params) {
 }
 
 }  // namespace
+
+// torch: clip_coef = max_norm / (total + 1e-6), applied when below 1.
+float clip_factor(double norm, double max_norm) {
+  const double coef = max_norm / (norm + 1e-6);
+  return max_norm > 0 && coef < 1.0 ? static_cast<float>(coef) : 1.f;
+}
 
 double sum_of_squares(const float* data, int64_t n) {
   // An OpenMP reduction combines thread partials in whatever order threads finish, which changes
@@ -66,7 +71,7 @@ double sum_of_squares(const float* data, int64_t n) {
 
 double sum_of_squares(const Tensor& t) { return t.numel() == 0 ? 0.0 : sum_squares(t); }
 
-double grad_norm(const nn::ParameterSlab& slab) { return std::sqrt(sum_squares(slab.grads)); }
+double grad_norm(const nn::ParameterSlab& slab) { return std::sqrt(sum_squares(slab.grads())); }
 
 double grad_norm(const std::vector<Tensor>& params) {
   double total = 0.0;
@@ -77,7 +82,7 @@ double grad_norm(const std::vector<Tensor>& params) {
 double clip_grad_norm(const nn::ParameterSlab& slab, double max_norm) {
   LMF_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
   const double total = grad_norm(slab);
-  scale_all({slab.grads}, total, max_norm);
+  scale_all({slab.grads()}, total, max_norm);
   return total;
 }
 

@@ -98,7 +98,7 @@ std::vector<std::string> Muon::names() const {
   return out;
 }
 
-void Muon::step() {
+void Muon::step(float grad_scale) {
   LMF_CHECK(!slab_->retired,
             "Muon: the model's parameters were moved (flatten_parameters/to) after the optimizer "
             "was built; build the optimizer again");
@@ -109,7 +109,8 @@ void Muon::step() {
     const nn::SlabEntry& e = slab_->entries[entry.slab_entry];
     if (!e.param.requires_grad()) continue;
     const Shape& shape = e.param.shape();  // (rows, cols)
-    const Tensor grad = Tensor::view_of(slab_->grads.storage(), shape, DType::f32, slab_->grads.offset() + e.offset);
+    Tensor grad = Tensor::view_of(slab_->grads().storage(), shape, DType::f32, slab_->grads().offset() + e.offset);
+    if (grad_scale != 1.f) grad = scale(grad, grad_scale);  // the clip factor, as if applied in place
     Tensor buffer = Tensor::view_of(momentum_.storage(), shape, DType::f32, entry.offset);
     scale_(buffer, mu);
     add_(buffer, grad, 1.f - mu);

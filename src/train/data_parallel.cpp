@@ -110,7 +110,7 @@ void DataParallel::on_grad_final(const Tensor& leaf) {
 }
 
 void DataParallel::start_buckets(bool all) {
-  float* g = model_.slab()->grads.data<float>();
+  float* g = model_.slab()->grads_as_is().data<float>();
   for (; next_bucket_ < buckets_.size() && (all || buckets_[next_bucket_].pending <= 0); ++next_bucket_) {
     const Bucket& b = buckets_[next_bucket_];
     if (b.end > b.begin) comm_.all_reduce_start(g + b.begin, b.end - b.begin, dist::ReduceOp::avg);
@@ -124,6 +124,13 @@ void DataParallel::finish_gradient_average() {
   comm_.wait_all_on_device();
 }
 
+DataParallel::Norm DataParallel::gradient_norm(double max_norm) {
+  if (zero_enabled()) return {clip_gradients(max_norm), 1.f};
+  comm_.synchronize();  // as clip_gradients: the averaged gradients are complete
+  const double norm = optim::grad_norm(*model_.slab());
+  return {norm, optim::clip_factor(norm, max_norm)};
+}
+
 double DataParallel::clip_gradients(double max_norm) {
   const nn::ParameterSlab& slab = *model_.slab();
   if (!zero_enabled()) {
@@ -134,7 +141,7 @@ double DataParallel::clip_gradients(double max_norm) {
   }
   // ZeRO-1: this rank's shard of the averaged gradients lands in the grad slab (the rest of the
   // slab is left stale: the sharded optimizer never reads it), clipped by the global norm.
-  const Tensor& g = slab.grads;
+  const Tensor& g = slab.grads();
   const int64_t n = slab.numel(), begin = optimizer_.shard_begin(), end = optimizer_.shard_end();
   copy_floats(zero_full_, 0, g, 0, n);  // the padding past n stays zero
   comm_.reduce_scatter(zero_full_.data<float>(), zero_shard_.data<float>(), shard_size_, dist::ReduceOp::avg);
@@ -150,7 +157,7 @@ double DataParallel::clip_gradients(double max_norm) {
 
 void DataParallel::clip_gradients(optim::DeviceStep& control, int64_t step, double max_norm) {
   const nn::ParameterSlab& slab = *model_.slab();
-  const Tensor& g = slab.grads;
+  const Tensor& g = slab.grads();
   if (!zero_enabled()) {
     control.set_sum_squares(g);
   } else {

@@ -792,6 +792,7 @@ struct Trainer::Impl {
                                    : counted.total > 0 ? static_cast<float>(loss_sum * comm->world_size() / counted.total) : 0.f;
         bool skipped = false;
         double norm = 0;
+        float grad_scale = 1.f;
         const LossVerdict verdict = guard.check(loss);
         if (verdict == LossVerdict::non_finite) {
           if (t.on_nan == NanPolicy::stop) {
@@ -804,7 +805,10 @@ struct Trainer::Impl {
           skipped = true;
           event("skip", fmt::format("loss spike {:.4f}", loss));
         } else {
-          norm = dp->clip_gradients(t.grad_clip);
+          // The clip factor goes into the update (no pass scaling the slab on the CPU).
+          const DataParallel::Norm n = dp->gradient_norm(t.grad_clip);
+          norm = n.norm;
+          grad_scale = n.scale;
           if (!std::isfinite(norm)) {
             LMF_CHECK(t.on_nan == NanPolicy::skip, "step ", step + 1, ": gradient norm is ", norm,
                       "; stopping. Last good checkpoint: ", last_checkpoint.empty() ? "none" : last_checkpoint);
@@ -814,11 +818,11 @@ struct Trainer::Impl {
         }
         if (!skipped) {
           optimizer->set_lr(lr);
-          optimizer->step();
+          optimizer->step(grad_scale);
           if (muon) {
             // The schedule's multiplier of this step, applied to Muon's own peak lr.
             muon->set_lr(config.training.muon_lr * (lr / config.training.lr));
-            muon->step();
+            muon->step(grad_scale);
           }
           dp->after_step();
           guard.accept(loss);

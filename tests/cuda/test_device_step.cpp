@@ -42,7 +42,7 @@ struct Fixture {
     module.to(Device::cuda());
     const auto& slab = *module.slab();
     const auto g = lmf::test::random_vector(static_cast<std::size_t>(slab.numel()), 77, grad_scale);
-    lmf::copy_bytes(slab.grads.raw_data(), slab.device(), g.data(), Device::cpu(), g.size() * sizeof(float));
+    lmf::copy_bytes(slab.grads().raw_data(), slab.device(), g.data(), Device::cpu(), g.size() * sizeof(float));
   }
   std::vector<float> params() const { return module.slab()->params.to_vector(); }
 };
@@ -64,13 +64,13 @@ void check_same_update(float grad_scale, int steps) {
     host_norm = lmf::optim::clip_grad_norm(*host.module.slab(), kMaxNorm);
     host_opt.step();
     set_float(control.loss_data(), 2.f);
-    control.set_sum_squares(device.module.slab()->grads);
+    control.set_sum_squares(device.module.slab()->grads());
     control.decide(i, kMaxNorm, config.beta1, config.beta2);
     device_opt.step(control);
     // The device path leaves the gradients unscaled; the host path scaled them once, in place.
     if (i + 1 < steps) {
-      const auto g = device.module.slab()->grads.to_vector();
-      lmf::copy_bytes(host.module.slab()->grads.raw_data(), Device::cuda(), g.data(), Device::cpu(), g.size() * 4);
+      const auto g = device.module.slab()->grads().to_vector();
+      lmf::copy_bytes(host.module.slab()->grads().raw_data(), Device::cuda(), g.data(), Device::cpu(), g.size() * 4);
     }
   }
   const auto records = control.read();
@@ -102,13 +102,13 @@ void check_skipped(float loss, float grad_value, Skip expected) {
   control.set_spike_reference(2.0, 0.1, 3.f);  // a spike: loss above 2.3
   // One applied step first, so the moments are not all zero.
   set_float(control.loss_data(), 2.f);
-  control.set_sum_squares(f.module.slab()->grads);
+  control.set_sum_squares(f.module.slab()->grads());
   control.decide(0, 0, 0.9f, 0.999f);
   opt.step(control);
   const Snapshot before = snapshot(f, opt);
-  set_float(f.module.slab()->grads.data<float>() + 3, grad_value);
+  set_float(f.module.slab()->grads().data<float>() + 3, grad_value);
   set_float(control.loss_data(), loss);
-  control.set_sum_squares(f.module.slab()->grads);
+  control.set_sum_squares(f.module.slab()->grads());
   control.decide(1, 0, 0.9f, 0.999f);
   opt.step(control);
   const auto records = control.read();

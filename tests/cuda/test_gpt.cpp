@@ -59,7 +59,7 @@ Pass forward_backward(GPT& model, const Tensor& ids, const Tensor& targets) {
   const lmf::Device device = model.slab()->device();
   GPT::Output out = model.forward(ids.to(device), targets.to(device));
   out.loss.backward();
-  return {out.loss.item(), out.logits.to_vector(), model.slab()->grads.to_vector()};
+  return {out.loss.item(), out.logits.to_vector(), model.slab()->grads().to_vector()};
 }
 
 }  // namespace

@@ -50,11 +50,11 @@ std::pair<float, std::vector<float>> check_fused_loss(Model& model, const Tensor
   model.zero_grad();
   const Tensor unfused = model.forward_with_loss(in, tg).loss;
   unfused.backward();
-  std::vector<float> g_unfused = model.slab()->grads.to_vector();
+  std::vector<float> g_unfused = model.slab()->grads().to_vector();
   model.zero_grad();
   const Tensor fused = model.forward_loss(in, tg);
   fused.backward();
-  const std::vector<float> g_fused = model.slab()->grads.to_vector();
+  const std::vector<float> g_fused = model.slab()->grads().to_vector();
   CHECK(fused.item() == Approx(unfused.item()).epsilon(1e-5));
   CHECK(lmf::test::max_abs_diff(g_fused, g_unfused) <= 1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
   return {unfused.item(), std::move(g_unfused)};
@@ -127,7 +127,7 @@ TEST_CASE("Llama::forward_loss on the GPU equals its unfused loss and gradients,
     const Tensor chunked = model.chunked_loss(in, tg, -1, 48);
     chunked.backward();
     CHECK(chunked.item() == Approx(unfused_loss).epsilon(1e-5));
-    CHECK(lmf::test::max_abs_diff(model.slab()->grads.to_vector(), g_unfused) <=
+    CHECK(lmf::test::max_abs_diff(model.slab()->grads().to_vector(), g_unfused) <=
           1e-5 * std::max(1.0, lmf::test::max_abs(g_unfused)));
   }
 }

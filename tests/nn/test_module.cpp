@@ -121,7 +121,7 @@ TEST_CASE("flattened parameters and gradients are aligned views of the slabs") {
   net.flatten_parameters();
   const auto& slab = *net.slab();
   REQUIRE(slab.entries.size() == 6);
-  CHECK(slab.params.numel() == slab.grads.numel());
+  CHECK(slab.params.numel() == slab.grads().numel());
   CHECK(held.to_vector() == values);
   CHECK(held.storage() == slab.params.storage());
   int64_t expected_offset = 0;
@@ -131,7 +131,7 @@ TEST_CASE("flattened parameters and gradients are aligned views of the slabs") {
     CHECK(e.param.storage() == slab.params.storage());
     CHECK(e.param.offset() == e.offset);
     CHECK(e.param.is_contiguous());
-    CHECK(e.param.grad().storage() == slab.grads.storage());
+    CHECK(e.param.grad().storage() == slab.grads().storage());
     CHECK(e.param.grad().offset() == e.offset);
     expected_offset += (e.numel + 15) / 16 * 16;
   }
@@ -187,7 +187,7 @@ TEST_CASE("slabs are built on first use, carrying gradients accumulated before")
   CHECK(net.is_flattened());
   CHECK(net.fc1.weight().storage() == slab->params.storage());
   CHECK(net.fc1.weight().to_vector() == values);
-  CHECK(net.fc1.weight().grad().storage() == slab->grads.storage());
+  CHECK(net.fc1.weight().grad().storage() == slab->grads().storage());
   CHECK(net.fc1.weight().grad().to_vector() == grad);
   CHECK(net.slab() == slab);  // nothing changed: the same slab
 }

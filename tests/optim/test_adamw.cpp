@@ -193,3 +193,34 @@ TEST_CASE("three steps of clipping and AdamW on the GPT match PyTorch") {
     CHECK(lmf_test::scaled_max_error(t, expected, /*floor=*/1.0) < 1e-5);  // error over max(1, max|p|)
   }
 }
+
+TEST_CASE("the clip factor folded into AdamW::step is bit-identical to clipping the slab first") {
+  const nlohmann::json fx = lmf_test::load_fixture("gpt_forward.json");
+  const Tensor ids = lmf_test::ids_from_json(fx.at("ids"));
+  const Tensor targets = lmf_test::ids_from_json(fx.at("targets"));
+  const auto config = lmf_test::config_from_json(fx.at("config"));
+  lmf::nn::GPT in_place(config, 0), folded(config, 0);
+  AdamW opt_in_place(in_place, {.lr = 1e-2f, .weight_decay = 0.1f});
+  AdamW opt_folded(folded, {.lr = 1e-2f, .weight_decay = 0.1f});
+  // 0.05 is far below these gradients' norm, so every step clips; 1e9 never does.
+  for (const double max_norm : {0.05, 1e9}) {
+    for (int step = 0; step < 3; ++step) {
+      in_place.zero_grad();
+      in_place.forward(ids, targets).loss.backward();
+      const double norm = lmf::optim::clip_grad_norm(*in_place.slab(), max_norm);
+      opt_in_place.step();
+
+      folded.zero_grad();
+      folded.forward(ids, targets).loss.backward();
+      const double folded_norm = lmf::optim::grad_norm(*folded.slab());
+      const float scale = lmf::optim::clip_factor(folded_norm, max_norm);
+      CHECK(folded_norm == norm);
+      CHECK((scale < 1.f) == (max_norm < 1.0));
+      opt_folded.step(scale);
+      REQUIRE(folded.param_slab().to_vector() == in_place.param_slab().to_vector());
+    }
+  }
+  CHECK(lmf::optim::clip_factor(std::nan(""), 1.0) == 1.f);
+  CHECK(lmf::optim::clip_factor(3.0, 0.0) == 1.f);
+  CHECK(lmf::optim::clip_factor(3.0, 1.5) == Approx(1.5 / (3.0 + 1e-6)));
+}

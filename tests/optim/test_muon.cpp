@@ -11,6 +11,7 @@
 #include "lmforge/nn/lora.h"
 #include "lmforge/nn/module.h"
 #include "lmforge/optim/adamw.h"
+#include "lmforge/ops.h"
 #include "lmforge/optim/muon.h"
 
 using Catch::Matchers::Contains;
@@ -277,4 +278,22 @@ TEST_CASE("muon_parameter_names: the layers' projections, not embeddings, head, 
   // With adapters the base is frozen and the adapters go to AdamW: nothing is left for Muon.
   lmf::nn::add_lora(model, {.rank = 2, .alpha = 4.f, .dropout = 0.f, .targets = model.lora_target_names(), .seed = 1});
   CHECK(lmf::optim::muon_parameter_names(model).empty());
+}
+
+TEST_CASE("Muon::step(scale) is bit-identical to scaling the gradients first") {
+  const MuonConfig config{.lr = 0.05f, .momentum = 0.95f, .nesterov = true, .weight_decay = 0.1f, .ns_steps = 5};
+  Matrices in_place, folded;
+  Muon a(in_place, config, matrix_names()), b(folded, config, matrix_names());
+  const float scale = 0.37f;
+  for (int step = 0; step < 3; ++step) {
+    set_grads(in_place, step);
+    for (const auto& name : matrix_names()) {
+      Tensor g = in_place.param(name).grad();
+      lmf::scale_(g, scale);
+    }
+    a.step();
+    set_grads(folded, step);
+    b.step(scale);
+  }
+  for (const auto& name : matrix_names()) CHECK(in_place.param(name).to_vector() == folded.param(name).to_vector());
 }

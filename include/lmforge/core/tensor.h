@@ -35,6 +35,11 @@ struct TensorImpl {
   DType dtype = DType::f32;
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;   ///< accumulated gradient (leaves), same shape as the tensor
+  /// Set by nn::Module::zero_grad on parameters in a gradient slab: `grad` holds no gradient yet
+  /// and reads as zero. The next backward writes a parameter's first gradient instead of adding
+  /// to it (no pass that clears the slab, no read of it in the weight-gradient GEMM); Tensor::grad()
+  /// and nn::ParameterSlab::grads() zero whatever no backward reached before handing it out.
+  bool grad_stale = false;
   std::shared_ptr<Node> grad_fn;      ///< the op that produced this tensor, if recorded
   /// Mixed precision: a parameter's bf16 copy (same shape, contiguous), written by
   /// nn::Module::refresh_bf16_copies. Products read it instead of this tensor when
@@ -114,6 +119,8 @@ class Tensor {
   bool requires_grad() const { return checked().requires_grad; }
   Tensor& set_requires_grad(bool value);
   /// The accumulated gradient (undefined until a backward pass reaches this tensor).
+  /// The accumulated gradient (undefined before any). A gradient zero_grad() left stale is zeroed
+  /// here first, so a caller never sees one that was not written.
   Tensor grad() const;
   void set_grad(const Tensor& grad);
   /// Zeroes the gradient in place (keeps its storage; parameters' grads are slab views).

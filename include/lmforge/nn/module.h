@@ -31,7 +31,6 @@ struct SlabEntry {
 struct ParameterSlab {
   static constexpr int64_t kSlabAlign = 16;
   Tensor params;                   ///< (N) f32
-  Tensor grads;                    ///< (N) f32
   /// (N) bf16 copy of `params` for mixed precision; undefined until Module::refresh_bf16_copies.
   Tensor params_bf16;
   std::vector<SlabEntry> entries;  ///< in registration order
@@ -42,6 +41,23 @@ struct ParameterSlab {
 
   Device device() const { return params.device(); }
   int64_t numel() const { return params.numel(); }
+
+  /// (N) f32: every parameter's gradient. Module::zero_grad() does not clear it; it marks each
+  /// parameter's gradient stale, the next backward writes (not adds) the first gradient of each
+  /// parameter it reaches, and this accessor zeroes the entries no backward reached before
+  /// returning. Read gradients through it (or Tensor::grad()), never through a pointer kept from
+  /// before the backward.
+  const Tensor& grads() const;
+  /// The gradient slab as it is, stale entries and all: for code that reads only entries it
+  /// knows a backward has finished (the data-parallel buckets, from the engine's leaf hook).
+  const Tensor& grads_as_is() const { return grads_; }
+  /// Marks every entry's gradient stale (Module::zero_grad).
+  void mark_grads_stale();
+
+ private:
+  friend class Module;
+  Tensor grads_;                   // (N) f32
+  mutable bool maybe_stale_ = false;  // some entry may be stale: grads() checks them
 };
 
 class Module {
@@ -87,7 +103,9 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  /// Zeroes every parameter's gradient in place (the whole gradient slab when flattened).
+  /// Zeroes every parameter's gradient. With a slab (the usual case) nothing is written: each
+  /// gradient is marked stale, the next backward writes it instead of adding to it, and reading it
+  /// (Tensor::grad(), ParameterSlab::grads()) first zeroes one no backward reached.
   void zero_grad();
 
   /// Sets requires_grad on every parameter whose name equals `prefix` or starts with
@@ -121,7 +139,7 @@ class Module {
   void refresh_bf16_copies();
   /// Forgets the bf16 copies (products then round the f32 weights, as without mixed precision).
   void clear_bf16_copies();
-  const Tensor& grad_slab() const { return slab()->grads; }
+  const Tensor& grad_slab() const { return slab()->grads(); }
 
  protected:
   /// Registers a parameter (requires_grad is set) and returns it.

@@ -42,7 +42,10 @@ class AdamW {
   AdamW(const nn::Module& model, AdamWConfig config, const std::vector<std::string>& exclude = {});
 
   /// One update with the current lr. Throws if the model re-flattened its parameters since.
-  void step();
+  /// `grad_scale` multiplies every gradient first, as clip_grad_norm would in place: the clip
+  /// factor (clip_factor()) folded into the update, so clipping costs no pass over the slab on
+  /// the CPU (bit-identical to clipping first). On a GPU the slab is scaled first.
+  void step(float grad_scale = 1.f);
   float lr() const { return config_.lr; }
   void set_lr(float lr) { config_.lr = lr; }
   const AdamWConfig& config() const { return config_; }

@@ -24,6 +24,9 @@ double grad_norm(const std::vector<Tensor>& params);
 /// gradient by that factor. Returns the total norm before clipping (NaN/Inf pass through
 /// unclipped so that the caller can detect them). Parameters without a gradient are skipped.
 double clip_grad_norm(const nn::ParameterSlab& slab, double max_norm);
+/// The factor clip_grad_norm would scale the gradients by: max_norm / (norm + 1e-6) when that is
+/// below 1, else 1 (also for a NaN/Inf norm). Pass it to AdamW::step to clip inside the update.
+float clip_factor(double norm, double max_norm);
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
 }  // namespace lmf::optim

@@ -51,7 +51,8 @@ class Muon {
   Muon(const nn::Module& model, MuonConfig config, const std::vector<std::string>& names);
 
   /// One update with the current lr. Throws if the model re-flattened its parameters since.
-  void step();
+  /// `grad_scale` multiplies every gradient first (the clip factor; see AdamW::step).
+  void step(float grad_scale = 1.f);
   float lr() const { return config_.lr; }
   void set_lr(float lr) { config_.lr = lr; }
   const MuonConfig& config() const { return config_; }

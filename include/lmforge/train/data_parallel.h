@@ -56,6 +56,14 @@ class DataParallel {
   /// gradients clipped to `max_norm` (0: no clipping). With ZeRO-1 this is where this rank's
   /// shard of the averaged gradients is made.
   double clip_gradients(double max_norm);
+  /// The norm (over all ranks, before clipping) and the clip factor, without scaling the
+  /// gradients where the optimizer can apply the factor itself (AdamW::step(scale), Muon::step);
+  /// `scale` is then the factor, otherwise (ZeRO-1, whose shard is scaled here) 1.
+  struct Norm {
+    double norm = 0;
+    float scale = 1.f;
+  };
+  Norm gradient_norm(double max_norm);
   /// The same on a GPU without reading anything back: the gradients' sum of squares (all ranks)
   /// into `control`, then control.decide(step, max_norm, ...) makes the clip factor, the verdict
   /// and AdamW's t on the device; optimizer.step(control) applies them. With NCCL, ZeRO-1's

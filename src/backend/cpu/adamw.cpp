@@ -18,9 +18,12 @@ namespace {
 
 struct AdamConstants {
   float decay, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bias_correction2_sqrt;
+  float grad_scale;
+  bool scaled;  // grad_scale != 1: multiply (a product by 1 is exact, but skipping it is free)
 };
 
-inline void adam_element(float& p, float g, float& m, float& v, const AdamConstants& k) {
+inline void adam_element(float& p, float g_stored, float& m, float& v, const AdamConstants& k) {
+  const float g = k.scaled ? g_stored * k.grad_scale : g_stored;
   const float mi = std::fma(k.beta1, m, k.one_minus_beta1 * g);
   const float vi = std::fma(k.beta2, v, (k.one_minus_beta2 * g) * g);
   m = mi;
@@ -47,8 +50,9 @@ __attribute__((target("avx512f,fma"))) void adam_avx512(float* p, const float* g
   const __m512 beta1 = _mm512_set1_ps(k.beta1), omb1 = _mm512_set1_ps(k.one_minus_beta1);
   const __m512 beta2 = _mm512_set1_ps(k.beta2), omb2 = _mm512_set1_ps(k.one_minus_beta2);
   const __m512 eps = _mm512_set1_ps(k.eps), bc2 = _mm512_set1_ps(k.bias_correction2_sqrt);
+  const __m512 scale = _mm512_set1_ps(k.grad_scale);
   for (; i + 16 <= end; i += 16) {
-    const __m512 gi = _mm512_loadu_ps(g + i);
+    const __m512 gi = k.scaled ? _mm512_mul_ps(_mm512_loadu_ps(g + i), scale) : _mm512_loadu_ps(g + i);
     const __m512 mi = _mm512_fmadd_ps(beta1, _mm512_loadu_ps(m + i), _mm512_mul_ps(omb1, gi));
     const __m512 vi = _mm512_fmadd_ps(beta2, _mm512_loadu_ps(v + i), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
     const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);
@@ -72,9 +76,9 @@ __attribute__((target("avx512f,fma"))) void adam_avx512(float* p, const float* g
 
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
                   float lr, float beta1, float beta2, float eps, float bias_correction1,
-                  float bias_correction2_sqrt) {
-  const AdamConstants k{decay_factor, lr / bias_correction1, beta1, 1.f - beta1,
-                        beta2, 1.f - beta2, eps, bias_correction2_sqrt};
+                  float bias_correction2_sqrt, float grad_scale) {
+  const AdamConstants k{decay_factor, lr / bias_correction1, beta1, 1.f - beta1, beta2, 1.f - beta2,
+                        eps, bias_correction2_sqrt, grad_scale, grad_scale != 1.f};
   const bool wide = have_avx512();
 #pragma omp parallel if (n > 65536)
   {

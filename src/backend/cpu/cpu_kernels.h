@@ -70,10 +70,12 @@ void fill(float* out, float value, int64_t n);
 
 // --- optimizer (adamw.cpp) --------------------------------------------------------------------
 /// AdamW (PyTorch's semantics) over n elements: m = β1 m + (1−β1) g, v = β2 v + (1−β2) g²,
-/// p = p · decay_factor − (lr / bias_correction1) m / (√v / bias_correction2_sqrt + eps).
+/// p = p · decay_factor − (lr / bias_correction1) m / (√v / bias_correction2_sqrt + eps), where g
+/// is the stored gradient times grad_scale (one rounded product, as if the gradient had been
+/// scaled in place first: the clip factor, without a pass over the slab).
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,
                   float lr, float beta1, float beta2, float eps, float bias_correction1,
-                  float bias_correction2_sqrt);
+                  float bias_correction2_sqrt, float grad_scale = 1.f);
 
 // --- model ops ---------------------------------------------------------------------------------
 /// Throws lmf::Error "<what> <id> at position <i> is outside the vocabulary of size <V>" for the
