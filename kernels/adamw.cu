@@ -80,7 +80,8 @@ __global__ void adamw_device_scalars_kernel(float* p, const float* g, float* m, 
 
 // The host path's decisions in the host path's arithmetic (double norm, torch's clip rule, the
 // LossGuard z-score test in double), so a run that decides here matches one that reads back.
-__global__ void step_decide_kernel(StepControl* c, StepRecord* record, float max_norm, float beta1, float beta2) {
+__global__ void step_decide_kernel(StepControl* c, StepRecord* ring, int64_t capacity, float max_norm, float beta1,
+                                   float beta2) {
   const double norm = sqrt(double(c->sum_squares));
   const float loss = c->loss;
   int32_t skip = kStepApplied;
@@ -100,6 +101,8 @@ __global__ void step_decide_kernel(StepControl* c, StepRecord* record, float max
     c->bias_correction1 = float(1.0 - pow(double(beta1), t));
     c->bias_correction2_sqrt = float(sqrt(1.0 - pow(double(beta2), t)));
   }
+  StepRecord* record = ring + c->decided % capacity;
+  ++c->decided;
   record->loss = loss;
   record->grad_norm = float(norm);
   record->skip = skip;
@@ -117,9 +120,9 @@ void adamw_update_controlled(float* p, const float* g, float* m, float* v, int64
   LMF_CUDA_LAUNCH_CHECK();
 }
 
-void step_decide(StepControl* control, StepRecord* record, float max_norm, float beta1, float beta2,
+void step_decide(StepControl* control, StepRecord* ring, int64_t capacity, float max_norm, float beta1, float beta2,
                  cudaStream_t stream) {
-  step_decide_kernel<<<1, 1, 0, stream>>>(control, record, max_norm, beta1, beta2);
+  step_decide_kernel<<<1, 1, 0, stream>>>(control, ring, capacity, max_norm, beta1, beta2);
   LMF_CUDA_LAUNCH_CHECK();
 }
 

@@ -21,8 +21,10 @@ void adamw_update_controlled(float* p, const float* g, float* m, float* v, int64
 /// One thread on the device: from control->loss and control->sum_squares, the norm, the clip factor
 /// (torch's max_norm / (norm + 1e-6) when below 1; max_norm <= 0: none), the skip verdict (a
 /// non-finite loss, a spike against the reference in control, a non-finite norm, in that order),
-/// AdamW's t and bias corrections for an applied step; then the step's record into *record.
-void step_decide(StepControl* control, StepRecord* record, float max_norm, float beta1, float beta2,
+/// AdamW's t and bias corrections for an applied step; then the step's record into
+/// ring[control->decided % capacity], and control->decided advances (the write index lives on the
+/// device, so a replayed graph writes the next slot).
+void step_decide(StepControl* control, StepRecord* ring, int64_t capacity, float max_norm, float beta1, float beta2,
                  cudaStream_t stream);
 
 }  // namespace lmf::kernels

@@ -23,9 +23,12 @@ struct StepControl {
   float bias_correction2_sqrt = 1;
   int32_t skip = 0;           // a StepSkipCode
   int64_t applied = 0;        // updates applied so far, this step's included: AdamW's t
+  int64_t decided = 0;        // steps decided so far: the next record goes to ring slot decided % capacity
 };
 
-/// One step as the host reads it back at a log interval.
+/// One step as the host reads it back at a log interval. The ring's write index is
+/// StepControl::decided, kept and advanced on the device, so a step replayed from a CUDA graph
+/// writes the next slot without the host naming it.
 struct StepRecord {
   float loss;
   float grad_norm;

@@ -1,11 +1,13 @@
 // DeviceStep's layout: one allocation holding the StepControl and the ring of StepRecords, so a
-// read is one copy. The decisions themselves are kernels/adamw.cu's step_decide.
+// read is one copy. The decisions themselves are kernels/adamw.cu's step_decide, which also keeps
+// the ring's write index; the host keeps the same count to know which slots a read covers.
 #include "lmforge/optim/device_step.h"
 
 #include <cstddef>
 #include <cstring>
 
 #include "backend/cuda/cuda_backend.h"
+#include "lmforge/core/cuda_graph.h"
 #include "lmforge/ops.h"
 
 namespace lmf::optim {
@@ -49,16 +51,33 @@ float* DeviceStep::sum_squares_data() {
 
 const void* DeviceStep::control() const { return memory_.raw_data(); }
 
-void DeviceStep::decide(int64_t step, double max_norm, float beta1, float beta2) {
+void DeviceStep::count_decided(int64_t step) {
   LMF_CHECK(pending_ < capacity_, "DeviceStep: ", pending_, " steps decided since the last read, the ring "
             "holds ", capacity_, "; read() first");
   if (pending_ == 0) first_pending_ = step;
   LMF_CHECK(step == first_pending_ + pending_, "DeviceStep: step ", step, " decided after step ",
             first_pending_ + pending_ - 1, "; steps must follow one another between reads");
+  ++pending_;
+  ++decided_;
+}
+
+void DeviceStep::decide(int64_t step, double max_norm, float beta1, float beta2) {
+  count_decided(step);
   auto* control = static_cast<StepControl*>(memory_.raw_data());
   auto* ring = reinterpret_cast<StepRecord*>(static_cast<char*>(memory_.raw_data()) + kControlBytes);
-  cuda::step_decide(device_, control, ring + step % capacity_, static_cast<float>(max_norm), beta1, beta2);
-  ++pending_;
+  cuda::step_decide(device_, control, ring, capacity_, static_cast<float>(max_norm), beta1, beta2);
+  // A replay decides again on the device (the counter there picks the slot); the host counts it
+  // as the step after the last one decided, before the launch, so a full ring refuses the replay.
+  if (CudaGraph* graph = CudaGraph::capturing(device_))
+    graph->before_launch([this](bool replay) {
+      if (replay) count_decided(first_pending_ + pending_);
+    });
+}
+
+void DeviceStep::forget_last_decision() {
+  LMF_CHECK(pending_ > 0, "DeviceStep::forget_last_decision: no step decided since the last read");
+  --pending_;
+  --decided_;
 }
 
 std::vector<DeviceStep::Record> DeviceStep::read() {
@@ -66,12 +85,15 @@ std::vector<DeviceStep::Record> DeviceStep::read() {
   copy_bytes(host.data(), Device::cpu(), memory_.raw_data(), device_, host.size());
   StepControl control;
   std::memcpy(&control, host.data(), sizeof control);
+  LMF_CHECK(control.decided == decided_, "DeviceStep: the device decided ", control.decided, " steps, the host "
+            "counted ", decided_, "; a step was launched that the host did not count (a graph replayed "
+            "without DeviceStep's hook?)");
   std::vector<Record> out;
   for (int64_t i = 0; i < pending_; ++i) {
-    const int64_t step = first_pending_ + i;
+    const int64_t slot = (decided_ - pending_ + i) % capacity_;
     StepRecord r;
-    std::memcpy(&r, host.data() + kControlBytes + (step % capacity_) * int64_t(sizeof(StepRecord)), sizeof r);
-    out.push_back({step, r.loss, double(r.grad_norm), static_cast<Skip>(r.skip)});
+    std::memcpy(&r, host.data() + kControlBytes + slot * int64_t(sizeof(StepRecord)), sizeof r);
+    out.push_back({first_pending_ + i, r.loss, double(r.grad_norm), static_cast<Skip>(r.skip)});
   }
   first_pending_ += pending_;
   pending_ = 0;

@@ -1,6 +1,7 @@
 // Pinned double-buffered host->device copies of token batches (see batch_upload.h). A copy from
 // pageable memory would make the host wait for the GPU to drain its queue before every
-// micro-batch; from page-locked memory it is queued like a kernel.
+// micro-batch; from page-locked memory it is queued like a kernel. to_static writes one device
+// tensor every time, for a step captured in a CUDA graph, which reads fixed addresses.
 #include "train/batch_upload.h"
 
 #include <cstring>
@@ -29,7 +30,7 @@ BatchUpload::~BatchUpload() {
   cudaSetDevice(previous);
 }
 
-data::Batch BatchUpload::to_device(const data::Batch& batch) {
+data::Batch BatchUpload::upload(const data::Batch& batch, bool into_static) {
   if (device_.is_cpu()) return batch;
   const Tensor inputs = batch.inputs.contiguous_copy(), targets = batch.targets.contiguous_copy();
   LMF_CHECK(inputs.device().is_cpu() && inputs.dtype() == DType::i32 && targets.dtype() == DType::i32 &&
@@ -56,7 +57,10 @@ data::Batch BatchUpload::to_device(const data::Batch& batch) {
   std::memcpy(static_cast<char*>(s.host) + half, targets.raw_data(), half);
   Shape both = inputs.shape();
   both.insert(both.begin(), 2);
-  const Tensor device = Tensor::empty(both, DType::i32, device_);  // (2, B, T)
+  if (into_static && !static_.defined()) static_ = Tensor::empty(both, DType::i32, device_);
+  LMF_CHECK(!into_static || static_.shape() == both, "BatchUpload::to_static: a batch of shape ",
+            shape_str(inputs.shape()), " into the static input of shape ", shape_str(static_.shape()));
+  const Tensor device = into_static ? static_ : Tensor::empty(both, DType::i32, device_);  // (2, B, T)
   LMF_CUDA_CHECK(cudaMemcpyAsync(device.raw_data(), s.host, bytes, cudaMemcpyHostToDevice, cuda::stream()));
   LMF_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(s.copied), cuda::stream()));
   const int64_t n = inputs.numel();
@@ -68,7 +72,7 @@ data::Batch BatchUpload::to_device(const data::Batch& batch) {
 
 BatchUpload::~BatchUpload() = default;
 
-data::Batch BatchUpload::to_device(const data::Batch& batch) {
+data::Batch BatchUpload::upload(const data::Batch& batch, bool) {
   LMF_CHECK(device_.is_cpu(), "training on ", device_.str(), " needs a build with CUDA");
   return batch;
 }

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "lmforge/core/device.h"
+#include "lmforge/core/tensor.h"
 #include "lmforge/data/loader.h"
 
 namespace lmf::train {
@@ -19,9 +20,15 @@ class BatchUpload {
 
   /// `batch` (inputs, targets: (B, T) i32 on the CPU) on the device: as is on the CPU, otherwise
   /// two views of one fresh (2, B, T) device tensor whose copy is queued, not yet finished.
-  data::Batch to_device(const data::Batch& batch);
+  data::Batch to_device(const data::Batch& batch) { return upload(batch, false); }
+  /// As to_device, but every call copies into the same (2, B, T) device tensor (made by the first
+  /// call; a later batch of another shape is an lmf::Error): the static input a step captured in a
+  /// CUDA graph reads. The copy is queued on the compute stream, after the work queued before it
+  /// (the previous replay, which read the tensor) and before the next.
+  data::Batch to_static(const data::Batch& batch) { return upload(batch, true); }
 
  private:
+  data::Batch upload(const data::Batch& batch, bool into_static);
   struct Staging {
     void* host = nullptr;   // page-locked
     std::size_t bytes = 0;
@@ -30,6 +37,7 @@ class BatchUpload {
   Device device_;
   Staging staging_[2];
   int next_ = 0;
+  Tensor static_;  // (2, B, T) i32 on the device: to_static's destination
 };
 
 }  // namespace lmf::train

@@ -599,6 +599,8 @@ void Config::validate() const {
               "training.grad_accum_steps is ", training.grad_accum_steps, " (accumulation is not captured yet)");
     LMF_CHECK(model.dropout == 0.f, "run.cuda_graph: true needs model.dropout: 0 (got ", model.dropout,
               "): a replayed step would repeat the captured dropout masks");
+    LMF_CHECK(training.optimizer != OptimizerKind::muon, "run.cuda_graph: true needs training.optimizer: adamw; "
+              "Muon's update reads its values back to the host, which a captured step cannot do");
   }
   LMF_CHECK(!data.train.empty(), "data.train: required (a token shard, a glob, or a prepared directory)");
   LMF_CHECK(training.max_steps > 0 || training.max_tokens > 0 || training.max_time > 0,

@@ -4,9 +4,12 @@
 // clipping, the lr schedule, AdamW, periodic evaluation on fixed validation batches, atomic
 // checkpoints, and exact resume (weights, moments, RNG, loader position). On a GPU a step keeps its
 // loss, norm and guard verdicts on the device (optim::DeviceStep) and the host reads them only at a
-// log line, an evaluation or a checkpoint; the CPU decides on the host every step.
+// log line, an evaluation or a checkpoint; the CPU decides on the host every step. With
+// run.cuda_graph that GPU step, from zero_grad to the update, is captured once after a few eager
+// warm-up steps and replayed, its batch copied into static device tensors before each replay.
 #include "lmforge/train/trainer.h"
 
+#include "lmforge/core/cuda_graph.h"
 #include "lmforge/core/device_peak.h"
 
 #include <omp.h>
@@ -18,6 +21,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -69,6 +73,10 @@ extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kTokenizerFile = "tokenizer.json";
 constexpr std::size_t kSpikeWindow = 50, kSpikeWarmup = 20;
+// run.cuda_graph: eager steps of each fit() before the capture, so that everything a step creates
+// lazily (bf16 weight copies, cuBLASLt handles and algorithms, kernel attributes, the allocator's
+// cached blocks) exists before it is recorded. Two: the first step creates, the second finds.
+constexpr int64_t kGraphWarmupSteps = 2;
 
 // True when `name` matches `pattern`, where '*' matches any run of characters.
 bool glob_match(const std::string& pattern, const std::string& name) {
@@ -164,6 +172,11 @@ struct Trainer::Impl {
   // verdict stay on the device until settle_device_steps reads them; the lr of each such step.
   std::unique_ptr<optim::DeviceStep> device_step;
   std::vector<float> pending_lr;
+  // run.cuda_graph, per fit(): the captured step (null before the capture), the eager steps run
+  // so far, and whether the capture failed (then every step runs eagerly, as without a graph).
+  std::unique_ptr<CudaGraph> step_graph;
+  int64_t graph_eager_steps = 0;
+  bool graph_failed = false;
   optim::LrSchedule schedule;
   int64_t block_size = 0;
   int64_t tokens_per_step = 0;
@@ -234,6 +247,8 @@ struct Trainer::Impl {
       device_step = std::make_unique<optim::DeviceStep>(device, std::max<int64_t>(1, config.logging.interval));
       compute.device_id_checks = false;  // the loaders check every id on the host
     }
+    LMF_CHECK(!config.run.cuda_graph || device_step, "run.cuda_graph: true needs the GPU step that decides on "
+              "the device, which training.optimizer: muon does not take (its update reads values back)");
     out_dir = config.run.out_dir;
     checkpointer = std::make_unique<Checkpointer>(out_dir, config.checkpoint.keep_last);
     guard = LossGuard(config.training.spike_zscore, kSpikeWindow, kSpikeWarmup);
@@ -248,22 +263,15 @@ struct Trainer::Impl {
     }
   }
 
-  // run.cuda_graph: the step would be captured once after warm-up steps and replayed. Config
-  // validation refused what no capture can hold (accumulation, dropout, a CPU device named); here
-  // the resolved device and the world size are known. The step still reads its loss and gradient
-  // norm back to the host between the backward pass and the update (the log, clipping and the
-  // NaN and spike guards), which a capture cannot record, so for now the trainer refuses;
-  // lmf::CudaGraph works in a custom loop whose step keeps its values on the device.
+  // run.cuda_graph: the GPU step is captured after warm-up steps and replayed (queue_graph_step).
+  // Config validation refused what no capture can hold (accumulation, dropout, a CPU device named,
+  // Muon); here the resolved device and the world size are known.
   void check_cuda_graph() const {
     if (!config.run.cuda_graph) return;
     LMF_CHECK(device.is_cuda(), "run.cuda_graph: true needs a GPU (run.device resolved to ", device.str(),
               "); a CUDA graph records GPU work");
     LMF_CHECK(comm->world_size() == 1, "run.cuda_graph: true cannot capture a data-parallel step (",
               comm->world_size(), " processes): the gradient all-reduce is not recorded yet");
-    throw Error("run.cuda_graph: true is not available in the trainer yet: its GPU step reads nothing back, "
-                "but it uploads each batch into new tensors and writes each step's record into the slot of "
-                "the device ring the host picks, which a replayed graph would not repeat. Train with "
-                "run.cuda_graph: false, or capture the step with lmf::CudaGraph in a custom loop (docs/gpu.md)");
   }
 
   // run.device -> `device`. `auto` is the CPU (docs/config.md says why); cuda and cuda:N need a
@@ -661,6 +669,74 @@ struct Trainer::Impl {
     return stop;
   }
 
+  // The GPU step from the bf16 refresh of the weights to the update, queued without a wait: the
+  // loss, the norm and the verdicts are decided on the device and read at the next log line,
+  // evaluation or checkpoint (settle_device_steps). `batch_of(micro)` gives micro-batch `micro` on
+  // the device, `weight_of(micro)` its weight in the step's loss. Nothing here reads back or copies
+  // from the host, so the same call is what run.cuda_graph records.
+  void queue_device_step(const std::function<data::Batch(int64_t)>& batch_of,
+                         const std::function<float(int64_t)>& weight_of, bool masked) {
+    const auto& t = config.training;
+    refresh_weight_copies();  // the weights of the last optimizer step (or of a checkpoint)
+    model->zero_grad();
+    // Each micro-batch's loss stays where it was computed; set_loss sums them on the device.
+    Tensor micro_losses = Tensor::empty({t.grad_accum_steps}, DType::f32, device);  // (grad_accum_steps)
+    for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
+      const data::Batch batch = batch_of(micro);
+      Tensor loss = model->forward_loss(batch.inputs, batch.targets);
+      const float weight = weight_of(micro);
+      slot(micro_losses, micro).copy_(masked ? scale(loss.detach(), weight) : loss.detach());
+      dp->backward(scale(loss, weight), micro == t.grad_accum_steps - 1);
+    }
+    device_step->set_loss(micro_losses, masked ? 1.f : 1.f / static_cast<float>(t.grad_accum_steps));
+    dp->mean_on_device(device_step->loss_data());
+    dp->clip_gradients(*device_step, step, t.grad_clip);
+    optimizer->step(*device_step);
+    dp->after_step();
+  }
+
+  // run.cuda_graph (one process, one micro-batch per step): the batch is copied into the static
+  // input tensors (queued, outside any capture), then the step runs eagerly for the first
+  // kGraphWarmupSteps steps of this fit(), is captured at the next (the capture runs it once) and
+  // replayed after that. What changes per step reaches the replay through device memory: the
+  // batch (the static tensors), the lr (AdamW's scalars, rewritten by its hook before each
+  // launch), t and the bias corrections (counted on the device by step_decide) and the ring slot
+  // (the device's counter; DeviceStep's hook counts the replay on the host). The loss weight is
+  // 1: with one micro-batch on one process it is 1 without masks, and with masks 1 or, for a batch
+  // with no trained target, 0, where the loss and every gradient are 0 either way. If the capture
+  // fails, the step runs eagerly, an event says why, and so do the remaining steps of this fit().
+  void queue_graph_step(const data::Batch& host_batch, bool masked) {
+    const data::Batch batch = upload->to_static(host_batch);
+    const auto body = [&] {
+      queue_device_step([&](int64_t) { return batch; }, [](int64_t) { return 1.f; }, masked);
+    };
+    if (step_graph) {
+      step_graph->replay();
+      return;
+    }
+    if (graph_failed || graph_eager_steps < kGraphWarmupSteps) {
+      body();
+      ++graph_eager_steps;
+      return;
+    }
+    auto graph = std::make_unique<CudaGraph>();
+    const int64_t pending = device_step->pending();
+    try {
+      graph->capture(device, body);
+    } catch (const Error& e) {
+      // Nothing recorded ran; only the host's count of decided steps may have moved.
+      if (device_step->pending() > pending) device_step->forget_last_decision();
+      graph_failed = true;
+      event("cuda_graph", str("step ", step + 1, " could not be captured, training on without a CUDA graph: ",
+                              e.what()));
+      body();
+      return;
+    }
+    step_graph = std::move(graph);
+    event("cuda_graph", str("step ", step + 1, " captured after ", graph_eager_steps,
+                            " eager steps; later steps replay it"));
+  }
+
   // --- the loop ----------------------------------------------------------------------------
 
   TrainResult fit() {
@@ -713,6 +789,11 @@ struct Trainer::Impl {
     if (!set_aside.empty()) event("set_aside", set_aside.string());
     if (resumed) event("resume", last_checkpoint);
     started = std::chrono::steady_clock::now();
+    // A graph of an earlier fit() may hold addresses a checkpoint load has since written: record
+    // the step again (after its warm-up steps) in this one.
+    step_graph.reset();
+    graph_eager_steps = 0;
+    graph_failed = false;
     if (device_step) {
       device_step->set_applied(optimizer->step_count());
       const LossGuard::SpikeReference reference = guard.spike_reference();
@@ -735,11 +816,6 @@ struct Trainer::Impl {
         break;
       }
       const float lr = static_cast<float>(schedule.lr_at(step));
-      refresh_weight_copies();  // the weights of the last optimizer step (or of a checkpoint)
-      model->zero_grad();
-      // Each micro-batch's loss is kept where it was computed; the host reads them once, after the
-      // step's last backward pass, so a GPU runs the micro-batches without waiting for the host.
-      Tensor micro_losses = Tensor::empty({t.grad_accum_steps}, DType::f32, device);  // (grad_accum_steps)
       const bool masked = train_loader->masked();
       std::vector<data::Batch> read_ahead;
       StepTokens counted;
@@ -749,22 +825,15 @@ struct Trainer::Impl {
       }
       bool stop = false;
       if (device_step) {
-        // Queued without a wait: the loss, the norm and the verdicts are decided on the device and
-        // read at the next log line, evaluation or checkpoint (settle_device_steps).
-        for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
-          const auto batch = upload->to_device(masked ? read_ahead[micro] : train_loader->next());
-          Tensor loss = model->forward_loss(batch.inputs, batch.targets);
-          const float weight = masked ? counted.weight(micro, comm->world_size()) : inv_accum;
-          // Masked: each micro-batch's share of the step's trained targets, so the sum is the mean.
-          slot(micro_losses, micro).copy_(masked ? scale(loss.detach(), weight) : loss.detach());
-          dp->backward(scale(loss, weight), micro == t.grad_accum_steps - 1);
+        optimizer->set_lr(lr);  // read by the update (or a replay's hook) when it is queued
+        if (config.run.cuda_graph) {
+          queue_graph_step(masked ? read_ahead[0] : train_loader->next(), masked);
+        } else {
+          queue_device_step(
+              [&](int64_t micro) { return upload->to_device(masked ? read_ahead[micro] : train_loader->next()); },
+              // Masked: each micro-batch's share of the step's trained targets, so the sum is the mean.
+              [&](int64_t micro) { return masked ? counted.weight(micro, comm->world_size()) : inv_accum; }, masked);
         }
-        device_step->set_loss(micro_losses, masked ? 1.f : inv_accum);
-        dp->mean_on_device(device_step->loss_data());
-        dp->clip_gradients(*device_step, step, t.grad_clip);
-        optimizer->set_lr(lr);
-        optimizer->step(*device_step);
-        dp->after_step();
         pending_lr.push_back(lr);
         ++step;
         tokens_since_log += tokens_per_step;
@@ -774,6 +843,11 @@ struct Trainer::Impl {
         if (log_due || eval_due || checkpoint_due || device_step->pending() == device_step->capacity())
           if (settle_device_steps(result, log_due, tokens_since_log, log_clock)) stop = true, result.stop_reason = "callback";
       } else {
+        refresh_weight_copies();  // the weights of the last optimizer step (or of a checkpoint)
+        model->zero_grad();
+        // Each micro-batch's loss is kept where it was computed; the host reads them once, after
+        // the step's last backward pass.
+        Tensor micro_losses = Tensor::empty({t.grad_accum_steps}, DType::f32, device);  // (grad_accum_steps)
         for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
           const auto batch = upload->to_device(masked ? read_ahead[micro] : train_loader->next());
           Tensor loss = model->forward_loss(batch.inputs, batch.targets);

@@ -16,7 +16,6 @@
 #include "lmforge/nn/gpt.h"
 #include "lmforge/ops.h"
 #include "lmforge/optim/adamw.h"
-#include "lmforge/train/trainer.h"
 
 using lmf::Tensor;
 using lmf::nn::GPT;
@@ -195,15 +194,4 @@ TEST_CASE("memory allocated and freed inside a capture stays with the graph") {
   const std::vector<float> out = y.to_vector();
   REQUIRE(out.front() == 6.f);
   REQUIRE(out.back() == 6.f);
-}
-
-TEST_CASE("the trainer refuses run.cuda_graph until its step keeps its values on the device") {
-  LMF_SKIP_WITHOUT_GPU();
-  lmf::train::Config c;
-  c.data.train = "unused.bin";  // refused before the data is opened
-  c.training.max_steps = 1;
-  c.run.device = lmf::train::DeviceSetting::parse("cuda");
-  c.run.cuda_graph = true;
-  c.validate();
-  REQUIRE_THROWS_WITH(lmf::train::Trainer(c), Catch::Contains("run.cuda_graph: true is not available in the trainer yet"));
 }

@@ -1,6 +1,8 @@
 // A GPU step that never waits for the host. DeviceStep and AdamW::step(DeviceStep) against the host
 // path (clip on the host, AdamW::step()) on one small module; the skip verdicts (a non-finite loss,
-// a non-finite norm, a spike) leaving parameters, moments and the step count untouched; and the
+// a non-finite norm, a spike) leaving parameters, moments and the step count untouched; the record
+// ring's write index on the device (a decision captured in a CUDA graph and replayed fills the next
+// slots, wraps round, and a replay into a full ring is refused); and the
 // trainer: a run read only at log intervals logs exactly the losses of a run read every step, a
 // poisoned model skips every update on the device, and the number of host waits does not grow with
 // the steps between two log lines (lmf::cuda_host_syncs, so a per-step read-back fails the test).
@@ -16,6 +18,7 @@
 #include "e2e/cli_run.h"
 #include "train/word_corpus.h"
 #include "lmforge/autograd.h"
+#include "lmforge/core/cuda_graph.h"
 #include "lmforge/core/rng.h"
 #include "lmforge/nn/gpt.h"
 #include "lmforge/nn/linear.h"
@@ -121,6 +124,68 @@ void check_skipped(float loss, float grad_value, Skip expected) {
   CHECK(same_bits(after.m, before.m));
   CHECK(same_bits(after.v, before.v));
 }
+
+// --- the ring under a CUDA graph -------------------------------------------------------------------
+
+// The loss and three gradients, each `value`, in static device tensors the decision reads.
+struct StaticInputs {
+  Tensor loss = Tensor::zeros({1}, lmf::DType::f32, Device::cuda());
+  Tensor grads = Tensor::zeros({3}, lmf::DType::f32, Device::cuda());
+  void set(float value) {
+    loss.copy_(Tensor::from_vector(std::vector<float>{value}, {1}));
+    grads.fill_(value);
+  }
+};
+
+void check_records(const std::vector<DeviceStep::Record>& records, int64_t first_step) {
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const int64_t step = first_step + static_cast<int64_t>(i);
+    const float value = static_cast<float>(step + 1);  // what StaticInputs::set was given for it
+    INFO("record " << i);
+    CHECK(records[i].step == step);
+    CHECK(records[i].loss == value);
+    CHECK(records[i].grad_norm == Approx(std::sqrt(3.0) * value).epsilon(1e-6));
+    CHECK(records[i].skip == Skip::none);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a replayed DeviceStep::decide writes the next ring slot, and the host counts it", "[cuda][optim]") {
+  LMF_SKIP_WITHOUT_GPU();
+  const Device gpu = Device::cuda();
+  DeviceStep control(gpu, 4);
+  StaticInputs in;
+  auto decide = [&](int64_t step) {
+    control.set_loss(in.loss, 1.f);
+    control.set_sum_squares(in.grads);
+    control.decide(step, 0, 0.9f, 0.999f);
+  };
+  in.set(1.f);
+  decide(0);  // eager: the reduction's first launch
+  lmf::CudaGraph graph;
+  in.set(2.f);
+  graph.capture(gpu, [&] { decide(1); });  // records step 1 and runs it once
+  in.set(3.f);
+  graph.replay();  // step 2
+  in.set(4.f);
+  graph.replay();  // step 3: the ring (4 slots) is full
+  CHECK_THROWS_WITH(graph.replay(), Catch::Contains("read() first"));  // refused before the launch
+  const auto first = control.read();
+  REQUIRE(first.size() == 4);
+  check_records(first, 0);
+  // The device's write index wraps round: steps 4 and 5 go to slots 0 and 1.
+  in.set(5.f);
+  graph.replay();
+  in.set(6.f);
+  graph.replay();
+  const auto second = control.read();
+  REQUIRE(second.size() == 2);
+  check_records(second, 4);
+  CHECK(control.applied() == 6);
+}
+
+namespace {
 
 // --- the trainer ---------------------------------------------------------------------------------
 

@@ -128,5 +128,7 @@ TEST_CASE("run.cuda_graph is off by default and refuses what a capture cannot ho
              Catch::Contains("run.cuda_graph") && Catch::Contains("grad_accum_steps is 2"));
   CHECK_THAT(error_of(kMinimal, {"run.cuda_graph=true", "model.dropout=0.1"}),
              Catch::Contains("run.cuda_graph") && Catch::Contains("dropout masks"));
+  CHECK_THAT(error_of(kMinimal, {"run.cuda_graph=true", "run.device=cuda", "training.optimizer=muon"}),
+             Catch::Contains("run.cuda_graph") && Catch::Contains("training.optimizer: adamw"));
   CHECK_THAT(error_of(std::string(kMinimal) + "run:\n  cuda_graph: maybe\n"), Catch::Contains("run.cuda_graph"));
 }

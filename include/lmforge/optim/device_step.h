@@ -39,14 +39,21 @@ class DeviceStep {
   /// On the device, from the loss and the sum of squares: the norm, the clip factor (torch's rule;
   /// max_norm <= 0: none), the verdict (non-finite loss, spike against the reference set last,
   /// non-finite norm) and, for an applied step, AdamW's t and bias corrections; the record of
-  /// `step` goes into the ring. Queued, never waited for.
+  /// `step` goes into the ring slot a counter on the device names, and the counter advances.
+  /// Queued, never waited for. Inside a CUDA graph capture (lmforge/core/cuda_graph.h) it also
+  /// registers a hook with the graph, so each replay counts as the decision of the step after the
+  /// last one decided (and throws, before the launch, when the ring is full: read() first).
   void decide(int64_t step, double max_norm, float beta1, float beta2);
   /// The state AdamW::step(const DeviceStep&) reads (a kernels::StepControl in device memory).
   const void* control() const;
 
   /// The records of every step decided since the last read, oldest first, and applied() brought
-  /// up to date: one device-to-host copy, which waits for the GPU.
+  /// up to date: one device-to-host copy, which waits for the GPU. Throws lmf::Error when the
+  /// device's count of decided steps differs from the host's (a launch the host did not count).
   std::vector<Record> read();
+  /// Forgets, on the host, the last decide() of a CUDA graph capture that was abandoned (its
+  /// kernels never ran, so the device did not count it). Throws when nothing is pending.
+  void forget_last_decision();
   /// Steps decided and not yet read.
   int64_t pending() const { return pending_; }
   /// Updates applied in total (AdamW's step count), as of the last read or set_applied().
@@ -60,7 +67,10 @@ class DeviceStep {
   Device device_;
   int64_t capacity_;
   Tensor memory_;  // one StepControl, then capacity StepRecords
+  // Counted on the host as on the device (StepControl::decided): the ring slot of each record.
+  void count_decided(int64_t step);
   int64_t first_pending_ = 0, pending_ = 0;
+  int64_t decided_ = 0;
   int64_t applied_ = 0;
 };
 

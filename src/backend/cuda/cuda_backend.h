@@ -237,9 +237,9 @@ LMF_CUDA_ENTRY(void adamw_update(Device device, float* p, const float* g, float*
 LMF_CUDA_ENTRY(void adamw_update_controlled(Device device, float* p, const float* g, float* m, float* v, int64_t n,
                                             float weight_decay, float beta1, float beta2, float eps,
                                             const kernels::StepControl* control, const float* scalars))
-/// kernels::step_decide on the device's default stream.
-LMF_CUDA_ENTRY(void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* record,
-                                float max_norm, float beta1, float beta2))
+/// kernels::step_decide on the device's stream: the record goes to ring[control->decided % capacity].
+LMF_CUDA_ENTRY(void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* ring,
+                                int64_t capacity, float max_norm, float beta1, float beta2))
 
 }  // namespace lmf::cuda
 

@@ -365,10 +365,10 @@ void adamw_update_controlled(Device device, float* p, const float* g, float* m, 
                              reinterpret_cast<const k::AdamWStepScalars*>(scalars), stream());
 }
 
-void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* record, float max_norm,
-                 float beta1, float beta2) {
+void step_decide(Device device, kernels::StepControl* control, kernels::StepRecord* ring, int64_t capacity,
+                 float max_norm, float beta1, float beta2) {
   DeviceGuard guard(device);
-  k::step_decide(control, record, max_norm, beta1, beta2, stream());
+  k::step_decide(control, ring, capacity, max_norm, beta1, beta2, stream());
 }
 
 }  // namespace lmf::cuda
