@@ -135,13 +135,28 @@ void rmsnorm_backward_typed(float* dx, float* dweight, const float* dout, const 
 void rotary_apply(float* out, const float* x, const float* cos, const float* sin, int64_t b, int64_t nh,
                   int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t, int64_t offset,
                   float sin_sign, cudaStream_t stream);
+/// rotary_apply with x and out each f32 or bf16 storage (f32 math; a bf16 x read in place).
+void rotary_apply_typed(void* out, ElemType out_type, const void* x, ElemType x_type, const float* cos,
+                        const float* sin, int64_t b, int64_t nh, int64_t t, int64_t hs, int64_t stride_b,
+                        int64_t stride_h, int64_t stride_t, int64_t offset, float sin_sign, cudaStream_t stream);
 /// SwiGLU gate (swiglu.cu): out (N) = silu(gate) * up; backward dgate, dup (N) (null to skip).
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream);
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
                      cudaStream_t stream);
+/// The same with gate, up and out each f32 or bf16 storage (f32 math in registers); dout and the
+/// gradients stay f32.
+void swiglu_forward_typed(void* out, ElemType out_type, const void* gate, ElemType gate_type, const void* up,
+                          ElemType up_type, int64_t n, cudaStream_t stream);
+void swiglu_backward_typed(float* dgate, float* dup, const float* dout, const void* gate, ElemType gate_type,
+                           const void* up, ElemType up_type, int64_t n, cudaStream_t stream);
 /// out (N) = gelu(x) (tanh approximation); dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream);
+/// The same with x and out each f32 or bf16 storage (f32 math); dout and dx stay f32.
+void gelu_forward_typed(void* out, ElemType out_type, const void* x, ElemType x_type, int64_t n,
+                        cudaStream_t stream);
+void gelu_backward_typed(float* dx, const float* dout, const void* x, ElemType x_type, int64_t n,
+                         cudaStream_t stream);
 /// The backward of linear + GELU after the product: dpre (rows, cols) = dout * gelu'(pre), pre f32
 /// or bf16 (the forward's saved pre-activation, read in place), and, when dbias is not null,
 /// dbias (cols) = column sums of dpre, written or added (accumulate), deterministic through
@@ -164,11 +179,21 @@ void cross_entropy_forward(float* loss, float* count, float* losses, float* lse,
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                             const float* dloss, const float* count, int64_t n, int64_t v,
                             int32_t ignore_index, cudaStream_t stream);
+/// Both passes with the logits f32 or bf16 storage, read in place (f32 math; everything else f32).
+void cross_entropy_forward_typed(float* loss, float* count, float* losses, float* lse, const void* logits,
+                                 ElemType logits_type, const int32_t* targets, int64_t n, int64_t v,
+                                 int32_t ignore_index, cudaStream_t stream);
+void cross_entropy_backward_typed(float* dlogits, const void* logits, ElemType logits_type, const float* lse,
+                                  const int32_t* targets, const float* dloss, const float* count, int64_t n,
+                                  int64_t v, int32_t ignore_index, cudaStream_t stream);
 
 /// out (N) = x * keep / (1 - p), keep = philox_uniform(seed, base + i) >= p (bit-identical to
 /// lmf::philox_uniform on the CPU). Also the backward (x = dout).
 void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base,
                    cudaStream_t stream);
+/// dropout_apply with x and out each f32 or bf16 storage (the kept values scaled in f32, rounded once).
+void dropout_apply_typed(void* out, ElemType out_type, const void* x, ElemType x_type, int64_t n, float p,
+                         uint64_t seed, uint64_t base, cudaStream_t stream);
 
 /// AdamW on elements [0, n) of the slabs: m, v moments, p updated in place; decay_factor = 1 - lr·wd.
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor, float lr,

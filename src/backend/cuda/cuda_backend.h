@@ -138,6 +138,22 @@ LMF_CUDA_ENTRY(void swiglu_backward(Device device, float* dgate, float* dup, con
                                     const float* up, int64_t n))
 LMF_CUDA_ENTRY(void gelu_forward(Device device, float* out, const float* x, int64_t n))
 LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n))
+// The native-bf16 forms of rotary_apply, swiglu_*, gelu_*: activations (x, gate, up, out) f32 or
+// bf16 storage, each by its dtype, read and written in place with f32 math in registers (no widened
+// copy); upstream gradients and the gradients written stay f32.
+LMF_CUDA_ENTRY(void rotary_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
+                                       const float* cos, const float* sin, int64_t b, int64_t nh, int64_t t,
+                                       int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t,
+                                       int64_t offset, float sin_sign))
+LMF_CUDA_ENTRY(void swiglu_forward_typed(Device device, void* out, DType out_dtype, const void* gate,
+                                         DType gate_dtype, const void* up, DType up_dtype, int64_t n))
+LMF_CUDA_ENTRY(void swiglu_backward_typed(Device device, float* dgate, float* dup, const float* dout,
+                                          const void* gate, DType gate_dtype, const void* up, DType up_dtype,
+                                          int64_t n))
+LMF_CUDA_ENTRY(void gelu_forward_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
+                                       int64_t n))
+LMF_CUDA_ENTRY(void gelu_backward_typed(Device device, float* dx, const float* dout, const void* x, DType x_dtype,
+                                        int64_t n))
 /// linear_gelu's backward before the products: dpre (rows, cols) = dout * gelu'(pre) with pre f32
 /// or bf16 read in place, and dbias (cols, null to skip) = column sums of dpre (+= when
 /// accumulate), in one pass over dout.
@@ -196,8 +212,20 @@ LMF_CUDA_ENTRY(void cross_entropy_forward(Device device, float* loss, float* cou
 LMF_CUDA_ENTRY(void cross_entropy_backward(Device device, float* dlogits, const float* logits, const float* lse,
                                            const int32_t* targets, const float* dloss, const float* count,
                                            int64_t n, int64_t v, int32_t ignore_index))
+/// Both passes with the logits f32 or bf16 (logits_dtype), read in place: bf16 logits are never
+/// widened to an (N, V) f32 copy.
+LMF_CUDA_ENTRY(void cross_entropy_forward_typed(Device device, float* loss, float* count, float* lse,
+                                                const void* logits, DType logits_dtype, const int32_t* targets,
+                                                int64_t n, int64_t v, int32_t ignore_index))
+LMF_CUDA_ENTRY(void cross_entropy_backward_typed(Device device, float* dlogits, const void* logits,
+                                                 DType logits_dtype, const float* lse, const int32_t* targets,
+                                                 const float* dloss, const float* count, int64_t n, int64_t v,
+                                                 int32_t ignore_index))
 LMF_CUDA_ENTRY(void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed,
                                   uint64_t base))
+/// dropout_apply with x and out f32 or bf16 (their dtypes), read and written in place.
+LMF_CUDA_ENTRY(void dropout_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
+                                        int64_t n, float p, uint64_t seed, uint64_t base))
 
 // --- primitive ops: broadcasting, unary table, max, cat/where/gather (primitives.cpp) -------------
 // The same names and arguments as lmf::cpu:: (see cpu_kernels.h for each contract), Device first.
