@@ -39,10 +39,17 @@ void fill(void* dst, ElemType type, float value, int64_t n, cudaStream_t stream)
 void add_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
 void sub_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
 void mul_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
+/// add, sub or mul (op; not div) with a, b and out each f32 or bf16 storage, f32 math, b read as
+/// b[i % NB]: a bf16 operand is read in place and a bf16 out rounded once.
+void binary_forward_typed(BinaryOp op, void* out, ElemType out_type, const void* a, ElemType a_type, const void* b,
+                          ElemType b_type, int64_t n, int64_t nb, cudaStream_t stream);
 void scale_forward(float* out, const float* a, float factor, int64_t n, cudaStream_t stream);
 /// da (N) = dout * b (null to skip); db (NB) = sum over the broadcast of dout * a (null to skip).
 void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
                   int64_t nb, cudaStream_t stream);
+/// mul_backward with a and b each f32 or bf16 storage (dout, da, db f32).
+void mul_backward_typed(float* da, float* db, const float* dout, const void* a, ElemType a_type, const void* b,
+                        ElemType b_type, int64_t n, int64_t nb, cudaStream_t stream);
 /// dst (N) += alpha * src.
 void add_inplace(float* dst, const float* src, float alpha, int64_t n, cudaStream_t stream);
 /// out (cols) = factor * sum over rows of x (rows, cols) [* y (rows, cols) when y is not null].
@@ -318,6 +325,12 @@ void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, c
                       cudaStream_t stream);
 void broadcast_binary_backward(BinaryOp op, float* ga, float* gb, const float* g, const float* a, const float* b,
                                const BroadcastLayout& layout, cudaStream_t stream);
+/// The two above with a, b (and the forward's out) each f32 or bf16 storage, f32 math; g, ga, gb f32.
+void broadcast_binary_typed(BinaryOp op, void* out, ElemType out_type, const void* a, ElemType a_type,
+                            const void* b, ElemType b_type, const BroadcastLayout& layout, cudaStream_t stream);
+void broadcast_binary_backward_typed(BinaryOp op, float* ga, float* gb, const float* g, const void* a,
+                                     ElemType a_type, const void* b, ElemType b_type, const BroadcastLayout& layout,
+                                     cudaStream_t stream);
 void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_t stream);
 void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream);
 void unary_backward(UnaryOp op, float* dx, const float* dout, const float* x, const float* y, float p, int64_t n,

@@ -2,7 +2,8 @@
 // the unary table, max over a dim, row copies, where and gather. The formulas come from
 // common/op_table.h, the same header the CPU kernels use. Every reduction is a fixed sequential loop
 // per output element (no atomics), so results are the same run to run. None of this is on the GPT-2
-// hot path, which keeps the periodic kernels of elementwise.cu.
+// hot path, which keeps the periodic kernels of elementwise.cu. The broadcasting binary ops take a,
+// b and out as f32 or bf16 storage (templates, f32 math): a bf16 operand is read in place.
 #include "common/common.cuh"
 #include "kernels.h"
 
@@ -21,18 +22,19 @@ int64_t numel_of(const BroadcastLayout& l) {
   return n;
 }
 
-template <BinaryOp kOp>
-__global__ void broadcast_binary_kernel(float* out, const float* a, const float* b, BroadcastLayout l, int64_t n) {
+template <BinaryOp kOp, class TA, class TB, class TO>
+__global__ void broadcast_binary_kernel(TO* out, const TA* a, const TB* b, BroadcastLayout l, int64_t n) {
   LMF_GRID_STRIDE(i, n) {
-    out[i] = binary_value(kOp, a[broadcast_offset(l, 0, i)], b[broadcast_offset(l, 1, i)]);
+    out[i] = from_float<TO>(
+        binary_value(kOp, to_float(a[broadcast_offset(l, 0, i)]), to_float(b[broadcast_offset(l, 1, i)])));
   }
 }
 
-template <BinaryOp kOp>
-__global__ void broadcast_binary_backward_kernel(float* ga, float* gb, const float* g, const float* a,
-                                                 const float* b, BroadcastLayout l, int64_t n) {
+template <BinaryOp kOp, class TA, class TB>
+__global__ void broadcast_binary_backward_kernel(float* ga, float* gb, const float* g, const TA* a, const TB* b,
+                                                 BroadcastLayout l, int64_t n) {
   LMF_GRID_STRIDE(i, n) {
-    const float x = a[broadcast_offset(l, 0, i)], y = b[broadcast_offset(l, 1, i)];
+    const float x = to_float(a[broadcast_offset(l, 0, i)]), y = to_float(b[broadcast_offset(l, 1, i)]);
     if (ga) ga[i] = binary_grad_a(kOp, g[i], x, y);
     if (gb) gb[i] = binary_grad_b(kOp, g[i], x, y);
   }
@@ -143,35 +145,72 @@ __global__ void gather_backward_kernel(float* dx, const float* dout, const int32
 #define LMF_UNARY_CASES(X) \
   X(neg) X(exp) X(log) X(sqrt) X(rsqrt) X(tanh) X(sigmoid) X(silu) X(relu) X(pow)
 
-void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, const BroadcastLayout& layout,
-                      cudaStream_t stream) {
+void broadcast_binary_typed(BinaryOp op, void* out, ElemType out_type, const void* a, ElemType a_type,
+                            const void* b, ElemType b_type, const BroadcastLayout& layout, cudaStream_t stream) {
+  const bool a16 = storage_is_bf16(a_type, "broadcast_binary", "a");
+  const bool b16 = storage_is_bf16(b_type, "broadcast_binary", "b");
+  const bool o16 = storage_is_bf16(out_type, "broadcast_binary", "out");
   const int64_t n = numel_of(layout);
   if (n == 0) return;
-  switch (op) {
+  with_storage(a16, [&](auto ta) {
+    with_storage(b16, [&](auto tb) {
+      with_storage(o16, [&](auto to) {
+        using TA = decltype(ta);
+        using TB = decltype(tb);
+        using TO = decltype(to);
+        auto* o = static_cast<TO*>(out);
+        const auto* pa = static_cast<const TA*>(a);
+        const auto* pb = static_cast<const TB*>(b);
+        switch (op) {
 #define LMF_CASE(name)                                                                                   \
   case BinaryOp::name:                                                                                   \
-    broadcast_binary_kernel<BinaryOp::name><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, a, b, layout, n); \
+    broadcast_binary_kernel<BinaryOp::name, TA, TB, TO><<<grid_for(n, kThreads), kThreads, 0, stream>>>( \
+        o, pa, pb, layout, n);                                                                           \
     break;
-    LMF_BINARY_CASES(LMF_CASE)
+          LMF_BINARY_CASES(LMF_CASE)
 #undef LMF_CASE
-  }
+        }
+      });
+    });
+  });
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, const BroadcastLayout& layout,
+                      cudaStream_t stream) {
+  broadcast_binary_typed(op, out, ElemType::f32, a, ElemType::f32, b, ElemType::f32, layout, stream);
+}
+
+void broadcast_binary_backward_typed(BinaryOp op, float* ga, float* gb, const float* g, const void* a,
+                                     ElemType a_type, const void* b, ElemType b_type, const BroadcastLayout& layout,
+                                     cudaStream_t stream) {
+  const bool a16 = storage_is_bf16(a_type, "broadcast_binary_backward", "a");
+  const bool b16 = storage_is_bf16(b_type, "broadcast_binary_backward", "b");
+  const int64_t n = numel_of(layout);
+  if (n == 0) return;
+  with_storage(a16, [&](auto ta) {
+    with_storage(b16, [&](auto tb) {
+      using TA = decltype(ta);
+      using TB = decltype(tb);
+      const auto* pa = static_cast<const TA*>(a);
+      const auto* pb = static_cast<const TB*>(b);
+      switch (op) {
+#define LMF_CASE(name)                                                                        \
+  case BinaryOp::name:                                                                        \
+    broadcast_binary_backward_kernel<BinaryOp::name, TA, TB>                                  \
+        <<<grid_for(n, kThreads), kThreads, 0, stream>>>(ga, gb, g, pa, pb, layout, n);      \
+    break;
+        LMF_BINARY_CASES(LMF_CASE)
+#undef LMF_CASE
+      }
+    });
+  });
   LMF_CUDA_LAUNCH_CHECK();
 }
 
 void broadcast_binary_backward(BinaryOp op, float* ga, float* gb, const float* g, const float* a, const float* b,
                                const BroadcastLayout& layout, cudaStream_t stream) {
-  const int64_t n = numel_of(layout);
-  if (n == 0) return;
-  switch (op) {
-#define LMF_CASE(name)                                                                                     \
-  case BinaryOp::name:                                                                                     \
-    broadcast_binary_backward_kernel<BinaryOp::name>                                                       \
-        <<<grid_for(n, kThreads), kThreads, 0, stream>>>(ga, gb, g, a, b, layout, n);                     \
-    break;
-    LMF_BINARY_CASES(LMF_CASE)
-#undef LMF_CASE
-  }
-  LMF_CUDA_LAUNCH_CHECK();
+  broadcast_binary_backward_typed(op, ga, gb, g, a, ElemType::f32, b, ElemType::f32, layout, stream);
 }
 
 void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_t stream) {

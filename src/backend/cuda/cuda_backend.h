@@ -35,6 +35,14 @@ LMF_CUDA_ENTRY(void scale_forward(Device device, float* out, const float* a, flo
 /// da (N) = dout * b; db (NB) = sum over the broadcast of dout * a; either may be null.
 LMF_CUDA_ENTRY(void mul_backward(Device device, float* da, float* db, const float* dout, const float* a,
                                  const float* b, int64_t n, int64_t nb))
+/// add, sub or mul (op, not div) with a, b, out each f32 or bf16 (their dtypes) read and written in
+/// place, f32 math; and mul's backward with a, b so typed (dout, da, db f32). Mixed precision's bf16
+/// operands take these instead of a widening cast.
+LMF_CUDA_ENTRY(void binary_forward_typed(Device device, kernels::BinaryOp op, void* out, DType out_dtype,
+                                         const void* a, DType a_dtype, const void* b, DType b_dtype, int64_t n,
+                                         int64_t nb))
+LMF_CUDA_ENTRY(void mul_backward_typed(Device device, float* da, float* db, const float* dout, const void* a,
+                                       DType a_dtype, const void* b, DType b_dtype, int64_t n, int64_t nb))
 /// out (cols) = factor * sum over rows of in (rows, cols), or += when accumulate; deterministic.
 LMF_CUDA_ENTRY(void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols,
                                 float factor = 1.f, bool accumulate = false))
@@ -234,6 +242,13 @@ LMF_CUDA_ENTRY(void broadcast_binary(Device device, kernels::BinaryOp op, float*
 LMF_CUDA_ENTRY(void broadcast_binary_backward(Device device, kernels::BinaryOp op, float* ga, float* gb,
                                               const float* g, const float* a, const float* b,
                                               const kernels::BroadcastLayout& layout))
+/// The two above with a, b, out each f32 or bf16 (their dtypes), f32 math; g, ga, gb f32.
+LMF_CUDA_ENTRY(void broadcast_binary_typed(Device device, kernels::BinaryOp op, void* out, DType out_dtype,
+                                           const void* a, DType a_dtype, const void* b, DType b_dtype,
+                                           const kernels::BroadcastLayout& layout))
+LMF_CUDA_ENTRY(void broadcast_binary_backward_typed(Device device, kernels::BinaryOp op, float* ga, float* gb,
+                                                    const float* g, const void* a, DType a_dtype, const void* b,
+                                                    DType b_dtype, const kernels::BroadcastLayout& layout))
 LMF_CUDA_ENTRY(void sum_to(Device device, float* out, const float* in, const kernels::ReduceLayout& layout))
 LMF_CUDA_ENTRY(void unary_forward(Device device, kernels::UnaryOp op, float* out, const float* x, float p,
                                   int64_t n))
