@@ -335,6 +335,10 @@ void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_
 void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream);
 void unary_backward(UnaryOp op, float* dx, const float* dout, const float* x, const float* y, float p, int64_t n,
                     cudaStream_t stream);
+/// The two above with x, out (and y) all f32 or all bf16 storage (`type`), f32 math; dout, dx f32.
+void unary_forward_typed(UnaryOp op, void* out, const void* x, ElemType type, float p, int64_t n, cudaStream_t stream);
+void unary_backward_typed(UnaryOp op, float* dx, const float* dout, const void* x, const void* y, ElemType type,
+                          float p, int64_t n, cudaStream_t stream);
 void max_dim_forward(float* out, int32_t* argmax, const float* x, int64_t outer, int64_t d, int64_t inner,
                      cudaStream_t stream);
 void max_dim_backward(float* dx, const float* dout, const int32_t* argmax, int64_t outer, int64_t d,

@@ -3,7 +3,8 @@
 // common/op_table.h, the same header the CPU kernels use. Every reduction is a fixed sequential loop
 // per output element (no atomics), so results are the same run to run. None of this is on the GPT-2
 // hot path, which keeps the periodic kernels of elementwise.cu. The broadcasting binary ops take a,
-// b and out as f32 or bf16 storage (templates, f32 math): a bf16 operand is read in place.
+// b and out as f32 or bf16 storage (templates, f32 math): a bf16 operand is read in place; so do the
+// unary ops (x and y = f(x) in one storage type, the output in x's).
 #include "common/common.cuh"
 #include "kernels.h"
 
@@ -60,15 +61,15 @@ __global__ void sum_to_kernel(float* out, const float* in, ReduceLayout l, int64
   }
 }
 
-template <UnaryOp kOp>
-__global__ void unary_kernel(float* out, const float* x, float p, int64_t n) {
-  LMF_GRID_STRIDE(i, n) { out[i] = unary_value(kOp, x[i], p); }
+// T: the storage of x and y = f(x) (f32 or bf16); f32 math, dout and dx f32.
+template <UnaryOp kOp, class T>
+__global__ void unary_kernel(T* out, const T* x, float p, int64_t n) {
+  LMF_GRID_STRIDE(i, n) { out[i] = from_float<T>(unary_value(kOp, to_float(x[i]), p)); }
 }
 
-template <UnaryOp kOp>
-__global__ void unary_backward_kernel(float* dx, const float* dout, const float* x, const float* y, float p,
-                                      int64_t n) {
-  LMF_GRID_STRIDE(i, n) { dx[i] = dout[i] * unary_derivative(kOp, x[i], y[i], p); }
+template <UnaryOp kOp, class T>
+__global__ void unary_backward_kernel(float* dx, const float* dout, const T* x, const T* y, float p, int64_t n) {
+  LMF_GRID_STRIDE(i, n) { dx[i] = dout[i] * unary_derivative(kOp, to_float(x[i]), to_float(y[i]), p); }
 }
 
 __global__ void max_dim_kernel(float* out, int32_t* argmax, const float* x, int64_t outer, int64_t d,
@@ -222,31 +223,52 @@ void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_
   LMF_CUDA_LAUNCH_CHECK();
 }
 
-void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream) {
+void unary_forward_typed(UnaryOp op, void* out, const void* x, ElemType type, float p, int64_t n, cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(type, "unary_forward", "x");
   if (n == 0) return;
-  switch (op) {
-#define LMF_CASE(name)                                                                              \
-  case UnaryOp::name:                                                                               \
-    unary_kernel<UnaryOp::name><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, x, p, n);      \
+  with_storage(x16, [&](auto tx) {
+    using T = decltype(tx);
+    auto* o = static_cast<T*>(out);
+    const auto* px = static_cast<const T*>(x);
+    switch (op) {
+#define LMF_CASE(name)                                                                                  \
+  case UnaryOp::name:                                                                                   \
+    unary_kernel<UnaryOp::name, T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(o, px, p, n);        \
     break;
-    LMF_UNARY_CASES(LMF_CASE)
+      LMF_UNARY_CASES(LMF_CASE)
 #undef LMF_CASE
-  }
+    }
+  });
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream) {
+  unary_forward_typed(op, out, x, ElemType::f32, p, n, stream);
+}
+
+void unary_backward_typed(UnaryOp op, float* dx, const float* dout, const void* x, const void* y, ElemType type,
+                          float p, int64_t n, cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(type, "unary_backward", "x");
+  if (n == 0) return;
+  with_storage(x16, [&](auto tx) {
+    using T = decltype(tx);
+    const auto* px = static_cast<const T*>(x);
+    const auto* py = static_cast<const T*>(y);
+    switch (op) {
+#define LMF_CASE(name)                                                                                         \
+  case UnaryOp::name:                                                                                          \
+    unary_backward_kernel<UnaryOp::name, T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(dx, dout, px, py, p, n); \
+    break;
+      LMF_UNARY_CASES(LMF_CASE)
+#undef LMF_CASE
+    }
+  });
   LMF_CUDA_LAUNCH_CHECK();
 }
 
 void unary_backward(UnaryOp op, float* dx, const float* dout, const float* x, const float* y, float p, int64_t n,
                     cudaStream_t stream) {
-  if (n == 0) return;
-  switch (op) {
-#define LMF_CASE(name)                                                                                        \
-  case UnaryOp::name:                                                                                         \
-    unary_backward_kernel<UnaryOp::name><<<grid_for(n, kThreads), kThreads, 0, stream>>>(dx, dout, x, y, p, n); \
-    break;
-    LMF_UNARY_CASES(LMF_CASE)
-#undef LMF_CASE
-  }
-  LMF_CUDA_LAUNCH_CHECK();
+  unary_backward_typed(op, dx, dout, x, y, ElemType::f32, p, n, stream);
 }
 #undef LMF_BINARY_CASES
 #undef LMF_UNARY_CASES

@@ -19,6 +19,7 @@
 #include <functional>
 #include <vector>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "cuda/cuda_test_util.h"
 #include "lmforge/core/allocator.h"
 #include "lmforge/core/compute.h"
@@ -74,6 +75,30 @@ std::size_t system_allocs_during(const Device& dev, const std::function<void()>&
   return lmf::allocator_stats(dev).system_allocs - before;
 }
 
+// No widening: the op on these dtypes holds no more blocks than on all-f32 inputs, forward and
+// backward (a widened bf16 operand would be one more block, alive during the kernel). g: the
+// upstream gradient (host, f32).
+void check_no_widening(const std::vector<Tensor>& host_inputs, const std::vector<DType>& dtypes, const Op& op,
+                       const Tensor& g) {
+  const Device gpu = Device::cuda(0);
+  auto allocs = [&](bool all_f32, bool backward) {
+    Inputs in;
+    for (std::size_t i = 0; i < host_inputs.size(); ++i)
+      in.push_back(host_inputs[i].to(all_f32 ? DType::f32 : dtypes[i]).to(gpu).set_requires_grad(true));
+    const Tensor gg = g.to(gpu);
+    Tensor out;
+    if (!backward) return system_allocs_during(gpu, [&] { out = op(in); });
+    out = op(in);
+    return system_allocs_during(gpu, [&] { out.backward(gg); });
+  };
+  const std::size_t fwd_typed = allocs(false, false), fwd_f32 = allocs(true, false);
+  const std::size_t bwd_typed = allocs(false, true), bwd_f32 = allocs(true, true);
+  INFO("forward allocations " << fwd_typed << " (all-f32 inputs: " << fwd_f32 << "), backward " << bwd_typed
+                              << " (" << bwd_f32 << ")");
+  CHECK(fwd_typed <= fwd_f32);
+  CHECK(bwd_typed <= bwd_f32);
+}
+
 struct Options {
   bool exact_forward = false;  // one IEEE operation per element before the rounding
   bool check_allocs = true;
@@ -114,25 +139,7 @@ void compare(const char* name, const std::vector<Tensor>& host_inputs, const std
     check_within_bf16_ulp(gpu_in[i].grad().to_vector(), cpu_in[i].grad().to_vector(), "gradient");
   }
 
-  if (!opt.check_allocs) return;
-  // No widening: the op on these dtypes holds no more blocks than on all-f32 inputs, forward and
-  // backward (a widened bf16 operand would be one more block, alive during the kernel).
-  auto allocs = [&](bool all_f32, bool backward) {
-    Inputs in;
-    for (std::size_t i = 0; i < host_inputs.size(); ++i)
-      in.push_back(host_inputs[i].to(all_f32 ? DType::f32 : dtypes[i]).to(gpu).set_requires_grad(true));
-    const Tensor gg = g.to(gpu);
-    Tensor out;
-    if (!backward) return system_allocs_during(gpu, [&] { out = op(in); });
-    out = op(in);
-    return system_allocs_during(gpu, [&] { out.backward(gg); });
-  };
-  const std::size_t fwd_typed = allocs(false, false), fwd_f32 = allocs(true, false);
-  const std::size_t bwd_typed = allocs(false, true), bwd_f32 = allocs(true, true);
-  INFO("forward allocations " << fwd_typed << " (all-f32 inputs: " << fwd_f32 << "), backward " << bwd_typed
-                              << " (" << bwd_f32 << ")");
-  CHECK(fwd_typed <= fwd_f32);
-  CHECK(bwd_typed <= bwd_f32);
+  if (opt.check_allocs) check_no_widening(host_inputs, dtypes, op, g);
 }
 
 }  // namespace
@@ -217,4 +224,51 @@ TEST_CASE("add, sub, mul and div read bf16 operands in place and match the CPU",
   const Tensor divisor = lmf::add(lmf::mul(r, r), Tensor::full({8, 19}, 0.5f));
   compare("div bf16 / bf16", {randn({3, 8, 19}, 27), divisor.detach()}, {b16, b16}, div, b16, exact);
   compare("div bf16 / f32 column", {randn({8, 19}, 28), Tensor::full({8, 1}, 1.75f)}, {b16, f32}, div, f32, exact);
+}
+
+TEST_CASE("unary ops read and write bf16 in place and match the CPU", "[cuda][bf16][unary]") {
+  LMF_SKIP_WITHOUT_GPU();
+  using U = lmf::kernels::UnaryOp;
+  struct Case {
+    const char* name;
+    U kind;
+    float p;
+    bool positive;
+    std::function<Tensor(const Tensor&)> op;
+  };
+  const std::vector<Case> cases = {
+      {"neg", U::neg, 0, false, [](const Tensor& x) { return lmf::neg(x); }},
+      {"exp", U::exp, 0, false, [](const Tensor& x) { return lmf::exp(x); }},
+      {"log", U::log, 0, true, [](const Tensor& x) { return lmf::log(x); }},
+      {"sqrt", U::sqrt, 0, true, [](const Tensor& x) { return lmf::sqrt(x); }},
+      {"rsqrt", U::rsqrt, 0, true, [](const Tensor& x) { return lmf::rsqrt(x); }},
+      {"tanh", U::tanh, 0, false, [](const Tensor& x) { return lmf::tanh(x); }},
+      {"sigmoid", U::sigmoid, 0, false, [](const Tensor& x) { return lmf::sigmoid(x); }},
+      {"silu", U::silu, 0, false, [](const Tensor& x) { return lmf::silu(x); }},
+      {"relu", U::relu, 0, false, [](const Tensor& x) { return lmf::relu(x); }},
+      {"pow 3", U::pow, 3.f, false, [](const Tensor& x) { return lmf::pow(x, 3.f); }},
+  };
+  const Device gpu = Device::cuda(0);
+  for (const Case& c : cases) {
+    INFO(c.name);
+    Tensor x = randn({9, 31}, 40);
+    if (c.positive) x = lmf::add(lmf::mul(x, x), Tensor::full({1}, 0.25f)).detach();  // x >= 0.25
+    const Tensor x16 = x.to(DType::bf16);
+    const Tensor want = c.op(x16);  // the CPU: widened, f32, rounded once
+    Tensor xg = x16.to(gpu).set_requires_grad(true);
+    const Tensor got = c.op(xg);
+    REQUIRE(got.dtype() == DType::bf16);
+    const std::vector<float> y = got.to_vector();
+    check_within_bf16_ulp(y, want.to_vector(), "forward");
+    // The gradient is the table's derivative at x and the stored y; the CPU formula is given the
+    // GPU's own y (rounded on the GPU, possibly one bf16 ulp from the CPU's), so only f32 math differs.
+    const Tensor g = randn({9, 31}, 41);
+    got.backward(g.to(gpu));
+    const Tensor xr = x16.to(DType::f32), yr = Tensor::from_vector(y, {9, 31});
+    std::vector<float> dx(static_cast<std::size_t>(xr.numel()));
+    lmf::cpu::unary_backward(c.kind, dx.data(), g.data<float>(), xr.data<float>(), yr.data<float>(), c.p, xr.numel());
+    REQUIRE(xg.grad().dtype() == DType::f32);
+    check_within_bf16_ulp(xg.grad().to_vector(), dx, "gradient");
+    check_no_widening({x}, {DType::bf16}, [&c](const Inputs& in) { return c.op(in[0]); }, g);
+  }
 }

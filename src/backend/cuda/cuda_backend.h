@@ -254,6 +254,11 @@ LMF_CUDA_ENTRY(void unary_forward(Device device, kernels::UnaryOp op, float* out
                                   int64_t n))
 LMF_CUDA_ENTRY(void unary_backward(Device device, kernels::UnaryOp op, float* dx, const float* dout,
                                    const float* x, const float* y, float p, int64_t n))
+/// The two above with x, out and y all f32 or all bf16 (dtype), read and written in place.
+LMF_CUDA_ENTRY(void unary_forward_typed(Device device, kernels::UnaryOp op, void* out, const void* x, DType dtype,
+                                        float p, int64_t n))
+LMF_CUDA_ENTRY(void unary_backward_typed(Device device, kernels::UnaryOp op, float* dx, const float* dout,
+                                         const void* x, const void* y, DType dtype, float p, int64_t n))
 LMF_CUDA_ENTRY(void max_dim_forward(Device device, float* out, int32_t* argmax, const float* x, int64_t outer,
                                     int64_t d, int64_t inner))
 LMF_CUDA_ENTRY(void max_dim_backward(Device device, float* dx, const float* dout, const int32_t* argmax,

@@ -33,6 +33,15 @@ void sum_to(Device device, float* out, const float* in, const k::ReduceLayout& l
   DeviceGuard guard(device);
   k::sum_to(out, in, layout, stream());
 }
+void unary_forward_typed(Device device, k::UnaryOp op, void* out, const void* x, DType dtype, float p, int64_t n) {
+  DeviceGuard guard(device);
+  k::unary_forward_typed(op, out, x, elem_type(dtype), p, n, stream());
+}
+void unary_backward_typed(Device device, k::UnaryOp op, float* dx, const float* dout, const void* x, const void* y,
+                          DType dtype, float p, int64_t n) {
+  DeviceGuard guard(device);
+  k::unary_backward_typed(op, dx, dout, x, y, elem_type(dtype), p, n, stream());
+}
 void unary_forward(Device device, k::UnaryOp op, float* out, const float* x, float p, int64_t n) {
   DeviceGuard guard(device);
   k::unary_forward(op, out, x, p, n, stream());
