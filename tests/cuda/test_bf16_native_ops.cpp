@@ -1,5 +1,5 @@
 // The ops whose CUDA kernels read and write bf16 storage in place (GELU, SwiGLU, rotary embedding,
-// dropout, cross-entropy's logits, the periodic and broadcasting add/sub/mul/div), on bf16 inputs on
+// dropout, cross-entropy's logits, the periodic and broadcasting add/sub/mul/div, the unary ops), on bf16 inputs on
 // the GPU against the same ops on the same bf16 inputs on the CPU (whose f32-only kernels widen them),
 // values and gradients; and that the GPU's bf16 path widens nothing: it reaches the allocator no more
 // often than the same op on f32 inputs, where a widened copy would be one extra live block.
