@@ -38,23 +38,39 @@ __device__ __forceinline__ float philox_uniform(uint64_t key, uint64_t index) {
   return static_cast<float>(philox_word0(key, index) >> 8) * (1.0f / 16777216.0f);
 }
 
-__global__ void dropout_kernel(float* out, const float* x, int64_t n, float p, float keep_scale,
-                               uint64_t seed, uint64_t base) {
+// x and out are f32 or bf16 storage (f32 math); a bf16 x is scaled in registers and rounded once.
+template <class TIn, class TOut>
+__global__ void dropout_kernel(TOut* out, const TIn* x, int64_t n, float p, float keep_scale, uint64_t seed,
+                               uint64_t base) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const bool keep = philox_uniform(seed, base + static_cast<uint64_t>(i)) >= p;
-    out[i] = keep ? x[i] * keep_scale : 0.f;
+    out[i] = from_float<TOut>(keep ? to_float(x[i]) * keep_scale : 0.f);
   }
 }
 
 }  // namespace
 
-void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base,
-                   cudaStream_t stream) {
+void dropout_apply_typed(void* out, ElemType out_type, const void* x, ElemType x_type, int64_t n, float p,
+                         uint64_t seed, uint64_t base, cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(x_type, "dropout_apply", "x");
+  const bool out16 = storage_is_bf16(out_type, "dropout_apply", "out");
   if (n == 0) return;
   const float keep_scale = p < 1.f ? 1.0f / (1.0f - p) : 0.f;
-  dropout_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, x, n, p, keep_scale, seed, base);
+  with_storage(x16, [&](auto tin) {
+    with_storage(out16, [&](auto tout) {
+      using TIn = decltype(tin);
+      using TOut = decltype(tout);
+      dropout_kernel<TIn, TOut><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+          static_cast<TOut*>(out), static_cast<const TIn*>(x), n, p, keep_scale, seed, base);
+    });
+  });
   LMF_CUDA_LAUNCH_CHECK();
+}
+
+void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base,
+                   cudaStream_t stream) {
+  dropout_apply_typed(out, ElemType::f32, x, ElemType::f32, n, p, seed, base, stream);
 }
 
 }  // namespace lmf::kernels

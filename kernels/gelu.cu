@@ -2,6 +2,8 @@
 //   gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
 // Gradient: dx = dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)).
 // tanhf (not the fast approximate tanh) keeps the result within a few ulp of the CPU reference.
+// x and out are f32 or bf16 storage (templates, f32 math): a bf16 activation is read and written in
+// place, with no widened copy, and the output rounded once from the f32 value.
 // The backward of linear + GELU (gelu_bias_backward) also sums dpre over the rows for the bias
 // gradient while dpre is in registers: per-chunk partials then one fixed pass, deterministic.
 #include "common/common.cuh"
@@ -14,19 +16,22 @@ constexpr int kThreads = 256;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 
-__global__ void gelu_forward_kernel(float* out, const float* x, int64_t n) {
+// TIn, TOut: the storage types (float or bf16); the math is f32 in registers either way.
+template <class TIn, class TOut>
+__global__ void gelu_forward_kernel(TOut* out, const TIn* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float xi = x[i];
+    const float xi = to_float(x[i]);
     const float u = kSqrt2OverPi * (xi + kCubic * xi * xi * xi);
-    out[i] = 0.5f * xi * (1.0f + tanhf(u));
+    out[i] = from_float<TOut>(0.5f * xi * (1.0f + tanhf(u)));
   }
 }
 
-__global__ void gelu_backward_kernel(float* dx, const float* dout, const float* x, int64_t n) {
+template <class TIn>
+__global__ void gelu_backward_kernel(float* dx, const float* dout, const TIn* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float xi = x[i];
+    const float xi = to_float(x[i]);
     const float u = kSqrt2OverPi * (xi + kCubic * xi * xi * xi);
     const float th = tanhf(u);
     const float du = kSqrt2OverPi * (1.0f + 3.0f * kCubic * xi * xi);
@@ -105,16 +110,39 @@ void gelu_bias_backward(float* dpre, float* dbias, const float* dout, const void
   LMF_CUDA_LAUNCH_CHECK();
 }
 
-void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
+void gelu_forward_typed(void* out, ElemType out_type, const void* x, ElemType x_type, int64_t n,
+                        cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(x_type, "gelu_forward", "x");
+  const bool out16 = storage_is_bf16(out_type, "gelu_forward", "out");
   if (n == 0) return;
-  gelu_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, x, n);
+  with_storage(x16, [&](auto tin) {
+    with_storage(out16, [&](auto tout) {
+      using TIn = decltype(tin);
+      using TOut = decltype(tout);
+      gelu_forward_kernel<TIn, TOut><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+          static_cast<TOut*>(out), static_cast<const TIn*>(x), n);
+    });
+  });
   LMF_CUDA_LAUNCH_CHECK();
 }
 
-void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream) {
+void gelu_backward_typed(float* dx, const float* dout, const void* x, ElemType x_type, int64_t n,
+                         cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(x_type, "gelu_backward", "x");
   if (n == 0) return;
-  gelu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dx, dout, x, n);
+  with_storage(x16, [&](auto tin) {
+    using TIn = decltype(tin);
+    gelu_backward_kernel<TIn><<<grid_for(n, kThreads), kThreads, 0, stream>>>(dx, dout, static_cast<const TIn*>(x), n);
+  });
   LMF_CUDA_LAUNCH_CHECK();
+}
+
+void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  gelu_forward_typed(out, ElemType::f32, x, ElemType::f32, n, stream);
+}
+
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream) {
+  gelu_backward_typed(dx, dout, x, ElemType::f32, n, stream);
 }
 
 }  // namespace lmf::kernels

@@ -39,10 +39,17 @@ void fill(void* dst, ElemType type, float value, int64_t n, cudaStream_t stream)
 void add_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
 void sub_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
 void mul_forward(float* out, const float* a, const float* b, int64_t n, int64_t nb, cudaStream_t stream);
+/// add, sub or mul (op; not div) with a, b and out each f32 or bf16 storage, f32 math, b read as
+/// b[i % NB]: a bf16 operand is read in place and a bf16 out rounded once.
+void binary_forward_typed(BinaryOp op, void* out, ElemType out_type, const void* a, ElemType a_type, const void* b,
+                          ElemType b_type, int64_t n, int64_t nb, cudaStream_t stream);
 void scale_forward(float* out, const float* a, float factor, int64_t n, cudaStream_t stream);
 /// da (N) = dout * b (null to skip); db (NB) = sum over the broadcast of dout * a (null to skip).
 void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
                   int64_t nb, cudaStream_t stream);
+/// mul_backward with a and b each f32 or bf16 storage (dout, da, db f32).
+void mul_backward_typed(float* da, float* db, const float* dout, const void* a, ElemType a_type, const void* b,
+                        ElemType b_type, int64_t n, int64_t nb, cudaStream_t stream);
 /// dst (N) += alpha * src.
 void add_inplace(float* dst, const float* src, float alpha, int64_t n, cudaStream_t stream);
 /// out (cols) = factor * sum over rows of x (rows, cols) [* y (rows, cols) when y is not null].
@@ -135,13 +142,28 @@ void rmsnorm_backward_typed(float* dx, float* dweight, const float* dout, const 
 void rotary_apply(float* out, const float* x, const float* cos, const float* sin, int64_t b, int64_t nh,
                   int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t, int64_t offset,
                   float sin_sign, cudaStream_t stream);
+/// rotary_apply with x and out each f32 or bf16 storage (f32 math; a bf16 x read in place).
+void rotary_apply_typed(void* out, ElemType out_type, const void* x, ElemType x_type, const float* cos,
+                        const float* sin, int64_t b, int64_t nh, int64_t t, int64_t hs, int64_t stride_b,
+                        int64_t stride_h, int64_t stride_t, int64_t offset, float sin_sign, cudaStream_t stream);
 /// SwiGLU gate (swiglu.cu): out (N) = silu(gate) * up; backward dgate, dup (N) (null to skip).
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream);
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
                      cudaStream_t stream);
+/// The same with gate, up and out each f32 or bf16 storage (f32 math in registers); dout and the
+/// gradients stay f32.
+void swiglu_forward_typed(void* out, ElemType out_type, const void* gate, ElemType gate_type, const void* up,
+                          ElemType up_type, int64_t n, cudaStream_t stream);
+void swiglu_backward_typed(float* dgate, float* dup, const float* dout, const void* gate, ElemType gate_type,
+                           const void* up, ElemType up_type, int64_t n, cudaStream_t stream);
 /// out (N) = gelu(x) (tanh approximation); dx (N) = dout * gelu'(x).
 void gelu_forward(float* out, const float* x, int64_t n, cudaStream_t stream);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, cudaStream_t stream);
+/// The same with x and out each f32 or bf16 storage (f32 math); dout and dx stay f32.
+void gelu_forward_typed(void* out, ElemType out_type, const void* x, ElemType x_type, int64_t n,
+                        cudaStream_t stream);
+void gelu_backward_typed(float* dx, const float* dout, const void* x, ElemType x_type, int64_t n,
+                         cudaStream_t stream);
 /// The backward of linear + GELU after the product: dpre (rows, cols) = dout * gelu'(pre), pre f32
 /// or bf16 (the forward's saved pre-activation, read in place), and, when dbias is not null,
 /// dbias (cols) = column sums of dpre, written or added (accumulate), deterministic through
@@ -164,11 +186,21 @@ void cross_entropy_forward(float* loss, float* count, float* losses, float* lse,
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                             const float* dloss, const float* count, int64_t n, int64_t v,
                             int32_t ignore_index, cudaStream_t stream);
+/// Both passes with the logits f32 or bf16 storage, read in place (f32 math; everything else f32).
+void cross_entropy_forward_typed(float* loss, float* count, float* losses, float* lse, const void* logits,
+                                 ElemType logits_type, const int32_t* targets, int64_t n, int64_t v,
+                                 int32_t ignore_index, cudaStream_t stream);
+void cross_entropy_backward_typed(float* dlogits, const void* logits, ElemType logits_type, const float* lse,
+                                  const int32_t* targets, const float* dloss, const float* count, int64_t n,
+                                  int64_t v, int32_t ignore_index, cudaStream_t stream);
 
 /// out (N) = x * keep / (1 - p), keep = philox_uniform(seed, base + i) >= p (bit-identical to
 /// lmf::philox_uniform on the CPU). Also the backward (x = dout).
 void dropout_apply(float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base,
                    cudaStream_t stream);
+/// dropout_apply with x and out each f32 or bf16 storage (the kept values scaled in f32, rounded once).
+void dropout_apply_typed(void* out, ElemType out_type, const void* x, ElemType x_type, int64_t n, float p,
+                         uint64_t seed, uint64_t base, cudaStream_t stream);
 
 /// AdamW on elements [0, n) of the slabs: m, v moments, p updated in place; decay_factor = 1 - lr·wd.
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float decay_factor, float lr,
@@ -293,10 +325,20 @@ void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, c
                       cudaStream_t stream);
 void broadcast_binary_backward(BinaryOp op, float* ga, float* gb, const float* g, const float* a, const float* b,
                                const BroadcastLayout& layout, cudaStream_t stream);
+/// The two above with a, b (and the forward's out) each f32 or bf16 storage, f32 math; g, ga, gb f32.
+void broadcast_binary_typed(BinaryOp op, void* out, ElemType out_type, const void* a, ElemType a_type,
+                            const void* b, ElemType b_type, const BroadcastLayout& layout, cudaStream_t stream);
+void broadcast_binary_backward_typed(BinaryOp op, float* ga, float* gb, const float* g, const void* a,
+                                     ElemType a_type, const void* b, ElemType b_type, const BroadcastLayout& layout,
+                                     cudaStream_t stream);
 void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_t stream);
 void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream);
 void unary_backward(UnaryOp op, float* dx, const float* dout, const float* x, const float* y, float p, int64_t n,
                     cudaStream_t stream);
+/// The two above with x, out (and y) all f32 or all bf16 storage (`type`), f32 math; dout, dx f32.
+void unary_forward_typed(UnaryOp op, void* out, const void* x, ElemType type, float p, int64_t n, cudaStream_t stream);
+void unary_backward_typed(UnaryOp op, float* dx, const float* dout, const void* x, const void* y, ElemType type,
+                          float p, int64_t n, cudaStream_t stream);
 void max_dim_forward(float* out, int32_t* argmax, const float* x, int64_t outer, int64_t d, int64_t inner,
                      cudaStream_t stream);
 void max_dim_backward(float* dx, const float* dout, const int32_t* argmax, int64_t outer, int64_t d,

@@ -2,7 +2,9 @@
 // the unary table, max over a dim, row copies, where and gather. The formulas come from
 // common/op_table.h, the same header the CPU kernels use. Every reduction is a fixed sequential loop
 // per output element (no atomics), so results are the same run to run. None of this is on the GPT-2
-// hot path, which keeps the periodic kernels of elementwise.cu.
+// hot path, which keeps the periodic kernels of elementwise.cu. The broadcasting binary ops take a,
+// b and out as f32 or bf16 storage (templates, f32 math): a bf16 operand is read in place; so do the
+// unary ops (x and y = f(x) in one storage type, the output in x's).
 #include "common/common.cuh"
 #include "kernels.h"
 
@@ -21,18 +23,19 @@ int64_t numel_of(const BroadcastLayout& l) {
   return n;
 }
 
-template <BinaryOp kOp>
-__global__ void broadcast_binary_kernel(float* out, const float* a, const float* b, BroadcastLayout l, int64_t n) {
+template <BinaryOp kOp, class TA, class TB, class TO>
+__global__ void broadcast_binary_kernel(TO* out, const TA* a, const TB* b, BroadcastLayout l, int64_t n) {
   LMF_GRID_STRIDE(i, n) {
-    out[i] = binary_value(kOp, a[broadcast_offset(l, 0, i)], b[broadcast_offset(l, 1, i)]);
+    out[i] = from_float<TO>(
+        binary_value(kOp, to_float(a[broadcast_offset(l, 0, i)]), to_float(b[broadcast_offset(l, 1, i)])));
   }
 }
 
-template <BinaryOp kOp>
-__global__ void broadcast_binary_backward_kernel(float* ga, float* gb, const float* g, const float* a,
-                                                 const float* b, BroadcastLayout l, int64_t n) {
+template <BinaryOp kOp, class TA, class TB>
+__global__ void broadcast_binary_backward_kernel(float* ga, float* gb, const float* g, const TA* a, const TB* b,
+                                                 BroadcastLayout l, int64_t n) {
   LMF_GRID_STRIDE(i, n) {
-    const float x = a[broadcast_offset(l, 0, i)], y = b[broadcast_offset(l, 1, i)];
+    const float x = to_float(a[broadcast_offset(l, 0, i)]), y = to_float(b[broadcast_offset(l, 1, i)]);
     if (ga) ga[i] = binary_grad_a(kOp, g[i], x, y);
     if (gb) gb[i] = binary_grad_b(kOp, g[i], x, y);
   }
@@ -58,15 +61,15 @@ __global__ void sum_to_kernel(float* out, const float* in, ReduceLayout l, int64
   }
 }
 
-template <UnaryOp kOp>
-__global__ void unary_kernel(float* out, const float* x, float p, int64_t n) {
-  LMF_GRID_STRIDE(i, n) { out[i] = unary_value(kOp, x[i], p); }
+// T: the storage of x and y = f(x) (f32 or bf16); f32 math, dout and dx f32.
+template <UnaryOp kOp, class T>
+__global__ void unary_kernel(T* out, const T* x, float p, int64_t n) {
+  LMF_GRID_STRIDE(i, n) { out[i] = from_float<T>(unary_value(kOp, to_float(x[i]), p)); }
 }
 
-template <UnaryOp kOp>
-__global__ void unary_backward_kernel(float* dx, const float* dout, const float* x, const float* y, float p,
-                                      int64_t n) {
-  LMF_GRID_STRIDE(i, n) { dx[i] = dout[i] * unary_derivative(kOp, x[i], y[i], p); }
+template <UnaryOp kOp, class T>
+__global__ void unary_backward_kernel(float* dx, const float* dout, const T* x, const T* y, float p, int64_t n) {
+  LMF_GRID_STRIDE(i, n) { dx[i] = dout[i] * unary_derivative(kOp, to_float(x[i]), to_float(y[i]), p); }
 }
 
 __global__ void max_dim_kernel(float* out, int32_t* argmax, const float* x, int64_t outer, int64_t d,
@@ -143,35 +146,72 @@ __global__ void gather_backward_kernel(float* dx, const float* dout, const int32
 #define LMF_UNARY_CASES(X) \
   X(neg) X(exp) X(log) X(sqrt) X(rsqrt) X(tanh) X(sigmoid) X(silu) X(relu) X(pow)
 
-void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, const BroadcastLayout& layout,
-                      cudaStream_t stream) {
+void broadcast_binary_typed(BinaryOp op, void* out, ElemType out_type, const void* a, ElemType a_type,
+                            const void* b, ElemType b_type, const BroadcastLayout& layout, cudaStream_t stream) {
+  const bool a16 = storage_is_bf16(a_type, "broadcast_binary", "a");
+  const bool b16 = storage_is_bf16(b_type, "broadcast_binary", "b");
+  const bool o16 = storage_is_bf16(out_type, "broadcast_binary", "out");
   const int64_t n = numel_of(layout);
   if (n == 0) return;
-  switch (op) {
+  with_storage(a16, [&](auto ta) {
+    with_storage(b16, [&](auto tb) {
+      with_storage(o16, [&](auto to) {
+        using TA = decltype(ta);
+        using TB = decltype(tb);
+        using TO = decltype(to);
+        auto* o = static_cast<TO*>(out);
+        const auto* pa = static_cast<const TA*>(a);
+        const auto* pb = static_cast<const TB*>(b);
+        switch (op) {
 #define LMF_CASE(name)                                                                                   \
   case BinaryOp::name:                                                                                   \
-    broadcast_binary_kernel<BinaryOp::name><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, a, b, layout, n); \
+    broadcast_binary_kernel<BinaryOp::name, TA, TB, TO><<<grid_for(n, kThreads), kThreads, 0, stream>>>( \
+        o, pa, pb, layout, n);                                                                           \
     break;
-    LMF_BINARY_CASES(LMF_CASE)
+          LMF_BINARY_CASES(LMF_CASE)
 #undef LMF_CASE
-  }
+        }
+      });
+    });
+  });
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+void broadcast_binary(BinaryOp op, float* out, const float* a, const float* b, const BroadcastLayout& layout,
+                      cudaStream_t stream) {
+  broadcast_binary_typed(op, out, ElemType::f32, a, ElemType::f32, b, ElemType::f32, layout, stream);
+}
+
+void broadcast_binary_backward_typed(BinaryOp op, float* ga, float* gb, const float* g, const void* a,
+                                     ElemType a_type, const void* b, ElemType b_type, const BroadcastLayout& layout,
+                                     cudaStream_t stream) {
+  const bool a16 = storage_is_bf16(a_type, "broadcast_binary_backward", "a");
+  const bool b16 = storage_is_bf16(b_type, "broadcast_binary_backward", "b");
+  const int64_t n = numel_of(layout);
+  if (n == 0) return;
+  with_storage(a16, [&](auto ta) {
+    with_storage(b16, [&](auto tb) {
+      using TA = decltype(ta);
+      using TB = decltype(tb);
+      const auto* pa = static_cast<const TA*>(a);
+      const auto* pb = static_cast<const TB*>(b);
+      switch (op) {
+#define LMF_CASE(name)                                                                        \
+  case BinaryOp::name:                                                                        \
+    broadcast_binary_backward_kernel<BinaryOp::name, TA, TB>                                  \
+        <<<grid_for(n, kThreads), kThreads, 0, stream>>>(ga, gb, g, pa, pb, layout, n);      \
+    break;
+        LMF_BINARY_CASES(LMF_CASE)
+#undef LMF_CASE
+      }
+    });
+  });
   LMF_CUDA_LAUNCH_CHECK();
 }
 
 void broadcast_binary_backward(BinaryOp op, float* ga, float* gb, const float* g, const float* a, const float* b,
                                const BroadcastLayout& layout, cudaStream_t stream) {
-  const int64_t n = numel_of(layout);
-  if (n == 0) return;
-  switch (op) {
-#define LMF_CASE(name)                                                                                     \
-  case BinaryOp::name:                                                                                     \
-    broadcast_binary_backward_kernel<BinaryOp::name>                                                       \
-        <<<grid_for(n, kThreads), kThreads, 0, stream>>>(ga, gb, g, a, b, layout, n);                     \
-    break;
-    LMF_BINARY_CASES(LMF_CASE)
-#undef LMF_CASE
-  }
-  LMF_CUDA_LAUNCH_CHECK();
+  broadcast_binary_backward_typed(op, ga, gb, g, a, ElemType::f32, b, ElemType::f32, layout, stream);
 }
 
 void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_t stream) {
@@ -183,31 +223,52 @@ void sum_to(float* out, const float* in, const ReduceLayout& layout, cudaStream_
   LMF_CUDA_LAUNCH_CHECK();
 }
 
-void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream) {
+void unary_forward_typed(UnaryOp op, void* out, const void* x, ElemType type, float p, int64_t n, cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(type, "unary_forward", "x");
   if (n == 0) return;
-  switch (op) {
-#define LMF_CASE(name)                                                                              \
-  case UnaryOp::name:                                                                               \
-    unary_kernel<UnaryOp::name><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, x, p, n);      \
+  with_storage(x16, [&](auto tx) {
+    using T = decltype(tx);
+    auto* o = static_cast<T*>(out);
+    const auto* px = static_cast<const T*>(x);
+    switch (op) {
+#define LMF_CASE(name)                                                                                  \
+  case UnaryOp::name:                                                                                   \
+    unary_kernel<UnaryOp::name, T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(o, px, p, n);        \
     break;
-    LMF_UNARY_CASES(LMF_CASE)
+      LMF_UNARY_CASES(LMF_CASE)
 #undef LMF_CASE
-  }
+    }
+  });
+  LMF_CUDA_LAUNCH_CHECK();
+}
+
+void unary_forward(UnaryOp op, float* out, const float* x, float p, int64_t n, cudaStream_t stream) {
+  unary_forward_typed(op, out, x, ElemType::f32, p, n, stream);
+}
+
+void unary_backward_typed(UnaryOp op, float* dx, const float* dout, const void* x, const void* y, ElemType type,
+                          float p, int64_t n, cudaStream_t stream) {
+  const bool x16 = storage_is_bf16(type, "unary_backward", "x");
+  if (n == 0) return;
+  with_storage(x16, [&](auto tx) {
+    using T = decltype(tx);
+    const auto* px = static_cast<const T*>(x);
+    const auto* py = static_cast<const T*>(y);
+    switch (op) {
+#define LMF_CASE(name)                                                                                         \
+  case UnaryOp::name:                                                                                          \
+    unary_backward_kernel<UnaryOp::name, T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(dx, dout, px, py, p, n); \
+    break;
+      LMF_UNARY_CASES(LMF_CASE)
+#undef LMF_CASE
+    }
+  });
   LMF_CUDA_LAUNCH_CHECK();
 }
 
 void unary_backward(UnaryOp op, float* dx, const float* dout, const float* x, const float* y, float p, int64_t n,
                     cudaStream_t stream) {
-  if (n == 0) return;
-  switch (op) {
-#define LMF_CASE(name)                                                                                        \
-  case UnaryOp::name:                                                                                         \
-    unary_backward_kernel<UnaryOp::name><<<grid_for(n, kThreads), kThreads, 0, stream>>>(dx, dout, x, y, p, n); \
-    break;
-    LMF_UNARY_CASES(LMF_CASE)
-#undef LMF_CASE
-  }
-  LMF_CUDA_LAUNCH_CHECK();
+  unary_backward_typed(op, dx, dout, x, y, ElemType::f32, p, n, stream);
 }
 #undef LMF_BINARY_CASES
 #undef LMF_UNARY_CASES

@@ -22,6 +22,9 @@ namespace lmf {
 // The gradient of each input is summed over the dims it was broadcast along, back to its own shape.
 // b of a's shape, of a suffix of it ((C) or (1, 1, C) over (B, T, C)) or of one element takes the
 // contiguous fast path; every other pair ((B, T, 1) * (B, T, C), (1, C) + (R, 1), ...) the strided one.
+// add, sub, mul and div take f32 or bf16 operands: the result is bf16 when both are, f32 otherwise,
+// computed in f32; gradients are f32. On CUDA bf16 operands are read in place; on the CPU they are
+// widened by a recorded cast.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
@@ -35,8 +38,9 @@ Tensor cast(const Tensor& x, DType dtype);
 // --- primitive ops ----------------------------------------------------------------------------
 /// a / b with broadcasting; da = g / b, db = -g a / b² (each summed to its input's shape).
 Tensor div(const Tensor& a, const Tensor& b);
-/// Elementwise unary ops (f32, any shape); their derivatives live in one table shared by the CPU
-/// and CUDA kernels (kernels/common/op_table.h). relu'(0) = 0. log, sqrt, rsqrt and pow follow IEEE
+/// Elementwise unary ops (f32 or bf16, any shape; a bf16 x gives a bf16 result computed in f32, and
+/// the gradient, f32, reads that rounded result); their derivatives live in one table shared by the
+/// CPU and CUDA kernels (kernels/common/op_table.h). relu'(0) = 0. log, sqrt, rsqrt and pow follow IEEE
 /// float for inputs outside their domain (NaN or inf), as PyTorch does.
 Tensor neg(const Tensor& x);
 Tensor exp(const Tensor& x);

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "kernels.h"
 
 namespace lmf::kernels {
 
@@ -60,6 +61,33 @@ __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 /// Round to nearest even, the same rounding as lmf::bf16 on the host.
 __device__ __forceinline__ __nv_bfloat16 to_bf16(float x) { return __float2bfloat16_rn(x); }
+/// The f32 value v as a T (f32 or bf16, round to nearest even): the store of a kernel templated on
+/// its storage type, whose math stays f32 in registers. from_float<float> is the identity, so the f32
+/// instantiation of such a kernel computes exactly what a float-only kernel did.
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+/// Whether a storage operand of `kernel` is bf16; throws naming it when it is neither f32 nor bf16.
+inline bool storage_is_bf16(ElemType type, const char* kernel, const char* operand) {
+  if (type != ElemType::f32 && type != ElemType::bf16)
+    throw CudaError(std::string(kernel) + ": " + operand + " must be f32 or bf16");
+  return type == ElemType::bf16;
+}
+
+/// Calls f(T{}) with T the storage type named by a run-time flag (float or __nv_bfloat16), so a
+/// launcher instantiates its kernel template once per storage type it accepts.
+template <class F>
+void with_storage(bool bf16, F&& f) {
+  if (bf16) {
+    f(__nv_bfloat16{});
+  } else {
+    f(float{});
+  }
+}
 
 // Element i of an array whose element type (f32 or bf16) is a run-time flag; the flag is uniform
 // over the grid, so the branch costs nothing. round_as(bf16, v) is v as such a store keeps it.

@@ -24,43 +24,39 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int32_t 
             " (targets must have the logits' shape without the last dim)");
   const int64_t v = logits_in.size(-1), n = targets_in.numel();
   LMF_CHECK(v > 0, "cross_entropy: empty vocabulary dim in logits ", shape_str(ls));
-  // bf16 logits (mixed precision) are kept as stored and widened for each pass: the softmax, the
-  // log-sum-exp and the loss are f32 math either way.
+  // bf16 logits (mixed precision) are kept as stored: read in place by the CUDA kernels, widened for
+  // each pass for the f32 CPU kernels. The softmax, the log-sum-exp and the loss are f32 math either way.
   const Tensor logits_saved = logits_in.contiguous_copy(), targets = targets_in.contiguous_copy();
-  const Tensor logits = f32_contiguous(logits_saved);
-  const Device dev = logits.device();
+  const Device dev = logits_saved.device();
   Tensor loss = Tensor::empty({}, DType::f32, dev);
   Tensor count = Tensor::empty({}, DType::f32, dev);  // counted rows; on a GPU it stays there (no sync)
   Tensor lse = Tensor::empty({n}, DType::f32, dev);   // (N)
-  switch (dev.type) {
-    case DeviceType::cpu:
-      cpu::check_ids_i32("cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
-      cpu::cross_entropy_forward(loss.data<float>(), count.data<float>(), lse.data<float>(), logits.data<float>(),
-                                 targets.data<int32_t>(), n, v, ignore_index);
-      break;
-    case DeviceType::cuda:
-      cuda::check_ids_i32(dev, "cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
-      cuda::cross_entropy_forward(dev, loss.data<float>(), count.data<float>(), lse.data<float>(),
-                                  logits.data<float>(), targets.data<int32_t>(), n, v, ignore_index);
-      break;
+  if (dev.type == DeviceType::cuda) {
+    cuda::check_ids_i32(dev, "cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
+    cuda::cross_entropy_forward_typed(dev, loss.data<float>(), count.data<float>(), lse.data<float>(),
+                                      logits_saved.raw_data(), logits_saved.dtype(), targets.data<int32_t>(), n, v,
+                                      ignore_index);
+  } else {
+    const Tensor logits = f32_contiguous(logits_saved);
+    cpu::check_ids_i32("cross_entropy: target", targets.data<int32_t>(), n, v, ignore_index);
+    cpu::cross_entropy_forward(loss.data<float>(), count.data<float>(), lse.data<float>(), logits.data<float>(),
+                               targets.data<int32_t>(), n, v, ignore_index);
   }
   return record(loss, "cross_entropy", {logits_in, targets_in},
                 [logits_saved = logits_saved.detach(), targets = targets.detach(), lse, n, v, count,
                  ignore_index](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // () on the logits' device
-                  const Tensor logits = f32_contiguous(logits_saved);
-                  Tensor dlogits = Tensor::empty(logits.shape(), DType::f32, g.device());
-                  switch (g.device().type) {
-                    case DeviceType::cpu:
-                      cpu::cross_entropy_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
-                                                  targets.data<int32_t>(), g.data<float>(), count.data<float>(), n,
-                                                  v, ignore_index);
-                      break;
-                    case DeviceType::cuda:
-                      cuda::cross_entropy_backward(g.device(), dlogits.data<float>(), logits.data<float>(),
-                                                   lse.data<float>(), targets.data<int32_t>(), g.data<float>(),
-                                                   count.data<float>(), n, v, ignore_index);
-                      break;
+                  Tensor dlogits = Tensor::empty(logits_saved.shape(), DType::f32, g.device());
+                  if (g.device().type == DeviceType::cuda) {
+                    cuda::cross_entropy_backward_typed(g.device(), dlogits.data<float>(), logits_saved.raw_data(),
+                                                       logits_saved.dtype(), lse.data<float>(),
+                                                       targets.data<int32_t>(), g.data<float>(),
+                                                       count.data<float>(), n, v, ignore_index);
+                  } else {
+                    const Tensor logits = f32_contiguous(logits_saved);
+                    cpu::cross_entropy_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+                                                targets.data<int32_t>(), g.data<float>(), count.data<float>(), n,
+                                                v, ignore_index);
                   }
                   return std::vector<Tensor>{dlogits, Tensor()};
                 });

@@ -10,15 +10,21 @@ namespace lmf {
 using namespace ops_detail;
 namespace {
 
-// out has x_in's dtype (a bf16 x is widened, masked and rounded back: the kept values are scaled).
+// out has x_in's dtype. On CUDA a bf16 x is read and written in place (the kept values scaled in
+// f32 and rounded once); the CPU kernel is f32-only, so there a bf16 x is widened, masked and
+// rounded back, which gives the same values.
 Tensor dropout_apply(const Tensor& x_in, float p, uint64_t seed, uint64_t base) {
+  if (x_in.device().type == DeviceType::cuda) {
+    const Tensor x = x_in.contiguous_copy();
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    cuda::dropout_apply_typed(x.device(), out.raw_data(), out.dtype(), x.raw_data(), x.dtype(), x.numel(), p, seed,
+                              base);
+    return out;
+  }
   if (x_in.dtype() != DType::f32) return stored_as(dropout_apply(x_in.to(DType::f32), p, seed, base), x_in.dtype());
   const Tensor x = x_in.contiguous_copy();
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
-  switch (x.device().type) {
-    case DeviceType::cpu: cpu::dropout_apply(out.data<float>(), x.data<float>(), x.numel(), p, seed, base); break;
-    case DeviceType::cuda: cuda::dropout_apply(x.device(), out.data<float>(), x.data<float>(), x.numel(), p, seed, base); break;
-  }
+  cpu::dropout_apply(out.data<float>(), x.data<float>(), x.numel(), p, seed, base);
   return out;
 }
 

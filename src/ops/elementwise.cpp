@@ -3,6 +3,8 @@
 // scalar factors, the GPT-2 hot path -- the periodic contiguous kernels run as before; every other
 // pair of shapes (and every div) takes the strided path of broadcast.h, whose backward computes the
 // elementwise gradient at the output's shape and sums it back to each input's shape.
+// A bf16 operand (mixed precision) is read in place by the CUDA kernels, f32 math in registers; the
+// CPU kernels are f32-only, so there it is widened by a recorded cast (promoted()).
 #include <algorithm>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -26,13 +28,23 @@ bool periodic(const Tensor& a, const Tensor& b) {
   return n <= as.size() && std::equal(first, bs.end(), as.end() - n);
 }
 
-// Returns true when an operand is bf16: the op then runs on f32 casts (promoted()).
+// Returns true when the op must run on f32 casts (promoted()): an operand is bf16 and the device's
+// kernels cannot read it in place (the CPU).
 bool check_operands(const char* op, const Tensor& a, const Tensor& b) {
   check_float(op, a, "a");
   check_float(op, b, "b");
   check_same_device(op, a, "a", b, "b");
-  return a.dtype() != DType::f32 || b.dtype() != DType::f32;
+  return (a.dtype() != DType::f32 || b.dtype() != DType::f32) && a.device().type != DeviceType::cuda;
 }
+
+// The result's dtype, as promoted() gives it: bf16 when both operands are, f32 otherwise.
+DType result_dtype(const Tensor& a, const Tensor& b) {
+  return a.dtype() == DType::bf16 && b.dtype() == DType::bf16 ? DType::bf16 : DType::f32;
+}
+
+// An optional saved operand as the typed kernels take it (null and f32 when absent).
+const void* ptr_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+DType dtype_or_f32(const Tensor& t) { return t.defined() ? t.dtype() : DType::f32; }
 
 // A bf16 operand (mixed precision) is widened by a recorded cast and the op computed in f32; the
 // result is f32 (a residual add keeps the stream f32) unless both operands are bf16.
@@ -45,7 +57,7 @@ enum class Kind { add, sub, mul };
 
 Tensor binary_forward(const char* op, Kind kind, const Tensor& a_in, const Tensor& b_in, int64_t nb) {
   const Tensor a = a_in.contiguous_copy(), b = b_in.contiguous_copy();
-  Tensor out = Tensor::empty(a.shape(), DType::f32, a.device());
+  Tensor out = Tensor::empty(a.shape(), result_dtype(a, b), a.device());
   const int64_t n = a.numel();
   if (n == 0) return out;
   switch (a.device().type) {
@@ -54,11 +66,14 @@ Tensor binary_forward(const char* op, Kind kind, const Tensor& a_in, const Tenso
       if (kind == Kind::sub) cpu::sub_forward(out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
       if (kind == Kind::mul) cpu::mul_forward(out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
       break;
-    case DeviceType::cuda:
-      if (kind == Kind::add) cuda::add_forward(a.device(), out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
-      if (kind == Kind::sub) cuda::sub_forward(a.device(), out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
-      if (kind == Kind::mul) cuda::mul_forward(a.device(), out.data<float>(), a.data<float>(), b.data<float>(), n, nb);
+    case DeviceType::cuda: {
+      const kernels::BinaryOp op = kind == Kind::add   ? kernels::BinaryOp::add
+                                   : kind == Kind::sub ? kernels::BinaryOp::sub
+                                                       : kernels::BinaryOp::mul;
+      cuda::binary_forward_typed(a.device(), op, out.raw_data(), out.dtype(), a.raw_data(), a.dtype(), b.raw_data(),
+                                 b.dtype(), n, nb);
       break;
+    }
   }
   return out;
 }
@@ -104,11 +119,14 @@ Tensor add_or_sub(const char* op, Kind kind, const Tensor& a, const Tensor& b) {
 Tensor general_binary(const char* op, kernels::BinaryOp kind, const Tensor& a, const Tensor& b) {
   const Shape out_shape = broadcast_shape(op, {&a.shape(), &b.shape()});
   const kernels::BroadcastLayout layout = broadcast_layout(out_shape, {&a, &b});
-  Tensor out = Tensor::empty(out_shape, DType::f32, a.device());
+  Tensor out = Tensor::empty(out_shape, result_dtype(a, b), a.device());
   if (out.numel() > 0) {
     switch (a.device().type) {
       case DeviceType::cpu: cpu::broadcast_binary(kind, out.data<float>(), a.data<float>(), b.data<float>(), layout); break;
-      case DeviceType::cuda: cuda::broadcast_binary(a.device(), kind, out.data<float>(), a.data<float>(), b.data<float>(), layout); break;
+      case DeviceType::cuda:
+        cuda::broadcast_binary_typed(a.device(), kind, out.raw_data(), out.dtype(), a.raw_data(), a.dtype(),
+                                     b.raw_data(), b.dtype(), layout);
+        break;
     }
   }
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
@@ -121,7 +139,10 @@ Tensor general_binary(const char* op, kernels::BinaryOp kind, const Tensor& a, c
       float* pb = need_b ? gb.data<float>() : nullptr;
       switch (g.device().type) {
         case DeviceType::cpu: cpu::broadcast_binary_backward(kind, pa, pb, g.data<float>(), a.data<float>(), b.data<float>(), layout); break;
-        case DeviceType::cuda: cuda::broadcast_binary_backward(g.device(), kind, pa, pb, g.data<float>(), a.data<float>(), b.data<float>(), layout); break;
+        case DeviceType::cuda:
+          cuda::broadcast_binary_backward_typed(g.device(), kind, pa, pb, g.data<float>(), a.raw_data(), a.dtype(),
+                                                b.raw_data(), b.dtype(), layout);
+          break;
       }
     }
     return std::vector<Tensor>{need_a ? sum_to_shape(ga, a.shape()) : Tensor(),
@@ -170,9 +191,9 @@ Tensor mul(const Tensor& a, const Tensor& b) {
                           need_a ? b_saved.data<float>() : nullptr, n, nb);
         break;
       case DeviceType::cuda:
-        cuda::mul_backward(g.device(), need_a ? da.data<float>() : nullptr, need_b ? db.data<float>() : nullptr,
-                           g.data<float>(), need_b ? a_saved.data<float>() : nullptr,
-                           need_a ? b_saved.data<float>() : nullptr, n, nb);
+        cuda::mul_backward_typed(g.device(), need_a ? da.data<float>() : nullptr, need_b ? db.data<float>() : nullptr,
+                                 g.data<float>(), ptr_or_null(a_saved), dtype_or_f32(a_saved), ptr_or_null(b_saved),
+                                 dtype_or_f32(b_saved), n, nb);
         break;
     }
     return std::vector<Tensor>{da, db};

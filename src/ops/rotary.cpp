@@ -25,25 +25,28 @@ Tensor rotary_embedding(const Tensor& x_in, const Tensor& cos_in, const Tensor& 
   LMF_CHECK(offset >= 0 && offset + t <= cos_in.size(0), "rotary_embedding: positions [", offset, ", ", offset + t,
             ") exceed the table's ", cos_in.size(0), " positions");
   // Any strides on B, NH, T; the head dim must be contiguous.
-  // A bf16 x (mixed precision) is widened to a contiguous f32 copy, and the output stored in bf16.
-  const Tensor x = x_in.dtype() != DType::f32 ? x_in.to(DType::f32)
-                   : x_in.strides()[3] == 1   ? x_in
-                                              : x_in.contiguous_copy();
   const Tensor cos = cos_in.contiguous_copy(), sin = sin_in.contiguous_copy();
   const Shape out_shape{b, nh, t, hs};
-  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());  // (B, NH, T, HS)
-  const float* xp = x.data<float>();
-  switch (x.device().type) {
-    case DeviceType::cpu:
-      cpu::rotary_apply(out.data<float>(), xp, cos.data<float>(), sin.data<float>(), b, nh, t, hs, x.strides()[0],
-                        x.strides()[1], x.strides()[2], offset, 1.f);
-      break;
-    case DeviceType::cuda:
-      cuda::rotary_apply(x.device(), out.data<float>(), xp, cos.data<float>(), sin.data<float>(), b, nh, t, hs,
-                         x.strides()[0], x.strides()[1], x.strides()[2], offset, 1.f);
-      break;
+  const DType out_dtype = activation_dtype(x_in);
+  Tensor out;  // (B, NH, T, HS)
+  if (x_in.device().type == DeviceType::cuda) {
+    // Native: x read through its strides in its own dtype, out written in out_dtype (no widened copy).
+    const Tensor x = x_in.strides()[3] == 1 ? x_in : x_in.contiguous_copy();
+    out = Tensor::empty(out_shape, out_dtype, x.device());
+    cuda::rotary_apply_typed(x.device(), out.raw_data(), out_dtype, x.raw_data(), x.dtype(), cos.data<float>(),
+                             sin.data<float>(), b, nh, t, hs, x.strides()[0], x.strides()[1], x.strides()[2], offset,
+                             1.f);
+  } else {
+    // A bf16 x (mixed precision) is widened to a contiguous f32 copy for the f32 CPU kernel.
+    const Tensor x = x_in.dtype() != DType::f32 ? x_in.to(DType::f32)
+                     : x_in.strides()[3] == 1   ? x_in
+                                                : x_in.contiguous_copy();
+    out = Tensor::empty(out_shape, DType::f32, x.device());
+    cpu::rotary_apply(out.data<float>(), x.data<float>(), cos.data<float>(), sin.data<float>(), b, nh, t, hs,
+                      x.strides()[0], x.strides()[1], x.strides()[2], offset, 1.f);
+    out = stored_as(out, out_dtype);
   }
-  return record(stored_as(out, activation_dtype(x_in)), "rotary_embedding", {x_in},
+  return record(out, "rotary_embedding", {x_in},
                 [cos = cos.detach(), sin = sin.detach(), b, nh, t, hs, offset](const Tensor& g_in) {
                   const Tensor g = g_in.contiguous_copy();  // (B, NH, T, HS)
                   Tensor dx = Tensor::empty(g.shape(), DType::f32, g.device());

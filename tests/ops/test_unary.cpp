@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "lmforge/ops.h"
 #include "ops/gradcheck.h"
 
@@ -84,4 +85,34 @@ TEST_CASE("relu's gradient at 0 is 0, as in PyTorch", "[unary][grad]") {
   x.set_requires_grad(true);
   relu(x).backward(Tensor::ones({3}));
   CHECK(x.grad().to_vector() == std::vector<float>{0.f, 0.f, 1.f});
+}
+
+TEST_CASE("unary ops on bf16 round the f32 result once; the gradient reads x and the rounded result",
+          "[unary][bf16]") {
+  const std::vector<kernels::UnaryOp> kinds = {
+      kernels::UnaryOp::neg,  kernels::UnaryOp::exp,     kernels::UnaryOp::log,  kernels::UnaryOp::sqrt,
+      kernels::UnaryOp::rsqrt, kernels::UnaryOp::tanh,   kernels::UnaryOp::sigmoid, kernels::UnaryOp::silu,
+      kernels::UnaryOp::relu, kernels::UnaryOp::pow,     kernels::UnaryOp::pow,  kernels::UnaryOp::pow};
+  const std::vector<float> exponents = {0, 0, 0, 0, 0, 0, 0, 0, 0, 3.f, -1.5f, 0.f};
+  REQUIRE(kinds.size() == kCases.size());
+  for (std::size_t k = 0; k < kCases.size(); ++k) {
+    const UnaryCase& c = kCases[k];
+    INFO(c.name);
+    Tensor x16 = input_for(c, 4).detach().to(DType::bf16);
+    x16.set_requires_grad(true);
+    const Tensor xr = x16.detach().to(DType::f32);  // the rounded values, exactly
+    const Tensor y16 = c.op(x16);
+    REQUIRE(y16.dtype() == DType::bf16);
+    // The value: the f32 op on the rounded input, rounded once.
+    CHECK(y16.to_vector() == c.op(xr).to(DType::bf16).to_vector());
+    // The gradient: the table's derivative at the rounded x and the stored (rounded) y, in f32.
+    const Tensor g = random_tensor({3, 7}, 5, false);
+    y16.backward(g);
+    REQUIRE(x16.grad().dtype() == DType::f32);
+    const Tensor yr = y16.detach().to(DType::f32);
+    std::vector<float> want(static_cast<std::size_t>(xr.numel()));
+    cpu::unary_backward(kinds[k], want.data(), g.data<float>(), xr.data<float>(), yr.data<float>(), exponents[k],
+                        xr.numel());
+    CHECK(x16.grad().to_vector() == want);
+  }
 }

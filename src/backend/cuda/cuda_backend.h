@@ -35,6 +35,14 @@ LMF_CUDA_ENTRY(void scale_forward(Device device, float* out, const float* a, flo
 /// da (N) = dout * b; db (NB) = sum over the broadcast of dout * a; either may be null.
 LMF_CUDA_ENTRY(void mul_backward(Device device, float* da, float* db, const float* dout, const float* a,
                                  const float* b, int64_t n, int64_t nb))
+/// add, sub or mul (op, not div) with a, b, out each f32 or bf16 (their dtypes) read and written in
+/// place, f32 math; and mul's backward with a, b so typed (dout, da, db f32). Mixed precision's bf16
+/// operands take these instead of a widening cast.
+LMF_CUDA_ENTRY(void binary_forward_typed(Device device, kernels::BinaryOp op, void* out, DType out_dtype,
+                                         const void* a, DType a_dtype, const void* b, DType b_dtype, int64_t n,
+                                         int64_t nb))
+LMF_CUDA_ENTRY(void mul_backward_typed(Device device, float* da, float* db, const float* dout, const void* a,
+                                       DType a_dtype, const void* b, DType b_dtype, int64_t n, int64_t nb))
 /// out (cols) = factor * sum over rows of in (rows, cols), or += when accumulate; deterministic.
 LMF_CUDA_ENTRY(void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols,
                                 float factor = 1.f, bool accumulate = false))
@@ -138,6 +146,22 @@ LMF_CUDA_ENTRY(void swiglu_backward(Device device, float* dgate, float* dup, con
                                     const float* up, int64_t n))
 LMF_CUDA_ENTRY(void gelu_forward(Device device, float* out, const float* x, int64_t n))
 LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n))
+// The native-bf16 forms of rotary_apply, swiglu_*, gelu_*: activations (x, gate, up, out) f32 or
+// bf16 storage, each by its dtype, read and written in place with f32 math in registers (no widened
+// copy); upstream gradients and the gradients written stay f32.
+LMF_CUDA_ENTRY(void rotary_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
+                                       const float* cos, const float* sin, int64_t b, int64_t nh, int64_t t,
+                                       int64_t hs, int64_t stride_b, int64_t stride_h, int64_t stride_t,
+                                       int64_t offset, float sin_sign))
+LMF_CUDA_ENTRY(void swiglu_forward_typed(Device device, void* out, DType out_dtype, const void* gate,
+                                         DType gate_dtype, const void* up, DType up_dtype, int64_t n))
+LMF_CUDA_ENTRY(void swiglu_backward_typed(Device device, float* dgate, float* dup, const float* dout,
+                                          const void* gate, DType gate_dtype, const void* up, DType up_dtype,
+                                          int64_t n))
+LMF_CUDA_ENTRY(void gelu_forward_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
+                                       int64_t n))
+LMF_CUDA_ENTRY(void gelu_backward_typed(Device device, float* dx, const float* dout, const void* x, DType x_dtype,
+                                        int64_t n))
 /// linear_gelu's backward before the products: dpre (rows, cols) = dout * gelu'(pre) with pre f32
 /// or bf16 read in place, and dbias (cols, null to skip) = column sums of dpre (+= when
 /// accumulate), in one pass over dout.
@@ -196,8 +220,20 @@ LMF_CUDA_ENTRY(void cross_entropy_forward(Device device, float* loss, float* cou
 LMF_CUDA_ENTRY(void cross_entropy_backward(Device device, float* dlogits, const float* logits, const float* lse,
                                            const int32_t* targets, const float* dloss, const float* count,
                                            int64_t n, int64_t v, int32_t ignore_index))
+/// Both passes with the logits f32 or bf16 (logits_dtype), read in place: bf16 logits are never
+/// widened to an (N, V) f32 copy.
+LMF_CUDA_ENTRY(void cross_entropy_forward_typed(Device device, float* loss, float* count, float* lse,
+                                                const void* logits, DType logits_dtype, const int32_t* targets,
+                                                int64_t n, int64_t v, int32_t ignore_index))
+LMF_CUDA_ENTRY(void cross_entropy_backward_typed(Device device, float* dlogits, const void* logits,
+                                                 DType logits_dtype, const float* lse, const int32_t* targets,
+                                                 const float* dloss, const float* count, int64_t n, int64_t v,
+                                                 int32_t ignore_index))
 LMF_CUDA_ENTRY(void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed,
                                   uint64_t base))
+/// dropout_apply with x and out f32 or bf16 (their dtypes), read and written in place.
+LMF_CUDA_ENTRY(void dropout_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
+                                        int64_t n, float p, uint64_t seed, uint64_t base))
 
 // --- primitive ops: broadcasting, unary table, max, cat/where/gather (primitives.cpp) -------------
 // The same names and arguments as lmf::cpu:: (see cpu_kernels.h for each contract), Device first.
@@ -206,11 +242,23 @@ LMF_CUDA_ENTRY(void broadcast_binary(Device device, kernels::BinaryOp op, float*
 LMF_CUDA_ENTRY(void broadcast_binary_backward(Device device, kernels::BinaryOp op, float* ga, float* gb,
                                               const float* g, const float* a, const float* b,
                                               const kernels::BroadcastLayout& layout))
+/// The two above with a, b, out each f32 or bf16 (their dtypes), f32 math; g, ga, gb f32.
+LMF_CUDA_ENTRY(void broadcast_binary_typed(Device device, kernels::BinaryOp op, void* out, DType out_dtype,
+                                           const void* a, DType a_dtype, const void* b, DType b_dtype,
+                                           const kernels::BroadcastLayout& layout))
+LMF_CUDA_ENTRY(void broadcast_binary_backward_typed(Device device, kernels::BinaryOp op, float* ga, float* gb,
+                                                    const float* g, const void* a, DType a_dtype, const void* b,
+                                                    DType b_dtype, const kernels::BroadcastLayout& layout))
 LMF_CUDA_ENTRY(void sum_to(Device device, float* out, const float* in, const kernels::ReduceLayout& layout))
 LMF_CUDA_ENTRY(void unary_forward(Device device, kernels::UnaryOp op, float* out, const float* x, float p,
                                   int64_t n))
 LMF_CUDA_ENTRY(void unary_backward(Device device, kernels::UnaryOp op, float* dx, const float* dout,
                                    const float* x, const float* y, float p, int64_t n))
+/// The two above with x, out and y all f32 or all bf16 (dtype), read and written in place.
+LMF_CUDA_ENTRY(void unary_forward_typed(Device device, kernels::UnaryOp op, void* out, const void* x, DType dtype,
+                                        float p, int64_t n))
+LMF_CUDA_ENTRY(void unary_backward_typed(Device device, kernels::UnaryOp op, float* dx, const float* dout,
+                                         const void* x, const void* y, DType dtype, float p, int64_t n))
 LMF_CUDA_ENTRY(void max_dim_forward(Device device, float* out, int32_t* argmax, const float* x, int64_t outer,
                                     int64_t d, int64_t inner))
 LMF_CUDA_ENTRY(void max_dim_backward(Device device, float* dx, const float* dout, const int32_t* argmax,

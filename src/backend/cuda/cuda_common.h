@@ -35,6 +35,9 @@ class DeviceGuard {
   bool changed_ = false;
 };
 
+/// The kernels' name for a dtype (the enums share their order).
+inline kernels::ElemType elem_type(DType dtype) { return static_cast<kernels::ElemType>(static_cast<int>(dtype)); }
+
 /// Scratch memory from the device's cache; returned when the tensor goes out of scope. Kernels
 /// that use it are queued on the one stream, so reuse by a later allocation is ordered after them.
 inline Tensor workspace(Device device, int64_t bytes) {

@@ -28,6 +28,17 @@ void mul_backward(Device device, float* da, float* db, const float* dout, const 
   DeviceGuard guard(device);
   k::mul_backward(da, db, dout, a, b, n, nb, stream());
 }
+void binary_forward_typed(Device device, k::BinaryOp op, void* out, DType out_dtype, const void* a, DType a_dtype,
+                          const void* b, DType b_dtype, int64_t n, int64_t nb) {
+  DeviceGuard guard(device);
+  k::binary_forward_typed(op, out, elem_type(out_dtype), a, elem_type(a_dtype), b, elem_type(b_dtype), n, nb,
+                          stream());
+}
+void mul_backward_typed(Device device, float* da, float* db, const float* dout, const void* a, DType a_dtype,
+                        const void* b, DType b_dtype, int64_t n, int64_t nb) {
+  DeviceGuard guard(device);
+  k::mul_backward_typed(da, db, dout, a, elem_type(a_dtype), b, elem_type(b_dtype), n, nb, stream());
+}
 void column_sums(Device device, const float* in, float* out, int64_t rows, int64_t cols, float factor,
                  bool accumulate) {
   DeviceGuard guard(device);

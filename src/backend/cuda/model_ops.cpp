@@ -262,6 +262,14 @@ void rotary_apply(Device device, float* out, const float* x, const float* cos, c
   k::rotary_apply(out, x, cos, sin, b, nh, t, hs, stride_b, stride_h, stride_t, offset, sin_sign, stream());
 }
 
+void rotary_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype, const float* cos,
+                        const float* sin, int64_t b, int64_t nh, int64_t t, int64_t hs, int64_t stride_b,
+                        int64_t stride_h, int64_t stride_t, int64_t offset, float sin_sign) {
+  DeviceGuard guard(device);
+  k::rotary_apply_typed(out, elem(out_dtype), x, elem(x_dtype), cos, sin, b, nh, t, hs, stride_b, stride_h, stride_t,
+                        offset, sin_sign, stream());
+}
+
 void swiglu_forward(Device device, float* out, const float* gate, const float* up, int64_t n) {
   DeviceGuard guard(device);
   k::swiglu_forward(out, gate, up, n, stream());
@@ -273,6 +281,18 @@ void swiglu_backward(Device device, float* dgate, float* dup, const float* dout,
   k::swiglu_backward(dgate, dup, dout, gate, up, n, stream());
 }
 
+void swiglu_forward_typed(Device device, void* out, DType out_dtype, const void* gate, DType gate_dtype,
+                          const void* up, DType up_dtype, int64_t n) {
+  DeviceGuard guard(device);
+  k::swiglu_forward_typed(out, elem(out_dtype), gate, elem(gate_dtype), up, elem(up_dtype), n, stream());
+}
+
+void swiglu_backward_typed(Device device, float* dgate, float* dup, const float* dout, const void* gate,
+                           DType gate_dtype, const void* up, DType up_dtype, int64_t n) {
+  DeviceGuard guard(device);
+  k::swiglu_backward_typed(dgate, dup, dout, gate, elem(gate_dtype), up, elem(up_dtype), n, stream());
+}
+
 void gelu_forward(Device device, float* out, const float* x, int64_t n) {
   DeviceGuard guard(device);
   k::gelu_forward(out, x, n, stream());
@@ -281,6 +301,16 @@ void gelu_forward(Device device, float* out, const float* x, int64_t n) {
 void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n) {
   DeviceGuard guard(device);
   k::gelu_backward(dx, dout, x, n, stream());
+}
+
+void gelu_forward_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n) {
+  DeviceGuard guard(device);
+  k::gelu_forward_typed(out, elem(out_dtype), x, elem(x_dtype), n, stream());
+}
+
+void gelu_backward_typed(Device device, float* dx, const float* dout, const void* x, DType x_dtype, int64_t n) {
+  DeviceGuard guard(device);
+  k::gelu_backward_typed(dx, dout, x, elem(x_dtype), n, stream());
 }
 
 void gelu_bias_backward(Device device, float* dpre, float* dbias, const float* dout, const void* pre, DType pre_dtype,
@@ -329,9 +359,32 @@ void cross_entropy_backward(Device device, float* dlogits, const float* logits, 
   k::cross_entropy_backward(dlogits, logits, lse, targets, dloss, count, n, v, ignore_index, stream());
 }
 
+void cross_entropy_forward_typed(Device device, float* loss, float* count, float* lse, const void* logits,
+                                 DType logits_dtype, const int32_t* targets, int64_t n, int64_t v,
+                                 int32_t ignore_index) {
+  DeviceGuard guard(device);
+  Tensor losses = workspace(device, sizeof(float) * n);  // (N)
+  k::cross_entropy_forward_typed(loss, count, losses.data<float>(), lse, logits, elem(logits_dtype), targets, n, v,
+                                 ignore_index, stream());
+}
+
+void cross_entropy_backward_typed(Device device, float* dlogits, const void* logits, DType logits_dtype,
+                                  const float* lse, const int32_t* targets, const float* dloss, const float* count,
+                                  int64_t n, int64_t v, int32_t ignore_index) {
+  DeviceGuard guard(device);
+  k::cross_entropy_backward_typed(dlogits, logits, elem(logits_dtype), lse, targets, dloss, count, n, v,
+                                  ignore_index, stream());
+}
+
 void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base) {
   DeviceGuard guard(device);
   k::dropout_apply(out, x, n, p, seed, base, stream());
+}
+
+void dropout_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n, float p,
+                         uint64_t seed, uint64_t base) {
+  DeviceGuard guard(device);
+  k::dropout_apply_typed(out, elem(out_dtype), x, elem(x_dtype), n, p, seed, base, stream());
 }
 
 void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,

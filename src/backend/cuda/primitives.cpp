@@ -17,9 +17,30 @@ void broadcast_binary_backward(Device device, k::BinaryOp op, float* ga, float* 
   DeviceGuard guard(device);
   k::broadcast_binary_backward(op, ga, gb, g, a, b, layout, stream());
 }
+void broadcast_binary_typed(Device device, k::BinaryOp op, void* out, DType out_dtype, const void* a, DType a_dtype,
+                            const void* b, DType b_dtype, const k::BroadcastLayout& layout) {
+  DeviceGuard guard(device);
+  k::broadcast_binary_typed(op, out, elem_type(out_dtype), a, elem_type(a_dtype), b, elem_type(b_dtype), layout,
+                            stream());
+}
+void broadcast_binary_backward_typed(Device device, k::BinaryOp op, float* ga, float* gb, const float* g,
+                                     const void* a, DType a_dtype, const void* b, DType b_dtype,
+                                     const k::BroadcastLayout& layout) {
+  DeviceGuard guard(device);
+  k::broadcast_binary_backward_typed(op, ga, gb, g, a, elem_type(a_dtype), b, elem_type(b_dtype), layout, stream());
+}
 void sum_to(Device device, float* out, const float* in, const k::ReduceLayout& layout) {
   DeviceGuard guard(device);
   k::sum_to(out, in, layout, stream());
+}
+void unary_forward_typed(Device device, k::UnaryOp op, void* out, const void* x, DType dtype, float p, int64_t n) {
+  DeviceGuard guard(device);
+  k::unary_forward_typed(op, out, x, elem_type(dtype), p, n, stream());
+}
+void unary_backward_typed(Device device, k::UnaryOp op, float* dx, const float* dout, const void* x, const void* y,
+                          DType dtype, float p, int64_t n) {
+  DeviceGuard guard(device);
+  k::unary_backward_typed(op, dx, dout, x, y, elem_type(dtype), p, n, stream());
 }
 void unary_forward(Device device, k::UnaryOp op, float* out, const float* x, float p, int64_t n) {
   DeviceGuard guard(device);
