@@ -255,3 +255,26 @@ TEST_CASE("bf16 products give the same bits whichever way the operands are store
   const auto via_f32 = matmul(a_km, b_kn, true, false).to_vector();
   CHECK(direct == via_f32);
 }
+
+TEST_CASE("f32 products give the same bits whichever way the operands are stored", "[matmul]") {
+  if (!cpu::gemm_kernel_enabled()) {
+    WARN("skipped: the Eigen fallback (no AVX-512 here) sums in an order that depends on the layout");
+    return;
+  }
+  // The kernel reads a in place in either layout and a (K, N) b in place when the product has at
+  // most 512 rows; a transposed b, ragged edge tiles and taller products go through packed panels.
+  // Every path feeds the same FMAs in the same order, so the bits must agree. Sizes leave a ragged
+  // row tile (m % 8), a ragged column panel (n % 48) and two K slices.
+  const int64_t m = 203, n = 3109, k = 700;
+  const Tensor a = random_tensor({m, k}, 31, false), b_kn = random_tensor({k, n}, 32, false);
+  const Tensor a_km = contiguous(transpose(a, 0, 1)), b_nk = contiguous(transpose(b_kn, 0, 1));
+  const auto in_place = matmul(a, b_kn).to_vector();              // a rows and b rows in place
+  CHECK(matmul(a_km, b_kn, true, false).to_vector() == in_place);  // a columns in place
+  CHECK(matmul(a, b_nk, false, true).to_vector() == in_place);     // b packed
+  CHECK(matmul(a_km, b_nk, true, true).to_vector() == in_place);
+  // A product taller than 512 rows packs b: its first rows must equal the short product's.
+  const Tensor tall = random_tensor({600, k}, 33, false);
+  const auto tall_c = matmul(tall, b_kn).to_vector();
+  const auto short_c = matmul(slice(tall, 0, 0, m), b_kn).to_vector();
+  CHECK(std::vector<float>(tall_c.begin(), tall_c.begin() + m * n) == short_c);
+}

@@ -36,6 +36,8 @@ namespace {
 constexpr int64_t kMC = 96;
 constexpr int64_t kKC = 512;
 constexpr int64_t kNC = 1536;
+// Products of at most this many rows read a (K, N) b in place (gemm_f32).
+constexpr int64_t kInPlaceRows = 512;
 
 // bf16 products keep the 8 x 32 tile and the blocking they were tuned with on Zen 4 (not yet
 // re-measured on Zen 5; their panels hold k in pairs, so the f32 sizes above do not carry over).
@@ -129,7 +131,16 @@ LMF_AVX512 void pack_transposed(float* panel, const float* src, int64_t ld, int6
   if (blocks) {
     for (int64_t r = 0;; r += 8) {
       if (r + 8 > count) r = count - 8;
-      for (int64_t p = 0; p < kc8; p += 8) transpose_8x8(src + r * ld + p, ld, panel + p * W + r, W);
+      // The next eight rows (the next group, or the next panel's first) are requested while these
+      // are transposed: each row contributes only kc floats here, too short a run for the hardware
+      // prefetcher to ramp up on its own. A prefetch past the operand's end is harmless.
+      const float* next = src + (r + 8) * ld;
+      for (int64_t p = 0; p < kc8; p += 8) {
+        if (p % 16 == 0)
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * ld + p), _MM_HINT_T0);
+        transpose_8x8(src + r * ld + p, ld, panel + p * W + r, W);
+      }
       if (r + 8 >= count) break;
     }
   }
@@ -229,10 +240,16 @@ LMF_AVX512 inline void store_tile(const __m512 (&acc)[MR][NV], float* c, int64_t
   }
 }
 
-// c[0:rows, 0:cols] (+)= a panel (kc x MR) . b panel (kc x 16 NV): MR x NV accumulators.
-template <int MR, int NV>
-LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc,
-                             int rows, int cols, bool add) {
+// c[0:rows, 0:cols] (+)= op(a) (MR x kc) . op(b) (kc x 16 NV): MR x NV accumulators.
+// b's kc rows of 16 NV floats start ldb apart: a packed panel (ldb = 16 NV) or, in place, the rows
+// of a (K, N) operand (ldb = its row stride). a's values come from one of two layouts:
+//   ROWS false: the MR values of each k side by side, successive k a_step apart: a packed panel
+//               (a_step = MR) or, in place, a (K, M) operand (a_step = its row stride);
+//   ROWS true:  in place from an (M, K) operand, row r at pa + r * a_step, k contiguous.
+// Every layout feeds the same FMAs in the same order, so the bits never depend on which one ran.
+template <int MR, int NV, bool ROWS>
+LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, int64_t a_step, const float* pb, int64_t ldb, float* c,
+                             int64_t ldc, int rows, int cols, bool add) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
@@ -244,18 +261,21 @@ LMF_AVX512 void micro_kernel(int64_t kc, const float* pa, const float* pb, float
       if (r < rows)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
+  const float* row[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) row[r] = pa + r * a_step;
   for (int64_t p = 0; p < kc; ++p) {
     __m512 b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(pb + 16 * v);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      const __m512 av = _mm512_set1_ps(pa[r]);
+      const __m512 av = _mm512_set1_ps(ROWS ? row[r][p] : pa[r]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, b[v], acc[r][v]);
     }
-    pa += MR;
-    pb += 16 * NV;
+    if constexpr (!ROWS) pa += a_step;
+    pb += ldb;
   }
   store_tile<MR, NV>(acc, c, ldc, rows, cols, add);
 }
@@ -404,13 +424,23 @@ LMF_AVX512_BF16 void gemm_avx512_bf16(const Operand& a, const Operand& b, float*
   }
 }
 
+// f32 operands are read in place wherever a micro-tile is whole: a in either layout (the kernel
+// broadcasts a's values one at a time, so any stride serves), and b when it is stored (K, N), whose
+// rows already hold each k's columns side by side, in products of at most kInPlaceRows rows. A
+// packed b panel is contiguous and so immune to the cache-set conflicts of a strided one; that pays
+// when many row tiles reuse it (2048^3 loses 8 % in place), not for the few rows of a training step
+// (M = B*T against a weight, the backward's dx = dy . W), where the copy was pure overhead on every
+// thread. The transposed b (the weights of a forward pass, stored (N, K)), bf16 storage and ragged
+// edge tiles are always packed.
 template <int MR, int NV>
 LMF_AVX512 void gemm_f32(const Operand& a, const Operand& b, float* c, int64_t ldc, int64_t m, int64_t n,
                          int64_t k, bool accumulate, float* g, int64_t ldg) {
   constexpr int NR = 16 * NV;
   thread_local Scratch a_scratch, b_scratch;
+  const bool b_in_place = !b.half && !b.trans && m <= kInPlaceRows;
+  const bool a_in_place = !a.half;
   const int64_t nc_max = (std::min(kNC, n) + NR - 1) / NR * NR;
-  float* bp = b_scratch.get(static_cast<std::size_t>(kKC * nc_max));
+  float* bp = b_scratch.get(static_cast<std::size_t>(kKC * (b_in_place ? NR : nc_max)));
   float* ap = a_scratch.get(static_cast<std::size_t>(kKC * (kMC + MR)));
   for (int64_t j0 = 0; j0 < n; j0 += kNC) {
     const int64_t nc = std::min(kNC, n - j0);
@@ -418,17 +448,38 @@ LMF_AVX512 void gemm_f32(const Operand& a, const Operand& b, float* c, int64_t l
       const int64_t kc = std::min(kKC, k - p0);
       const bool add = accumulate || p0 > 0;
       const bool last = g && p0 + kKC >= k;  // the slice that finishes c: its blocks get the epilogue
-      for (int64_t jr = 0; jr < nc; jr += NR)
-        pack_b<NR>(bp + jr * kc, b, j0 + jr, std::min<int64_t>(NR, nc - jr), p0, kc);
+      for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int64_t cols = std::min<int64_t>(NR, nc - jr);
+        if (!b_in_place) {
+          pack_b<NR>(bp + jr * kc, b, j0 + jr, cols, p0, kc);
+        } else if (cols < NR) {  // the ragged last panel: zero-padded in scratch
+          pack_b<NR>(bp, b, j0 + jr, cols, p0, kc);
+        }
+      }
       for (int64_t i0 = 0; i0 < m; i0 += kMC) {
         const int64_t mc = std::min(kMC, m - i0);
-        for (int64_t ir = 0; ir < mc; ir += MR)
-          pack_a<MR>(ap + ir * kc, a, i0 + ir, std::min<int64_t>(MR, mc - ir), p0, kc);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const int64_t rows = std::min<int64_t>(MR, mc - ir);
+          if (!a_in_place || rows < MR) pack_a<MR>(ap + ir * kc, a, i0 + ir, rows, p0, kc);
+        }
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          const float* pb = bp + jr * kc;
+          int64_t ldb = NR;
+          if (b_in_place) {
+            pb = cols == NR ? b.data + p0 * b.ld + j0 + jr : bp;
+            ldb = cols == NR ? b.ld : NR;
+          }
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-            micro_kernel<MR, NV>(kc, ap + ir * kc, bp + jr * kc, c + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, add);
+            float* ct = c + (i0 + ir) * ldc + j0 + jr;
+            if (!a_in_place || rows < MR) {
+              micro_kernel<MR, NV, false>(kc, ap + ir * kc, MR, pb, ldb, ct, ldc, rows, cols, add);
+            } else if (a.trans) {  // stored (K, M)
+              micro_kernel<MR, NV, false>(kc, a.data + p0 * a.ld + i0 + ir, a.ld, pb, ldb, ct, ldc, rows, cols, add);
+            } else {               // stored (M, K)
+              micro_kernel<MR, NV, true>(kc, a.data + (i0 + ir) * a.ld + p0, a.ld, pb, ldb, ct, ldc, rows, cols, add);
+            }
           }
         }
         if (last)  // the finished (MC, NC) block is still in L2: its GELU now, whole rows at a time
