@@ -79,13 +79,6 @@ void accumulate_leaf(const Tensor& leaf, const Tensor& g) {
   impl.grad_stale = false;
 }
 
-// A leaf no further gradient can reach: a stale gradient is zero by now (what a hook reads).
-void settle_leaf(const Tensor& leaf) {
-  TensorImpl& impl = *leaf.impl();
-  if (!impl.grad_stale) return;
-  impl.grad_stale = false;
-  if (impl.grad) Tensor(impl.grad).zero_();
-}
 
 // A gradient the engine holds for a non-leaf until its node runs. `owned`: no other tensor
 // references it (the engine made it, or a destination-aware backward returned it new), so a later
@@ -194,7 +187,7 @@ void backward(const Tensor& root, const Tensor& grad_output, const LeafGradHook&
     if (!on_leaf_grad_final) return;
     for (const Tensor& input : node->inputs)
       if (is_grad_leaf(input) && --leaf_edges[input.impl().get()] == 0) {
-        settle_leaf(input);
+        input.grad();  // no further gradient can reach it: a stale gradient reads as zero now
         on_leaf_grad_final(input);
       }
   };

@@ -105,11 +105,12 @@ void Muon::step(float grad_scale) {
   NoGradGuard no_grad;
   ++step_;
   const float mu = config_.momentum;
+  const Tensor& grads = slab_->grads();  // zeroes any entry no backward reached, once
   for (const Entry& entry : entries_) {
     const nn::SlabEntry& e = slab_->entries[entry.slab_entry];
     if (!e.param.requires_grad()) continue;
     const Shape& shape = e.param.shape();  // (rows, cols)
-    Tensor grad = Tensor::view_of(slab_->grads().storage(), shape, DType::f32, slab_->grads().offset() + e.offset);
+    Tensor grad = Tensor::view_of(grads.storage(), shape, DType::f32, grads.offset() + e.offset);
     if (grad_scale != 1.f) grad = scale(grad, grad_scale);  // the clip factor, as if applied in place
     Tensor buffer = Tensor::view_of(momentum_.storage(), shape, DType::f32, entry.offset);
     scale_(buffer, mu);

@@ -118,9 +118,8 @@ class Tensor {
   // --- autograd ----------------------------------------------------------------------------
   bool requires_grad() const { return checked().requires_grad; }
   Tensor& set_requires_grad(bool value);
-  /// The accumulated gradient (undefined until a backward pass reaches this tensor).
-  /// The accumulated gradient (undefined before any). A gradient zero_grad() left stale is zeroed
-  /// here first, so a caller never sees one that was not written.
+  /// The accumulated gradient (undefined until a backward pass reaches this tensor). A gradient
+  /// zero_grad() left stale is zeroed here first, so a caller never sees one that was not written.
   Tensor grad() const;
   void set_grad(const Tensor& grad);
   /// Zeroes the gradient in place (keeps its storage; parameters' grads are slab views).
