@@ -65,4 +65,15 @@ inline double scaled_max_error(const lmf::Tensor& actual, const nlohmann::json& 
   return err / scale;
 }
 
+/// The 2-layer, 16-channel GPT (vocabulary 31, block 8) of the GPT tests that need no fixture.
+inline lmf::nn::GPTConfig tiny_gpt_config() {
+  lmf::nn::GPTConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 16;
+  c.block_size = 8;
+  c.vocab_size = 31;
+  return c;
+}
+
 }  // namespace lmf_test

@@ -18,15 +18,7 @@ using lmf::nn::GPTConfig;
 
 namespace {
 
-GPTConfig tiny_config() {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 8;
-  c.vocab_size = 31;
-  return c;
-}
+GPTConfig tiny_config() { return lmf_test::tiny_gpt_config(); }
 
 Tensor tokens(const std::vector<int32_t>& values, int64_t B, int64_t T) {
   return Tensor::from_vector(values, {B, T});

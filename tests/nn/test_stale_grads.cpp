@@ -10,6 +10,7 @@
 #include "lmforge/nn/gpt.h"
 #include "lmforge/nn/linear.h"
 #include "lmforge/ops.h"
+#include "nn/gpt_fixture.h"
 
 using lmf::Tensor;
 using lmf::nn::GPT;
@@ -17,15 +18,7 @@ using lmf::nn::GPTConfig;
 
 namespace {
 
-GPTConfig tiny_config() {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 8;
-  c.vocab_size = 31;
-  return c;
-}
+GPTConfig tiny_config() { return lmf_test::tiny_gpt_config(); }
 
 Tensor ids(int64_t B, int64_t T, int32_t seed) {
   std::vector<int32_t> v(static_cast<std::size_t>(B * T));
