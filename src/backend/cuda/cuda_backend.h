@@ -28,16 +28,11 @@ namespace lmf::cuda {
 
 // --- elementwise and reductions (elementwise.cpp) ---------------------------------------------------
 // a, out (N); b (NB) read as b[i % NB].
-LMF_CUDA_ENTRY(void add_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb))
-LMF_CUDA_ENTRY(void sub_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb))
-LMF_CUDA_ENTRY(void mul_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb))
 LMF_CUDA_ENTRY(void scale_forward(Device device, float* out, const float* a, float factor, int64_t n))
-/// da (N) = dout * b; db (NB) = sum over the broadcast of dout * a; either may be null.
-LMF_CUDA_ENTRY(void mul_backward(Device device, float* da, float* db, const float* dout, const float* a,
-                                 const float* b, int64_t n, int64_t nb))
 /// add, sub or mul (op, not div) with a, b, out each f32 or bf16 (their dtypes) read and written in
-/// place, f32 math; and mul's backward with a, b so typed (dout, da, db f32). Mixed precision's bf16
-/// operands take these instead of a widening cast.
+/// place, f32 math: cpu::add_forward/sub_forward/mul_forward with the dtypes added (the CPU widens a
+/// bf16 operand first). mul's backward with a, b so typed: da (N) = dout * b, db (NB) = sum over the
+/// broadcast of dout * a, either may be null (dout, da, db f32).
 LMF_CUDA_ENTRY(void binary_forward_typed(Device device, kernels::BinaryOp op, void* out, DType out_dtype,
                                          const void* a, DType a_dtype, const void* b, DType b_dtype, int64_t n,
                                          int64_t nb))
@@ -141,12 +136,8 @@ LMF_CUDA_ENTRY(void rms_norm_backward(Device device, float* dx, float* dweight, 
 LMF_CUDA_ENTRY(void rotary_apply(Device device, float* out, const float* x, const float* cos, const float* sin,
                                  int64_t b, int64_t nh, int64_t t, int64_t hs, int64_t stride_b, int64_t stride_h,
                                  int64_t stride_t, int64_t offset, float sin_sign))
-LMF_CUDA_ENTRY(void swiglu_forward(Device device, float* out, const float* gate, const float* up, int64_t n))
-LMF_CUDA_ENTRY(void swiglu_backward(Device device, float* dgate, float* dup, const float* dout, const float* gate,
-                                    const float* up, int64_t n))
-LMF_CUDA_ENTRY(void gelu_forward(Device device, float* out, const float* x, int64_t n))
 LMF_CUDA_ENTRY(void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n))
-// The native-bf16 forms of rotary_apply, swiglu_*, gelu_*: activations (x, gate, up, out) f32 or
+// The native-bf16 forms of rotary_apply, cpu::swiglu_*, cpu::gelu_*: activations (x, gate, up, out) f32 or
 // bf16 storage, each by its dtype, read and written in place with f32 math in registers (no widened
 // copy); upstream gradients and the gradients written stay f32.
 LMF_CUDA_ENTRY(void rotary_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
@@ -229,20 +220,15 @@ LMF_CUDA_ENTRY(void cross_entropy_backward_typed(Device device, float* dlogits, 
                                                  DType logits_dtype, const float* lse, const int32_t* targets,
                                                  const float* dloss, const float* count, int64_t n, int64_t v,
                                                  int32_t ignore_index))
-LMF_CUDA_ENTRY(void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed,
-                                  uint64_t base))
-/// dropout_apply with x and out f32 or bf16 (their dtypes), read and written in place.
+/// cpu::dropout_apply with x and out f32 or bf16 (their dtypes), read and written in place.
 LMF_CUDA_ENTRY(void dropout_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype,
                                         int64_t n, float p, uint64_t seed, uint64_t base))
 
 // --- primitive ops: broadcasting, unary table, max, cat/where/gather (primitives.cpp) -------------
-// The same names and arguments as lmf::cpu:: (see cpu_kernels.h for each contract), Device first.
-LMF_CUDA_ENTRY(void broadcast_binary(Device device, kernels::BinaryOp op, float* out, const float* a,
-                                     const float* b, const kernels::BroadcastLayout& layout))
-LMF_CUDA_ENTRY(void broadcast_binary_backward(Device device, kernels::BinaryOp op, float* ga, float* gb,
-                                              const float* g, const float* a, const float* b,
-                                              const kernels::BroadcastLayout& layout))
-/// The two above with a, b, out each f32 or bf16 (their dtypes), f32 math; g, ga, gb f32.
+// The same names and arguments as lmf::cpu:: (see cpu_kernels.h for each contract), Device first;
+// a `_typed` form adds each storage operand's dtype (f32 or bf16, read in place).
+/// cpu::broadcast_binary and its backward with a, b, out each f32 or bf16 (their dtypes), f32 math;
+/// g, ga, gb f32.
 LMF_CUDA_ENTRY(void broadcast_binary_typed(Device device, kernels::BinaryOp op, void* out, DType out_dtype,
                                            const void* a, DType a_dtype, const void* b, DType b_dtype,
                                            const kernels::BroadcastLayout& layout))

@@ -7,26 +7,9 @@ namespace lmf::cuda {
 
 namespace k = lmf::kernels;
 
-void add_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
-  DeviceGuard guard(device);
-  k::add_forward(out, a, b, n, nb, stream());
-}
-void sub_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
-  DeviceGuard guard(device);
-  k::sub_forward(out, a, b, n, nb, stream());
-}
-void mul_forward(Device device, float* out, const float* a, const float* b, int64_t n, int64_t nb) {
-  DeviceGuard guard(device);
-  k::mul_forward(out, a, b, n, nb, stream());
-}
 void scale_forward(Device device, float* out, const float* a, float factor, int64_t n) {
   DeviceGuard guard(device);
   k::scale_forward(out, a, factor, n, stream());
-}
-void mul_backward(Device device, float* da, float* db, const float* dout, const float* a, const float* b,
-                  int64_t n, int64_t nb) {
-  DeviceGuard guard(device);
-  k::mul_backward(da, db, dout, a, b, n, nb, stream());
 }
 void binary_forward_typed(Device device, k::BinaryOp op, void* out, DType out_dtype, const void* a, DType a_dtype,
                           const void* b, DType b_dtype, int64_t n, int64_t nb) {

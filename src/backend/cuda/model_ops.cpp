@@ -218,16 +218,12 @@ void rms_norm_backward(Device device, float* dx, float* dweight, const float* do
   k::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, n, c, scratch.data<float>(), stream());
 }
 
-namespace {
-k::ElemType elem(DType dtype) { return static_cast<k::ElemType>(static_cast<int>(dtype)); }
-}  // namespace
-
 void add_layer_norm_forward(Device device, void* sum, DType sum_dtype, void* out, DType out_dtype, float* mean,
                             float* rstd, const void* x, DType x_dtype, const void* y, DType y_dtype,
                             const float* weight, const float* bias, int64_t n, int64_t c, float eps) {
   DeviceGuard guard(device);
-  k::add_layernorm_forward(sum, elem(sum_dtype), out, elem(out_dtype), mean, rstd, x, elem(x_dtype), y,
-                           elem(y_dtype), weight, bias, n, c, eps, stream());
+  k::add_layernorm_forward(sum, elem_type(sum_dtype), out, elem_type(out_dtype), mean, rstd, x, elem_type(x_dtype), y,
+                           elem_type(y_dtype), weight, bias, n, c, eps, stream());
 }
 
 void layer_norm_backward_typed(Device device, float* dx, float* dweight, float* dbias, const float* dout,
@@ -235,7 +231,7 @@ void layer_norm_backward_typed(Device device, float* dx, float* dweight, float* 
                                const float* rstd, int64_t n, int64_t c) {
   DeviceGuard guard(device);
   Tensor scratch = workspace(device, sizeof(float) * k::layernorm_backward_workspace(n, c));
-  k::layernorm_backward_typed(dx, dweight, dbias, dout, x, elem(x_dtype), weight, mean, rstd, nullptr, n, c,
+  k::layernorm_backward_typed(dx, dweight, dbias, dout, x, elem_type(x_dtype), weight, mean, rstd, nullptr, n, c,
                               scratch.data<float>(), stream());
 }
 
@@ -243,16 +239,16 @@ void add_rms_norm_forward(Device device, void* sum, DType sum_dtype, void* out, 
                           const void* x, DType x_dtype, const void* y, DType y_dtype, const float* weight, int64_t n,
                           int64_t c, float eps) {
   DeviceGuard guard(device);
-  k::add_rmsnorm_forward(sum, elem(sum_dtype), out, elem(out_dtype), rstd, x, elem(x_dtype), y, elem(y_dtype),
-                         weight, n, c, eps, stream());
+  k::add_rmsnorm_forward(sum, elem_type(sum_dtype), out, elem_type(out_dtype), rstd, x, elem_type(x_dtype), y,
+                         elem_type(y_dtype), weight, n, c, eps, stream());
 }
 
 void rms_norm_backward_typed(Device device, float* dx, float* dweight, const float* dout, const void* x,
                              DType x_dtype, const float* weight, const float* rstd, int64_t n, int64_t c) {
   DeviceGuard guard(device);
   Tensor scratch = workspace(device, sizeof(float) * k::rmsnorm_backward_workspace(n, c));
-  k::rmsnorm_backward_typed(dx, dweight, dout, x, elem(x_dtype), weight, rstd, nullptr, n, c, scratch.data<float>(),
-                            stream());
+  k::rmsnorm_backward_typed(dx, dweight, dout, x, elem_type(x_dtype), weight, rstd, nullptr, n, c,
+                            scratch.data<float>(), stream());
 }
 
 void rotary_apply(Device device, float* out, const float* x, const float* cos, const float* sin, int64_t b,
@@ -266,36 +262,20 @@ void rotary_apply_typed(Device device, void* out, DType out_dtype, const void* x
                         const float* sin, int64_t b, int64_t nh, int64_t t, int64_t hs, int64_t stride_b,
                         int64_t stride_h, int64_t stride_t, int64_t offset, float sin_sign) {
   DeviceGuard guard(device);
-  k::rotary_apply_typed(out, elem(out_dtype), x, elem(x_dtype), cos, sin, b, nh, t, hs, stride_b, stride_h, stride_t,
-                        offset, sin_sign, stream());
-}
-
-void swiglu_forward(Device device, float* out, const float* gate, const float* up, int64_t n) {
-  DeviceGuard guard(device);
-  k::swiglu_forward(out, gate, up, n, stream());
-}
-
-void swiglu_backward(Device device, float* dgate, float* dup, const float* dout, const float* gate, const float* up,
-                     int64_t n) {
-  DeviceGuard guard(device);
-  k::swiglu_backward(dgate, dup, dout, gate, up, n, stream());
+  k::rotary_apply_typed(out, elem_type(out_dtype), x, elem_type(x_dtype), cos, sin, b, nh, t, hs, stride_b, stride_h,
+                        stride_t, offset, sin_sign, stream());
 }
 
 void swiglu_forward_typed(Device device, void* out, DType out_dtype, const void* gate, DType gate_dtype,
                           const void* up, DType up_dtype, int64_t n) {
   DeviceGuard guard(device);
-  k::swiglu_forward_typed(out, elem(out_dtype), gate, elem(gate_dtype), up, elem(up_dtype), n, stream());
+  k::swiglu_forward_typed(out, elem_type(out_dtype), gate, elem_type(gate_dtype), up, elem_type(up_dtype), n, stream());
 }
 
 void swiglu_backward_typed(Device device, float* dgate, float* dup, const float* dout, const void* gate,
                            DType gate_dtype, const void* up, DType up_dtype, int64_t n) {
   DeviceGuard guard(device);
-  k::swiglu_backward_typed(dgate, dup, dout, gate, elem(gate_dtype), up, elem(up_dtype), n, stream());
-}
-
-void gelu_forward(Device device, float* out, const float* x, int64_t n) {
-  DeviceGuard guard(device);
-  k::gelu_forward(out, x, n, stream());
+  k::swiglu_backward_typed(dgate, dup, dout, gate, elem_type(gate_dtype), up, elem_type(up_dtype), n, stream());
 }
 
 void gelu_backward(Device device, float* dx, const float* dout, const float* x, int64_t n) {
@@ -305,19 +285,19 @@ void gelu_backward(Device device, float* dx, const float* dout, const float* x, 
 
 void gelu_forward_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n) {
   DeviceGuard guard(device);
-  k::gelu_forward_typed(out, elem(out_dtype), x, elem(x_dtype), n, stream());
+  k::gelu_forward_typed(out, elem_type(out_dtype), x, elem_type(x_dtype), n, stream());
 }
 
 void gelu_backward_typed(Device device, float* dx, const float* dout, const void* x, DType x_dtype, int64_t n) {
   DeviceGuard guard(device);
-  k::gelu_backward_typed(dx, dout, x, elem(x_dtype), n, stream());
+  k::gelu_backward_typed(dx, dout, x, elem_type(x_dtype), n, stream());
 }
 
 void gelu_bias_backward(Device device, float* dpre, float* dbias, const float* dout, const void* pre, DType pre_dtype,
                         int64_t rows, int64_t cols, bool accumulate) {
   DeviceGuard guard(device);
   Tensor scratch = workspace(device, dbias ? sizeof(float) * k::gelu_bias_backward_workspace(rows, cols) : 4);
-  k::gelu_bias_backward(dpre, dbias, dout, pre, elem(pre_dtype), rows, cols, accumulate, scratch.data<float>(),
+  k::gelu_bias_backward(dpre, dbias, dout, pre, elem_type(pre_dtype), rows, cols, accumulate, scratch.data<float>(),
                         stream());
 }
 
@@ -364,7 +344,7 @@ void cross_entropy_forward_typed(Device device, float* loss, float* count, float
                                  int32_t ignore_index) {
   DeviceGuard guard(device);
   Tensor losses = workspace(device, sizeof(float) * n);  // (N)
-  k::cross_entropy_forward_typed(loss, count, losses.data<float>(), lse, logits, elem(logits_dtype), targets, n, v,
+  k::cross_entropy_forward_typed(loss, count, losses.data<float>(), lse, logits, elem_type(logits_dtype), targets, n, v,
                                  ignore_index, stream());
 }
 
@@ -372,19 +352,14 @@ void cross_entropy_backward_typed(Device device, float* dlogits, const void* log
                                   const float* lse, const int32_t* targets, const float* dloss, const float* count,
                                   int64_t n, int64_t v, int32_t ignore_index) {
   DeviceGuard guard(device);
-  k::cross_entropy_backward_typed(dlogits, logits, elem(logits_dtype), lse, targets, dloss, count, n, v,
+  k::cross_entropy_backward_typed(dlogits, logits, elem_type(logits_dtype), lse, targets, dloss, count, n, v,
                                   ignore_index, stream());
-}
-
-void dropout_apply(Device device, float* out, const float* x, int64_t n, float p, uint64_t seed, uint64_t base) {
-  DeviceGuard guard(device);
-  k::dropout_apply(out, x, n, p, seed, base, stream());
 }
 
 void dropout_apply_typed(Device device, void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n, float p,
                          uint64_t seed, uint64_t base) {
   DeviceGuard guard(device);
-  k::dropout_apply_typed(out, elem(out_dtype), x, elem(x_dtype), n, p, seed, base, stream());
+  k::dropout_apply_typed(out, elem_type(out_dtype), x, elem_type(x_dtype), n, p, seed, base, stream());
 }
 
 void adamw_update(Device device, float* p, const float* g, float* m, float* v, int64_t n, float decay_factor,

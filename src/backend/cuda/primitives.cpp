@@ -7,16 +7,6 @@ namespace lmf::cuda {
 
 namespace k = lmf::kernels;
 
-void broadcast_binary(Device device, k::BinaryOp op, float* out, const float* a, const float* b,
-                      const k::BroadcastLayout& layout) {
-  DeviceGuard guard(device);
-  k::broadcast_binary(op, out, a, b, layout, stream());
-}
-void broadcast_binary_backward(Device device, k::BinaryOp op, float* ga, float* gb, const float* g, const float* a,
-                               const float* b, const k::BroadcastLayout& layout) {
-  DeviceGuard guard(device);
-  k::broadcast_binary_backward(op, ga, gb, g, a, b, layout, stream());
-}
 void broadcast_binary_typed(Device device, k::BinaryOp op, void* out, DType out_dtype, const void* a, DType a_dtype,
                             const void* b, DType b_dtype, const k::BroadcastLayout& layout) {
   DeviceGuard guard(device);
