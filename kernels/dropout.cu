@@ -57,13 +57,11 @@ void dropout_apply_typed(void* out, ElemType out_type, const void* x, ElemType x
   const bool out16 = storage_is_bf16(out_type, "dropout_apply", "out");
   if (n == 0) return;
   const float keep_scale = p < 1.f ? 1.0f / (1.0f - p) : 0.f;
-  with_storage(x16, [&](auto tin) {
-    with_storage(out16, [&](auto tout) {
-      using TIn = decltype(tin);
-      using TOut = decltype(tout);
-      dropout_kernel<TIn, TOut><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-          static_cast<TOut*>(out), static_cast<const TIn*>(x), n, p, keep_scale, seed, base);
-    });
+  with_storage(x16, out16, [&](auto tin, auto tout) {
+    using TIn = decltype(tin);
+    using TOut = decltype(tout);
+    dropout_kernel<TIn, TOut><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<TOut*>(out), static_cast<const TIn*>(x), n, p, keep_scale, seed, base);
   });
   LMF_CUDA_LAUNCH_CHECK();
 }

@@ -91,21 +91,17 @@ void binary_forward_typed(BinaryOp op, void* out, ElemType out_type, const void*
   const bool o16 = storage_is_bf16(out_type, "binary_forward", "out");
   if (op == BinaryOp::div) throw CudaError("binary_forward: div takes the broadcasting path (broadcast_binary)");
   if (n == 0) return;
-  with_storage(a16, [&](auto ta) {
-    with_storage(b16, [&](auto tb) {
-      with_storage(o16, [&](auto to) {
-        using TA = decltype(ta);
-        using TB = decltype(tb);
-        using TO = decltype(to);
-        auto* o = static_cast<TO*>(out);
-        const auto* pa = static_cast<const TA*>(a);
-        const auto* pb = static_cast<const TB*>(b);
-        const unsigned grid = grid_for(n, kThreads);
-        if (op == BinaryOp::add) binary_kernel<Binary::add, TA, TB, TO><<<grid, kThreads, 0, stream>>>(o, pa, pb, n, nb);
-        if (op == BinaryOp::sub) binary_kernel<Binary::sub, TA, TB, TO><<<grid, kThreads, 0, stream>>>(o, pa, pb, n, nb);
-        if (op == BinaryOp::mul) binary_kernel<Binary::mul, TA, TB, TO><<<grid, kThreads, 0, stream>>>(o, pa, pb, n, nb);
-      });
-    });
+  with_storage(a16, b16, o16, [&](auto ta, auto tb, auto to) {
+    using TA = decltype(ta);
+    using TB = decltype(tb);
+    using TO = decltype(to);
+    auto* o = static_cast<TO*>(out);
+    const auto* pa = static_cast<const TA*>(a);
+    const auto* pb = static_cast<const TB*>(b);
+    const unsigned grid = grid_for(n, kThreads);
+    if (op == BinaryOp::add) binary_kernel<Binary::add, TA, TB, TO><<<grid, kThreads, 0, stream>>>(o, pa, pb, n, nb);
+    if (op == BinaryOp::sub) binary_kernel<Binary::sub, TA, TB, TO><<<grid, kThreads, 0, stream>>>(o, pa, pb, n, nb);
+    if (op == BinaryOp::mul) binary_kernel<Binary::mul, TA, TB, TO><<<grid, kThreads, 0, stream>>>(o, pa, pb, n, nb);
   });
   LMF_CUDA_LAUNCH_CHECK();
 }
@@ -167,23 +163,21 @@ void mul_backward_typed(float* da, float* db, const float* dout, const void* a, 
   const bool a16 = storage_is_bf16(a_type, "mul_backward", "a");
   const bool b16 = storage_is_bf16(b_type, "mul_backward", "b");
   if (n == 0) return;
-  with_storage(a16, [&](auto ta) {
-    with_storage(b16, [&](auto tb) {
-      using TA = decltype(ta);
-      using TB = decltype(tb);
-      const auto* pa = static_cast<const TA*>(a);
-      const auto* pb = static_cast<const TB*>(b);
-      if (nb == n) {
-        mul_backward_same_kernel<TA, TB><<<grid_for(n, kThreads), kThreads, 0, stream>>>(da, db, dout, pa, pb, n);
-        LMF_CUDA_LAUNCH_CHECK();
-        return;
-      }
-      if (da) {
-        mul_backward_a_kernel<TB><<<grid_for(n, kThreads), kThreads, 0, stream>>>(da, dout, pb, n, nb);
-        LMF_CUDA_LAUNCH_CHECK();
-      }
-      if (db) column_sums_impl<TA>(db, dout, pa, n / nb, nb, 1.f, stream);
-    });
+  with_storage(a16, b16, [&](auto ta, auto tb) {
+    using TA = decltype(ta);
+    using TB = decltype(tb);
+    const auto* pa = static_cast<const TA*>(a);
+    const auto* pb = static_cast<const TB*>(b);
+    if (nb == n) {
+      mul_backward_same_kernel<TA, TB><<<grid_for(n, kThreads), kThreads, 0, stream>>>(da, db, dout, pa, pb, n);
+      LMF_CUDA_LAUNCH_CHECK();
+      return;
+    }
+    if (da) {
+      mul_backward_a_kernel<TB><<<grid_for(n, kThreads), kThreads, 0, stream>>>(da, dout, pb, n, nb);
+      LMF_CUDA_LAUNCH_CHECK();
+    }
+    if (db) column_sums_impl<TA>(db, dout, pa, n / nb, nb, 1.f, stream);
   });
 }
 

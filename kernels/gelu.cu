@@ -115,13 +115,11 @@ void gelu_forward_typed(void* out, ElemType out_type, const void* x, ElemType x_
   const bool x16 = storage_is_bf16(x_type, "gelu_forward", "x");
   const bool out16 = storage_is_bf16(out_type, "gelu_forward", "out");
   if (n == 0) return;
-  with_storage(x16, [&](auto tin) {
-    with_storage(out16, [&](auto tout) {
-      using TIn = decltype(tin);
-      using TOut = decltype(tout);
-      gelu_forward_kernel<TIn, TOut><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-          static_cast<TOut*>(out), static_cast<const TIn*>(x), n);
-    });
+  with_storage(x16, out16, [&](auto tin, auto tout) {
+    using TIn = decltype(tin);
+    using TOut = decltype(tout);
+    gelu_forward_kernel<TIn, TOut><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<TOut*>(out), static_cast<const TIn*>(x), n);
   });
   LMF_CUDA_LAUNCH_CHECK();
 }

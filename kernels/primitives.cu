@@ -153,26 +153,22 @@ void broadcast_binary_typed(BinaryOp op, void* out, ElemType out_type, const voi
   const bool o16 = storage_is_bf16(out_type, "broadcast_binary", "out");
   const int64_t n = numel_of(layout);
   if (n == 0) return;
-  with_storage(a16, [&](auto ta) {
-    with_storage(b16, [&](auto tb) {
-      with_storage(o16, [&](auto to) {
-        using TA = decltype(ta);
-        using TB = decltype(tb);
-        using TO = decltype(to);
-        auto* o = static_cast<TO*>(out);
-        const auto* pa = static_cast<const TA*>(a);
-        const auto* pb = static_cast<const TB*>(b);
-        switch (op) {
+  with_storage(a16, b16, o16, [&](auto ta, auto tb, auto to) {
+    using TA = decltype(ta);
+    using TB = decltype(tb);
+    using TO = decltype(to);
+    auto* o = static_cast<TO*>(out);
+    const auto* pa = static_cast<const TA*>(a);
+    const auto* pb = static_cast<const TB*>(b);
+    switch (op) {
 #define LMF_CASE(name)                                                                                   \
   case BinaryOp::name:                                                                                   \
     broadcast_binary_kernel<BinaryOp::name, TA, TB, TO><<<grid_for(n, kThreads), kThreads, 0, stream>>>( \
         o, pa, pb, layout, n);                                                                           \
     break;
-          LMF_BINARY_CASES(LMF_CASE)
+      LMF_BINARY_CASES(LMF_CASE)
 #undef LMF_CASE
-        }
-      });
-    });
+    }
   });
   LMF_CUDA_LAUNCH_CHECK();
 }
@@ -189,22 +185,20 @@ void broadcast_binary_backward_typed(BinaryOp op, float* ga, float* gb, const fl
   const bool b16 = storage_is_bf16(b_type, "broadcast_binary_backward", "b");
   const int64_t n = numel_of(layout);
   if (n == 0) return;
-  with_storage(a16, [&](auto ta) {
-    with_storage(b16, [&](auto tb) {
-      using TA = decltype(ta);
-      using TB = decltype(tb);
-      const auto* pa = static_cast<const TA*>(a);
-      const auto* pb = static_cast<const TB*>(b);
-      switch (op) {
+  with_storage(a16, b16, [&](auto ta, auto tb) {
+    using TA = decltype(ta);
+    using TB = decltype(tb);
+    const auto* pa = static_cast<const TA*>(a);
+    const auto* pb = static_cast<const TB*>(b);
+    switch (op) {
 #define LMF_CASE(name)                                                                        \
   case BinaryOp::name:                                                                        \
     broadcast_binary_backward_kernel<BinaryOp::name, TA, TB>                                  \
         <<<grid_for(n, kThreads), kThreads, 0, stream>>>(ga, gb, g, pa, pb, layout, n);      \
     break;
-        LMF_BINARY_CASES(LMF_CASE)
+      LMF_BINARY_CASES(LMF_CASE)
 #undef LMF_CASE
-      }
-    });
+    }
   });
   LMF_CUDA_LAUNCH_CHECK();
 }

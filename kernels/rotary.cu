@@ -39,14 +39,12 @@ void rotary_apply_typed(void* out, ElemType out_type, const void* x, ElemType x_
   const bool out16 = storage_is_bf16(out_type, "rotary_apply", "out");
   const int64_t pairs = b * nh * t * (hs / 2);
   if (pairs == 0) return;
-  with_storage(x16, [&](auto tin) {
-    with_storage(out16, [&](auto tout) {
-      using TIn = decltype(tin);
-      using TOut = decltype(tout);
-      rotary_kernel<TIn, TOut><<<grid_for(pairs, kThreads), kThreads, 0, stream>>>(
-          static_cast<TOut*>(out), static_cast<const TIn*>(x), cos, sin, nh, t, hs / 2, stride_b, stride_h, stride_t,
-          offset, sin_sign, pairs);
-    });
+  with_storage(x16, out16, [&](auto tin, auto tout) {
+    using TIn = decltype(tin);
+    using TOut = decltype(tout);
+    rotary_kernel<TIn, TOut><<<grid_for(pairs, kThreads), kThreads, 0, stream>>>(
+        static_cast<TOut*>(out), static_cast<const TIn*>(x), cos, sin, nh, t, hs / 2, stride_b, stride_h, stride_t,
+        offset, sin_sign, pairs);
   });
   LMF_CUDA_LAUNCH_CHECK();
 }

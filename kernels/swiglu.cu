@@ -39,16 +39,12 @@ void swiglu_forward_typed(void* out, ElemType out_type, const void* gate, ElemTy
   const bool u16 = storage_is_bf16(up_type, "swiglu_forward", "up");
   const bool o16 = storage_is_bf16(out_type, "swiglu_forward", "out");
   if (n == 0) return;
-  with_storage(g16, [&](auto tg) {
-    with_storage(u16, [&](auto tu) {
-      with_storage(o16, [&](auto to) {
-        using TG = decltype(tg);
-        using TU = decltype(tu);
-        using TO = decltype(to);
-        swiglu_forward_kernel<TG, TU, TO><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-            static_cast<TO*>(out), static_cast<const TG*>(gate), static_cast<const TU*>(up), n);
-      });
-    });
+  with_storage(g16, u16, o16, [&](auto tg, auto tu, auto to) {
+    using TG = decltype(tg);
+    using TU = decltype(tu);
+    using TO = decltype(to);
+    swiglu_forward_kernel<TG, TU, TO><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<TO*>(out), static_cast<const TG*>(gate), static_cast<const TU*>(up), n);
   });
   LMF_CUDA_LAUNCH_CHECK();
 }
@@ -58,13 +54,11 @@ void swiglu_backward_typed(float* dgate, float* dup, const float* dout, const vo
   const bool g16 = storage_is_bf16(gate_type, "swiglu_backward", "gate");
   const bool u16 = storage_is_bf16(up_type, "swiglu_backward", "up");
   if (n == 0) return;
-  with_storage(g16, [&](auto tg) {
-    with_storage(u16, [&](auto tu) {
-      using TG = decltype(tg);
-      using TU = decltype(tu);
-      swiglu_backward_kernel<TG, TU><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-          dgate, dup, dout, static_cast<const TG*>(gate), static_cast<const TU*>(up), n);
-    });
+  with_storage(g16, u16, [&](auto tg, auto tu) {
+    using TG = decltype(tg);
+    using TU = decltype(tu);
+    swiglu_backward_kernel<TG, TU><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        dgate, dup, dout, static_cast<const TG*>(gate), static_cast<const TU*>(up), n);
   });
   LMF_CUDA_LAUNCH_CHECK();
 }

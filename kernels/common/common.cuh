@@ -88,6 +88,16 @@ void with_storage(bool bf16, F&& f) {
     f(float{});
   }
 }
+/// with_storage over two or three flags at once: f(TA{}, TB{}) or f(TA{}, TB{}, TC{}), one
+/// instantiation per combination.
+template <class F>
+void with_storage(bool a, bool b, F&& f) {
+  with_storage(a, [&](auto ta) { with_storage(b, [&](auto tb) { f(ta, tb); }); });
+}
+template <class F>
+void with_storage(bool a, bool b, bool c, F&& f) {
+  with_storage(a, b, [&](auto ta, auto tb) { with_storage(c, [&](auto tc) { f(ta, tb, tc); }); });
+}
 
 // Element i of an array whose element type (f32 or bf16) is a run-time flag; the flag is uniform
 // over the grid, so the branch costs nothing. round_as(bf16, v) is v as such a store keeps it.
