@@ -133,12 +133,14 @@ LMF_AVX512 void pack_transposed(float* panel, const float* src, int64_t ld, int6
       if (r + 8 > count) r = count - 8;
       // The next eight rows (the next group, or the next panel's first) are requested while these
       // are transposed: each row contributes only kc floats here, too short a run for the hardware
-      // prefetcher to ramp up on its own. A prefetch past the operand's end is harmless.
-      const float* next = src + (r + 8) * ld;
+      // prefetcher to ramp up on its own. Those rows may lie past the operand's end, so their
+      // addresses are integers (no out-of-range pointer is formed); a prefetch never faults.
+      const uintptr_t next = reinterpret_cast<uintptr_t>(src + r * ld) + uintptr_t(8 * ld) * sizeof(float);
       for (int64_t p = 0; p < kc8; p += 8) {
         if (p % 16 == 0)
 #pragma GCC unroll 8
-          for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * ld + p), _MM_HINT_T0);
+          for (int i = 0; i < 8; ++i)
+            _mm_prefetch(reinterpret_cast<const char*>(next + uintptr_t(i * ld + p) * sizeof(float)), _MM_HINT_T0);
         transpose_8x8(src + r * ld + p, ld, panel + p * W + r, W);
       }
       if (r + 8 >= count) break;
