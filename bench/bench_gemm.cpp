@@ -3,12 +3,14 @@
 // OpenMP threads) and, when libopenblas.so.0 is installed, of OpenBLAS's
 // cblas_sgemm (loaded at run time, so building needs no OpenBLAS), at 2048^3 and at the GPT-2 124M
 // training shapes for B*T = 256. The best of both at 2048^3 is the ceiling MFU is reported against.
-// Usage: bench_gemm [--quick] [--shapes gpt2] [--cpu-time]
+// Usage: bench_gemm [--quick] [--shapes gpt2] [--ceiling-only] [--cpu-time]
 //   (threads from OMP_NUM_THREADS; OpenBLAS from OPENBLAS_NUM_THREADS)
 // --shapes gpt2: every product of one GPT-2 124M training step at B*T = 256 (each linear's forward,
 // dX and dW, the tied head's three), with how many times a step runs it and the share of the step's
 // product FLOPs it carries. --cpu-time: process CPU time instead of wall time, the fair clock for a
 // one-thread run on a machine other processes share (with more threads it counts spinning too).
+// --ceiling-only: the 2048^3 product alone (a few seconds), for pairing a ceiling with each timed
+// training step (bench/cpu_vs_torch's MFU rounds).
 #include <dlfcn.h>
 #include <omp.h>
 
@@ -67,12 +69,13 @@ double best_gflops(const Shape& s, int reps, F&& run) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, gpt2 = false;
+  bool quick = false, gpt2 = false, ceiling_only = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = true;
+    else if (!std::strcmp(argv[i], "--ceiling-only")) ceiling_only = true;
     else if (!std::strcmp(argv[i], "--shapes") && i + 1 < argc && !std::strcmp(argv[i + 1], "gpt2")) gpt2 = true, ++i;
-    else { std::fprintf(stderr, "usage: bench_gemm [--quick] [--shapes gpt2] [--cpu-time]\n"); return 2; }
+    else { std::fprintf(stderr, "usage: bench_gemm [--quick] [--shapes gpt2] [--ceiling-only] [--cpu-time]\n"); return 2; }
   }
   const int reps = quick ? 2 : 5;
   CblasSgemm cblas = nullptr;
@@ -110,7 +113,8 @@ int main(int argc, char** argv) {
       {"lm head dw (50257,256)x(256,768)", 50257, 768, 256, true, false},
       {"small fc fwd (768,128)x(128,512)", 768, 512, 128, false, true},
   };
-  const std::vector<Shape>& shapes = gpt2 ? gpt2_shapes : default_shapes;
+  const std::vector<Shape> square_only(default_shapes.begin(), default_shapes.begin() + 1);
+  const std::vector<Shape>& shapes = ceiling_only ? square_only : gpt2 ? gpt2_shapes : default_shapes;
   double step_flops = 0.0;
   for (const Shape& s : shapes) step_flops += 2.0 * s.m * s.n * s.k * s.per_step;
   std::printf("threads (OpenMP): %d, OpenBLAS: %s, clock: %s\n", omp_get_max_threads(),
