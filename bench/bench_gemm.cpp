@@ -81,10 +81,11 @@ int main(int argc, char** argv) {
   CblasSgemm cblas = nullptr;
   if (void* lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL))
     cblas = reinterpret_cast<CblasSgemm>(dlsym(lib, "cblas_sgemm"));
+  const Shape square = {"square 2048^3", 2048, 2048, 2048, false, false};  // the ceiling
   // One GPT-2 124M step at B*T = 256 (C = 768, V = 50257, 12 layers): a linear y = x W^T + b runs
   // y = x . W^T (N, K trans_b), dX = dY . W (no transposes) and dW = dY^T . x (trans_a).
   const std::vector<Shape> gpt2_shapes = {
-      {"square 2048^3", 2048, 2048, 2048, false, false},
+      square,
       {"qkv fwd (256,768)x(768,2304)", 256, 2304, 768, false, true, 12},
       {"qkv dx (256,2304)x(2304,768)", 256, 768, 2304, false, false, 12},
       {"qkv dw (2304,256)x(256,768)", 2304, 768, 256, true, false, 12},
@@ -102,7 +103,7 @@ int main(int argc, char** argv) {
       {"lm head dw (50257,256)x(256,768)", 50257, 768, 256, true, false, 1},
   };
   const std::vector<Shape> default_shapes = {
-      {"square 2048^3", 2048, 2048, 2048, false, false},
+      square,
       {"qkv fwd (256,768)x(768,2304)", 256, 2304, 768, false, true},
       {"attn proj fwd (256,768)x(768,768)", 256, 768, 768, false, true},
       {"mlp fc fwd (256,768)x(768,3072)", 256, 3072, 768, false, true},
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
       {"lm head dw (50257,256)x(256,768)", 50257, 768, 256, true, false},
       {"small fc fwd (768,128)x(128,512)", 768, 512, 128, false, true},
   };
-  const std::vector<Shape> square_only(default_shapes.begin(), default_shapes.begin() + 1);
+  const std::vector<Shape> square_only = {square};
   const std::vector<Shape>& shapes = ceiling_only ? square_only : gpt2 ? gpt2_shapes : default_shapes;
   double step_flops = 0.0;
   for (const Shape& s : shapes) step_flops += 2.0 * s.m * s.n * s.k * s.per_step;
